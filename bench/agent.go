@@ -1,0 +1,416 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sextant/sextant/agent/api"
+	"github.com/sextant/sextant/collector"
+	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/probes"
+)
+
+// childAgentArg makes the bench binary run as the in-process pipeline
+// (-agent inproc): probes + collector, counting flows, in its own process so
+// its CPU and memory can be measured apart from the bench.
+const childAgentArg = "__sextant_bench_agent"
+
+// clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat: 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+type agentLauncher struct {
+	binary string // empty: in-process pipeline child
+	flags  []string
+}
+
+func newAgentLauncher(cfg config) (agentLauncher, error) {
+	if cfg.agent == "inproc" {
+		return agentLauncher{}, nil
+	}
+	bin := cfg.agent
+	if !filepath.IsAbs(bin) {
+		bin = filepath.Join(moduleRoot(), bin)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return agentLauncher{}, fmt.Errorf("agent binary: %w (build it: go build -o bin/sextant ./cmd/sextant; or run with -agent inproc)", err)
+	}
+	return agentLauncher{binary: bin, flags: splitFlags(cfg.agentFlags)}, nil
+}
+
+func (a agentLauncher) String() string {
+	if a.binary == "" {
+		return "in-process pipeline (probes + collector) in a child process"
+	}
+	return strings.Join(append([]string{a.binary, "agent"}, a.flags...), " ")
+}
+
+// runningAgent is one started agent process.
+type runningAgent struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	// binary agent: its local API
+	client *api.Client
+	// in-process child: a line protocol on stdin/stdout
+	stdin io.WriteCloser
+	lines chan string
+
+	before snapshot
+}
+
+func (a agentLauncher) start(ctx context.Context, dir string) (*runningAgent, error) {
+	ra := &runningAgent{exited: make(chan struct{}), lines: make(chan string, 16)}
+	var cmd *exec.Cmd
+	socket := filepath.Join(dir, "agent.sock")
+	if a.binary != "" {
+		args := append([]string{"agent", "--socket", socket}, a.flags...)
+		cmd = exec.Command(a.binary, args...)
+		cmd.Stdout = os.Stderr // the agent's logs are not the bench's output
+		cmd.Stderr = os.Stderr
+		ra.client = api.NewClient(socket)
+	} else {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cmd = exec.Command(exe, childAgentArg)
+		cmd.Stderr = os.Stderr
+		if ra.stdin, err = cmd.StdinPipe(); err != nil {
+			return nil, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			defer close(ra.lines)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				ra.lines <- sc.Text()
+			}
+		}()
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	ra.cmd = cmd
+	go func() { _ = cmd.Wait(); close(ra.exited) }()
+	if err := ra.waitReady(ctx); err != nil {
+		ra.stop()
+		return nil, err
+	}
+	return ra, nil
+}
+
+// waitReady waits until the agent has its programs attached: the binary
+// agent answers its status API (it opens the socket after loading), the
+// child prints READY.
+func (ra *runningAgent) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	if ra.client == nil {
+		select {
+		case line := <-ra.lines:
+			if line != "READY" {
+				return fmt.Errorf("agent child said %q, want READY", line)
+			}
+			return nil
+		case <-ra.exited:
+			return errors.New("agent child exited before it was ready")
+		case <-time.After(time.Until(deadline)):
+			return errors.New("agent child not ready after 2m")
+		}
+	}
+	for time.Now().Before(deadline) {
+		select {
+		case <-ra.exited:
+			return fmt.Errorf("agent exited before it was ready (%v)", ra.cmd.ProcessState)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := ra.client.Status(sctx)
+		cancel()
+		if err == nil && len(agentPrograms(ra.cmd.Process.Pid)) > 0 {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("agent not ready after 2m")
+}
+
+func (ra *runningAgent) stop() {
+	_ = ra.cmd.Process.Signal(syscall.SIGTERM)
+	if ra.stdin != nil {
+		ra.stdin.Close()
+	}
+	select {
+	case <-ra.exited:
+	case <-time.After(15 * time.Second):
+		_ = ra.cmd.Process.Kill()
+		<-ra.exited
+	}
+}
+
+// snapshot is the agent's cumulative counters at one moment.
+type snapshot struct {
+	at         time.Time
+	cpu        time.Duration
+	kernelNs   uint64
+	kernelRuns uint64
+	programs   int
+	flows      uint64
+}
+
+func (ra *runningAgent) snapshot() (snapshot, error) {
+	pid := ra.cmd.Process.Pid
+	s := snapshot{at: time.Now()}
+	var err error
+	if s.cpu, err = processCPU(pid); err != nil {
+		return s, err
+	}
+	ids := agentPrograms(pid)
+	if len(ids) == 0 {
+		return s, fmt.Errorf("agent pid %d holds no eBPF programs", pid)
+	}
+	for _, id := range ids {
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			return s, fmt.Errorf("open program %d: %w", id, err)
+		}
+		st, err := prog.Stats()
+		prog.Close()
+		if err != nil {
+			return s, fmt.Errorf("stats of program %d: %w", id, err)
+		}
+		s.kernelNs += uint64(st.Runtime)
+		s.kernelRuns += st.RunCount
+	}
+	s.programs = len(ids)
+	if s.flows, err = ra.flowsSeen(); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+func (ra *runningAgent) flowsSeen() (uint64, error) {
+	if ra.client != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := ra.client.Status(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("agent status: %w", err)
+		}
+		return st.FlowsSeen, nil
+	}
+	if _, err := io.WriteString(ra.stdin, "count\n"); err != nil {
+		return 0, fmt.Errorf("ask agent child: %w", err)
+	}
+	select {
+	case line := <-ra.lines:
+		n, err := strconv.ParseUint(strings.TrimPrefix(line, "FLOWS "), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("agent child said %q, want FLOWS n", line)
+		}
+		return n, nil
+	case <-time.After(10 * time.Second):
+		return 0, errors.New("agent child did not answer count")
+	}
+}
+
+func (ra *runningAgent) begin() (err error) {
+	ra.before, err = ra.snapshot()
+	return err
+}
+
+// agentUsage is what the agent cost during one run (or, summed, several).
+type agentUsage struct {
+	cpu, wall    time.Duration
+	kernelNs     uint64
+	kernelRuns   uint64
+	programs     int
+	rssBytes     uint64
+	peakRSSBytes uint64
+	flows        uint64
+}
+
+func (ra *runningAgent) end(requests int) (*agentUsage, error) {
+	after, err := ra.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	b := ra.before
+	u := &agentUsage{
+		cpu:        after.cpu - b.cpu,
+		wall:       after.at.Sub(b.at),
+		kernelNs:   after.kernelNs - b.kernelNs,
+		kernelRuns: after.kernelRuns - b.kernelRuns,
+		programs:   after.programs,
+		flows:      after.flows - b.flows,
+	}
+	u.rssBytes, u.peakRSSBytes, err = processRSS(ra.cmd.Process.Pid)
+	return u, err
+}
+
+func (u *agentUsage) add(o *agentUsage) {
+	u.cpu += o.cpu
+	u.wall += o.wall
+	u.kernelNs += o.kernelNs
+	u.kernelRuns += o.kernelRuns
+	u.programs += o.programs
+	u.rssBytes += o.rssBytes
+	u.peakRSSBytes = max(u.peakRSSBytes, o.peakRSSBytes)
+	u.flows += o.flows
+}
+
+func (u *agentUsage) kernelNsPerRequest(requests int) float64 {
+	return float64(u.kernelNs) / float64(max(requests, 1))
+}
+
+func (u *agentUsage) nsPerRun() float64 {
+	return float64(u.kernelNs) / float64(max(u.kernelRuns, 1))
+}
+
+func (u *agentUsage) cpuPercent() float64 {
+	if u.wall <= 0 {
+		return 0
+	}
+	return 100 * float64(u.cpu) / float64(u.wall)
+}
+
+// agentPrograms lists the ids of the eBPF programs a process holds, from
+// the prog_id lines of its fds' fdinfo (program fds and link fds both
+// name one).
+func agentPrograms(pid int) []ebpf.ProgramID {
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	seen := map[ebpf.ProgramID]bool{}
+	var ids []ebpf.ProgramID
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			v, ok := strings.CutPrefix(line, "prog_id:")
+			if !ok {
+				continue
+			}
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil || seen[ebpf.ProgramID(n)] {
+				continue
+			}
+			seen[ebpf.ProgramID(n)] = true
+			ids = append(ids, ebpf.ProgramID(n))
+		}
+	}
+	return ids
+}
+
+// processCPU is utime+stime of a process (/proc/<pid>/stat fields 14, 15).
+func processCPU(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// comm may contain spaces and parentheses: fields start after the last ')'.
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	utime, err1 := strconv.ParseUint(fields[11], 10, 64)
+	stime, err2 := strconv.ParseUint(fields[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// processRSS is VmRSS and VmHWM (peak) of a process.
+func processRSS(pid int) (rss, peak uint64, err error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		name, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "VmRSS":
+			rss = kb << 10
+		case "VmHWM":
+			peak = kb << 10
+		}
+	}
+	return rss, peak, nil
+}
+
+// runChildAgent is the -agent inproc pipeline: the same probes and
+// collector the agent runs, minus its API, counting flows.
+func runChildAgent() error {
+	p, err := probes.Load(probes.Options{})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	var flows atomic.Uint64
+	c := collector.New(collector.Config{Node: "bench"}, func(*flow.Flow) { flows.Add(1) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, c.Handle) }()
+	fmt.Println("READY")
+	// Stdin: "count" asks for the flow count; EOF (or SIGTERM) ends.
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, os.Interrupt)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				cancel()
+				return <-done
+			}
+			if line == "count" {
+				fmt.Printf("FLOWS %d\n", flows.Load())
+			}
+		case <-term:
+			cancel()
+			return <-done
+		case err := <-done:
+			return fmt.Errorf("probes stopped: %w", err)
+		}
+	}
+}

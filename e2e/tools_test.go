@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sextant/sextant/collector/flow"
+)
+
+// runTool runs an external client to completion and returns its pid and
+// stdout; any failure fails the test.
+func runTool(t *testing.T, name string, args ...string) (pid uint32, stdout string) {
+	t.Helper()
+	cmd := exec.Command(requireTool(t, name), args...)
+	p := startProc(t, name, cmd)
+	var out strings.Builder
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for line := range p.lines {
+			out.WriteString(line + "\n")
+		}
+	}()
+	p.waitExit(3 * time.Minute)
+	<-done
+	return p.pid(), out.String()
+}
+
+// Test 3: curl --http2-prior-knowledge (nghttp2 inside curl) against the Go
+// h2c server. Several URLs in one invocation share one connection.
+func TestCurlPriorKnowledge(t *testing.T) {
+	requireTool(t, "curl")
+	pl := startPipeline(t)
+	srv := startPeer(t, "h2c-server", nil)
+	addr, port := serverAddr(t, srv)
+
+	gets := []reqSpec{
+		{Method: "GET", Path: "/s/200/42/curl/one"},
+		{Method: "GET", Path: "/s/404/0/curl/two"},
+		{Method: "GET", Path: "/s/200/42/curl/one"},
+		{Method: "GET", Path: "/s/500/7/curl/three?x=1"},
+		{Method: "GET", Path: "/s/200/70000/curl/large"}, // several DATA frames
+	}
+	args := []string{"-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{http_version}\\n"}
+	for _, s := range gets {
+		args = append(args, "http://"+addr+s.Path)
+	}
+	getPID, getOut := runTool(t, "curl", args...)
+
+	body := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(body, bytes.Repeat([]byte{'p'}, 1234), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	post := reqSpec{Method: "POST", Path: "/s/201/9/curl/post", Body: 1234}
+	postPID, postOut := runTool(t, "curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null",
+		"-w", "%{http_code} %{size_download} %{http_version}\\n", "--data-binary", "@"+body, "http://"+addr+post.Path)
+
+	// The workload itself must have gone as planned.
+	var wantOut strings.Builder
+	for _, s := range gets {
+		code, size, _ := parseWorkloadPath(strings.SplitN(s.Path, "?", 2)[0])
+		fmt.Fprintf(&wantOut, "%d %d 2\n", code, size)
+	}
+	if getOut != wantOut.String() {
+		t.Fatalf("curl GETs printed\n%s\nwant\n%s", getOut, wantOut.String())
+	}
+	if postOut != "201 9 2\n" {
+		t.Fatalf("curl POST printed %q, want %q", postOut, "201 9 2\n")
+	}
+
+	var wants []want
+	for _, s := range gets {
+		wants = append(wants, wantHTTP("HTTP/2", "http", addr, port, s).both(getPID, srv.pid())...)
+	}
+	wants = append(wants, wantHTTP("HTTP/2", "http", addr, port, post).both(postPID, srv.pid())...)
+	got := pl.await(workload([]uint32{getPID, postPID, srv.pid()}, []uint16{port}), len(wants))
+	assertFlows(t, got, wants, noUnknown)
+}
+
+// Test 4: h2load against nghttpd, many concurrent streams on few
+// connections: 2000 requests → exactly 2000 flows on each side.
+func TestH2LoadNghttpd(t *testing.T) {
+	requireTool(t, "h2load")
+	nghttpd := requireTool(t, "nghttpd")
+	pl := startPipeline(t)
+
+	const fileSize, requests = 4321, 2000
+	docroot := t.TempDir()
+	if err := os.WriteFile(filepath.Join(docroot, "file.bin"), bytes.Repeat([]byte{'n'}, fileSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	srv := startProc(t, "nghttpd", exec.Command(nghttpd, "-a", "127.0.0.1", "--no-tls", "-d", docroot, fmt.Sprint(port)))
+	waitListening(t, addr, srv)
+
+	h2loadPID, out := runTool(t, "h2load", "-n", fmt.Sprint(requests), "-c", "4", "-m", "32", "http://"+addr+"/file.bin")
+	m := regexp.MustCompile(`requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored`).FindStringSubmatch(out)
+	okLine := fmt.Sprintf("requests: %d total, %d started, %d done, %d succeeded, 0 failed, 0 errored", requests, requests, requests, requests)
+	if m == nil || m[0] != okLine {
+		t.Fatalf("h2load did not finish cleanly:\n%s", out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("status codes: %d 2xx", requests)) {
+		t.Fatalf("h2load: not all responses were 2xx:\n%s", out)
+	}
+
+	w := want{
+		Protocol:   "HTTP/2",
+		Method:     "GET",
+		Scheme:     "http",
+		Authority:  addr,
+		Path:       "/file.bin",
+		Status:     200,
+		RespBytes:  fileSize,
+		Outcome:    flow.OutcomeComplete,
+		ServerPort: port,
+	}
+	var wants []want
+	for range requests {
+		wants = append(wants, w.both(h2loadPID, srv.pid())...)
+	}
+	got := pl.await(workload([]uint32{h2loadPID, srv.pid()}, []uint16{port}), len(wants))
+	assertFlows(t, got, wants, noUnknown)
+}

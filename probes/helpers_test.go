@@ -1,0 +1,228 @@
+package probes
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// requireRoot skips privileged tests for non-root users, except in CI
+// where a skip would hide that nothing was tested.
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("privileged test needs root, and CI=true forbids skipping")
+	}
+	t.Skip("needs root")
+}
+
+// recorder loads the probes (tracing this very process, whose peers the
+// tests run) and keeps every record of this process.
+type recorder struct {
+	p      *Probes
+	cancel context.CancelFunc
+	done   chan error
+
+	mu     sync.Mutex
+	events []*Event
+	stats  Stats // at stop
+}
+
+func startRecorder(t *testing.T) *recorder {
+	t.Helper()
+	requireRoot(t)
+	p, err := Load(Options{TraceSelf: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &recorder{p: p, cancel: cancel, done: make(chan error, 1)}
+	pid := uint32(os.Getpid())
+	go func() {
+		r.done <- p.Run(ctx, func(ev *Event) {
+			if ev.PID != pid {
+				return
+			}
+			r.mu.Lock()
+			r.events = append(r.events, ev)
+			r.mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop waits for records in flight (the reader polls every pollInterval),
+// then stops reading and unloads.
+func (r *recorder) stop(t *testing.T) []*Event {
+	t.Helper()
+	if r.p == nil {
+		return r.snapshot()
+	}
+	time.Sleep(4 * pollInterval)
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	st := r.p.Stats()
+	r.stats = st
+	for i, d := range st.Drops {
+		if d != 0 {
+			t.Logf("drops[%s] = %d", DropReason(i), d)
+		}
+	}
+	if st.Invalid != 0 {
+		t.Errorf("%d records could not be decoded", st.Invalid)
+	}
+	if err := r.p.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	r.p = nil
+	return r.snapshot()
+}
+
+func (r *recorder) snapshot() []*Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*Event(nil), r.events...)
+}
+
+// connKey names one direction of one traced connection.
+type connKey struct {
+	conn uint64
+	dir  Direction
+}
+
+// frame is an HTTP/2 frame rebuilt from records; header blocks are decoded.
+type frame struct {
+	typ      http2.FrameType
+	flags    http2.Flags
+	stream   uint32
+	length   uint32
+	grpcMsgs uint32
+	value    uint32
+	value2   uint32
+	fields   []hpack.HeaderField // HEADERS (with its CONTINUATIONs)
+	settings []byte
+}
+
+// h2Dir rebuilds the frames of one connection direction the way user
+// space is meant to: header block pieces in order, one HPACK decoder.
+type h2Dir struct {
+	dec     *hpack.Decoder
+	frames  []frame
+	block   []byte // header block being assembled
+	pending *frame // HEADERS waiting for END_HEADERS
+	piece   []byte // payload of the current HEADERS/CONTINUATION frame
+	nextSeq uint32
+	errs    []string
+	// hpackErrs: a decoder that joined midstream misses dynamic table
+	// entries; tests of such connections ignore these.
+	hpackErrs []string
+}
+
+func newH2Dir() *h2Dir {
+	return &h2Dir{dec: hpack.NewDecoder(65536, nil)}
+}
+
+func (d *h2Dir) add(ev *Event) {
+	if ev.Seq != d.nextSeq {
+		d.errs = append(d.errs, fmt.Sprintf("seq gap: want %d got %d", d.nextSeq, ev.Seq))
+	}
+	d.nextSeq = ev.Seq + 1
+	switch ev.Kind {
+	case KindParseError:
+		d.errs = append(d.errs, fmt.Sprintf("parse error %d header %x", ev.Reason, ev.FrameHeader))
+		return
+	case KindH2Frame:
+	default:
+		return
+	}
+	switch ev.FrameType {
+	case http2.FrameHeaders, http2.FrameContinuation:
+		if ev.Offset != uint32(len(d.piece)) {
+			d.errs = append(d.errs, fmt.Sprintf("piece offset %d, have %d", ev.Offset, len(d.piece)))
+		}
+		d.piece = append(d.piece, ev.Data...)
+		if uint32(len(d.piece)) < ev.FrameLen {
+			return
+		}
+		payload := d.piece
+		d.piece = nil
+		if ev.FrameType == http2.FrameHeaders {
+			if ev.Flags.Has(http2.FlagHeadersPadded) {
+				pad := int(payload[0])
+				payload = payload[1 : len(payload)-pad]
+			}
+			if ev.Flags.Has(http2.FlagHeadersPriority) {
+				payload = payload[5:]
+			}
+			d.pending = &frame{typ: ev.FrameType, flags: ev.Flags, stream: ev.StreamID, length: ev.FrameLen}
+			d.block = nil
+		}
+		d.block = append(d.block, payload...)
+		if ev.Flags.Has(http2.FlagHeadersEndHeaders) && d.pending != nil {
+			fields, err := d.dec.DecodeFull(d.block)
+			if err != nil {
+				d.hpackErrs = append(d.hpackErrs, fmt.Sprintf("hpack: %v", err))
+			}
+			d.pending.fields = fields
+			d.frames = append(d.frames, *d.pending)
+			d.pending = nil
+		}
+	default:
+		d.frames = append(d.frames, frame{
+			typ: ev.FrameType, flags: ev.Flags, stream: ev.StreamID, length: ev.FrameLen,
+			grpcMsgs: ev.GRPCMessages, value: ev.Value, value2: ev.Value2, settings: ev.Data,
+		})
+	}
+}
+
+// byConn groups records per connection direction and remembers EV_CONN.
+type byConn struct {
+	conns map[uint64]*ConnInfo
+	dirs  map[connKey]*h2Dir
+	h1    map[connKey][]*Event
+	close map[uint64]int
+}
+
+func group(evs []*Event) *byConn {
+	g := &byConn{conns: map[uint64]*ConnInfo{}, dirs: map[connKey]*h2Dir{}, h1: map[connKey][]*Event{}, close: map[uint64]int{}}
+	for _, ev := range evs {
+		k := connKey{ev.ConnID, ev.Dir}
+		switch ev.Kind {
+		case KindConn:
+			g.conns[ev.ConnID] = ev.Conn
+		case KindClose:
+			g.close[ev.ConnID]++
+		case KindH1Data:
+			g.h1[k] = append(g.h1[k], ev)
+		default:
+			d := g.dirs[k]
+			if d == nil {
+				d = newH2Dir()
+				g.dirs[k] = d
+			}
+			d.add(ev)
+		}
+	}
+	return g
+}
+
+func field(fs []hpack.HeaderField, name string) string {
+	for _, f := range fs {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}

@@ -1,0 +1,57 @@
+package probes
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// tracepointLinks counts perf-event links of this process that point at
+// BPF programs: what Close must leave at zero.
+func bpfFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(target, "bpf") || strings.Contains(target, "perf_event") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestLoadAttachClose(t *testing.T) {
+	requireRoot(t)
+	before := bpfFDs(t)
+	p, err := Load(Options{KernelStats: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(p.links); got != len(attachPoints) {
+		t.Errorf("%d links, want %d", got, len(attachPoints))
+	}
+	if bpfFDs(t) <= before {
+		t.Errorf("no bpf/perf fds while loaded")
+	}
+	t.Logf("load time %v", p.LoadTime())
+	for _, ps := range p.Stats().Programs {
+		t.Logf("%-16s verified insns %d", ps.Name, ps.Instructions)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := bpfFDs(t); after != before {
+		t.Errorf("bpf/perf fds: %d before Load, %d after Close", before, after)
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}

@@ -1,0 +1,357 @@
+package probes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	defaultRingBufferBytes = 16 << 20
+	// The kernel wakes the reader only once this much is queued; below it
+	// the reader polls every pollInterval. Waking per record costs more
+	// than the record itself (ENVIRONMENT.md: waking every event loses events).
+	defaultWakeupBytes = 256 << 10
+	pollInterval       = 25 * time.Millisecond
+	tracefsPath        = "/sys/kernel/tracing"
+)
+
+// attachPoints lists every syscall tracepoint and the program it runs.
+// One exit program serves all syscalls: the kernel verifies it once.
+var attachPoints = []struct{ prog, tracepoint string }{
+	{sextantProgEnterRead, "sys_enter_read"},
+	{sextantProgEnterWrite, "sys_enter_write"},
+	{sextantProgEnterReadv, "sys_enter_readv"},
+	{sextantProgEnterWritev, "sys_enter_writev"},
+	{sextantProgEnterRecvfrom, "sys_enter_recvfrom"},
+	{sextantProgEnterSendto, "sys_enter_sendto"},
+	{sextantProgEnterRecvmsg, "sys_enter_recvmsg"},
+	{sextantProgEnterSendmsg, "sys_enter_sendmsg"},
+	{sextantProgEnterClose, "sys_enter_close"},
+	{sextantProgExitIo, "sys_exit_read"},
+	{sextantProgExitIo, "sys_exit_write"},
+	{sextantProgExitIo, "sys_exit_readv"},
+	{sextantProgExitIo, "sys_exit_writev"},
+	{sextantProgExitIo, "sys_exit_recvfrom"},
+	{sextantProgExitIo, "sys_exit_sendto"},
+	{sextantProgExitIo, "sys_exit_recvmsg"},
+	{sextantProgExitIo, "sys_exit_sendmsg"},
+}
+
+// Options configure Load.
+type Options struct {
+	// ExcludePIDs are tgids that are never traced.
+	ExcludePIDs []uint32
+	// RingBufferBytes is the size of the kernel→user ring buffer, rounded
+	// up to a power of two. Default 16 MiB.
+	RingBufferBytes int
+	// TraceSelf traces the process that calls Load too. Off by default so
+	// the agent never observes its own API traffic; tests turn it on to
+	// observe peers they run in-process.
+	TraceSelf bool
+	// KernelStats enables BPF run-time statistics (BPF_ENABLE_STATS) while
+	// the probes are loaded, so Stats reports per-program run time.
+	KernelStats bool
+}
+
+// Stats are counters of the loaded probes.
+type Stats struct {
+	Drops    [DropMax]uint64 // summed over CPUs, index = DropReason
+	Events   uint64          // records read from the ring buffer
+	Invalid  uint64          // records user space could not decode (a bug if ever non-zero)
+	Programs []ProgramStats  // per program; run time only with Options.KernelStats
+}
+
+// ProgramStats describe one kernel program.
+type ProgramStats struct {
+	Name         string
+	Instructions uint32 // instructions the verifier processed at load
+	RunTimeNs    uint64
+	RunCount     uint64
+}
+
+// DropReason indexes Stats.Drops (enum drop_reason in events.h).
+type DropReason int
+
+const (
+	DropRingBufFull  DropReason = DropReason(sextantDropReasonDROP_RINGBUF_FULL)
+	DropConnTable    DropReason = DropReason(sextantDropReasonDROP_CONN_TABLE)
+	DropIOV          DropReason = DropReason(sextantDropReasonDROP_IOV)
+	DropFrames       DropReason = DropReason(sextantDropReasonDROP_FRAMES)
+	DropStreamTable  DropReason = DropReason(sextantDropReasonDROP_STREAM_TABLE)
+	DropParseStopped DropReason = DropReason(sextantDropReasonDROP_PARSE_STOP)
+	DropMax                     = int(sextantDropReasonDROP_MAX)
+)
+
+func (r DropReason) String() string {
+	switch r {
+	case DropRingBufFull:
+		return "ringbuf_full"
+	case DropConnTable:
+		return "conn_table"
+	case DropIOV:
+		return "iov_segments"
+	case DropFrames:
+		return "frames_per_chunk"
+	case DropStreamTable:
+		return "stream_table"
+	case DropParseStopped:
+		return "parse_stopped"
+	}
+	return fmt.Sprintf("drop_%d", int(r))
+}
+
+// Probes are loaded and attached kernel programs.
+type Probes struct {
+	coll     *ebpf.Collection
+	links    []link.Link
+	reader   *ringbuf.Reader
+	stats    io.Closer // BPF_ENABLE_STATS, nil unless Options.KernelStats
+	progs    []string  // sorted program names
+	insns    map[string]uint32
+	monoToRT int64 // add to bpf_ktime_get_ns() to get Unix ns
+	loadTime time.Duration
+
+	events  atomic.Uint64
+	invalid atomic.Uint64
+}
+
+// Load loads the programs, fills the exclusion table and attaches every
+// program to its syscall tracepoint. Nothing runs in the background:
+// records queue in the ring buffer until Run reads them.
+func Load(opts Options) (_ *Probes, err error) {
+	if err := ensureTracefs(); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
+	}
+	spec, err := loadSextant()
+	if err != nil {
+		return nil, err
+	}
+	size := opts.RingBufferBytes
+	if size <= 0 {
+		size = defaultRingBufferBytes
+	}
+	size = ringSize(size)
+	spec.Maps[sextantMapEvents].MaxEntries = uint32(size)
+	wake := uint64(defaultWakeupBytes)
+	if wake > uint64(size/4) {
+		wake = uint64(size / 4)
+	}
+	if err := spec.Variables[sextantVarWakeupBytes].Set(wake); err != nil {
+		return nil, fmt.Errorf("set %s: %w", sextantVarWakeupBytes, err)
+	}
+
+	p := &Probes{insns: map[string]uint32{}}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if opts.KernelStats {
+		p.stats, err = ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+		if err != nil {
+			return nil, fmt.Errorf("enable bpf stats: %w", err)
+		}
+	}
+
+	start := time.Now()
+	p.coll, err = ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, fmt.Errorf("load sextant: %w", verifierTail(err))
+	}
+	p.loadTime = time.Since(start)
+
+	excluded := p.coll.Maps[sextantMapExcluded]
+	pids := opts.ExcludePIDs
+	if !opts.TraceSelf {
+		pids = append(pids[:len(pids):len(pids)], uint32(os.Getpid()))
+	}
+	for _, pid := range pids {
+		if err := excluded.Put(pid, uint8(1)); err != nil {
+			return nil, fmt.Errorf("exclude pid %d: %w", pid, err)
+		}
+	}
+
+	for name := range p.coll.Programs {
+		p.progs = append(p.progs, name)
+		if info, err := p.coll.Programs[name].Info(); err == nil {
+			if n, ok := info.VerifiedInstructions(); ok {
+				p.insns[name] = n
+			}
+		}
+	}
+	sort.Strings(p.progs)
+	for _, ap := range attachPoints {
+		prog := p.coll.Programs[ap.prog]
+		if prog == nil {
+			return nil, fmt.Errorf("attach %s: program not in object", ap.prog)
+		}
+		l, err := link.Tracepoint("syscalls", ap.tracepoint, prog, nil)
+		if err != nil {
+			return nil, fmt.Errorf("attach %s to syscalls/%s: %w", ap.prog, ap.tracepoint, err)
+		}
+		p.links = append(p.links, l)
+	}
+
+	p.reader, err = ringbuf.NewReader(p.coll.Maps[sextantMapEvents])
+	if err != nil {
+		return nil, fmt.Errorf("open ring buffer %s: %w", sextantMapEvents, err)
+	}
+	p.monoToRT, err = monoToRealtime()
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// LoadTime is how long loading (verification included) took.
+func (p *Probes) LoadTime() time.Duration { return p.loadTime }
+
+// Run reads records until ctx is done and hands each one to sink. The
+// sink owns the Event. Run returns nil when ctx is done.
+func (p *Probes) Run(ctx context.Context, sink func(*Event)) error {
+	var rec ringbuf.Record
+	p.reader.SetDeadline(time.Now().Add(pollInterval))
+	for ctx.Err() == nil {
+		err := p.reader.ReadInto(&rec)
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// Everything queued without a wakeup has been read.
+			p.reader.SetDeadline(time.Now().Add(pollInterval))
+			continue
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		case err != nil:
+			return fmt.Errorf("read ring buffer %s: %w", sextantMapEvents, err)
+		}
+		p.events.Add(1)
+		ev, err := decode(rec.RawSample, p.monoToRT)
+		if err != nil {
+			p.invalid.Add(1)
+			continue
+		}
+		sink(ev)
+	}
+	return nil
+}
+
+// Stats returns the drop counters, record counts and program statistics.
+func (p *Probes) Stats() Stats {
+	s := Stats{Events: p.events.Load(), Invalid: p.invalid.Load()}
+	if p.coll == nil {
+		return s
+	}
+	if drops := p.coll.Maps[sextantMapDrops]; drops != nil {
+		var perCPU []uint64
+		for i := 0; i < DropMax; i++ {
+			if err := drops.Lookup(uint32(i), &perCPU); err != nil {
+				continue
+			}
+			for _, v := range perCPU {
+				s.Drops[i] += v
+			}
+		}
+	}
+	for _, name := range p.progs {
+		ps := ProgramStats{Name: name, Instructions: p.insns[name]}
+		if st, err := p.coll.Programs[name].Stats(); err == nil {
+			ps.RunTimeNs = uint64(st.Runtime)
+			ps.RunCount = st.RunCount
+		}
+		s.Programs = append(s.Programs, ps)
+	}
+	return s
+}
+
+// Close detaches and unloads everything. Safe to call more than once.
+func (p *Probes) Close() error {
+	var errs []error
+	for _, l := range p.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
+	}
+	p.links = nil
+	if p.reader != nil {
+		if err := p.reader.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close ring buffer reader: %w", err))
+		}
+		p.reader = nil
+	}
+	if p.coll != nil {
+		p.coll.Close()
+		p.coll = nil
+	}
+	if p.stats != nil {
+		if err := p.stats.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("disable bpf stats: %w", err))
+		}
+		p.stats = nil
+	}
+	return errors.Join(errs...)
+}
+
+// ensureTracefs mounts tracefs when it is missing: tracepoint links need
+// it (fresh VMs come without).
+func ensureTracefs() error {
+	for _, dir := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(dir + "/events"); err == nil {
+			return nil
+		}
+	}
+	if err := unix.Mount("tracefs", tracefsPath, "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("tracefs is not mounted and mounting it at %s failed (try `mount -t tracefs tracefs %s`): %w",
+			tracefsPath, tracefsPath, err)
+	}
+	return nil
+}
+
+// verifierTail keeps the end of a verifier log, where the reason is.
+func verifierTail(err error) error {
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	lines := ve.Log
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return fmt.Errorf("%w\nverifier log (tail):\n%s", err, strings.Join(lines, "\n"))
+}
+
+// ringSize rounds n up to a power of two of at least one page.
+func ringSize(n int) int {
+	size := os.Getpagesize()
+	for size < n {
+		size <<= 1
+	}
+	return size
+}
+
+// monoToRealtime returns the offset from CLOCK_MONOTONIC (bpf_ktime_get_ns)
+// to the Unix epoch, measured once.
+func monoToRealtime() (int64, error) {
+	var mono, real unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+		return 0, fmt.Errorf("read CLOCK_MONOTONIC: %w", err)
+	}
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &real); err != nil {
+		return 0, fmt.Errorf("read CLOCK_REALTIME: %w", err)
+	}
+	return real.Nano() - mono.Nano(), nil
+}
