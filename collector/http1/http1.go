@@ -64,7 +64,9 @@ type Exchange struct {
 
 	RequestStart  time.Time // the read/write carrying the request line
 	ResponseStart time.Time // the read/write carrying the final status line; zero when none
-	ResponseEnd   time.Time // the read/write that completed the response; zero when none
+	// ResponseEnd is the read/write that completed the response; with
+	// OutcomeClosed the close; zero when unknown (UnknownLatency).
+	ResponseEnd time.Time
 
 	Outcome flow.Outcome // complete, closed (connection closed first) or evicted (MaxPending)
 	Unknown []string     // fields present but not decoded exactly (Unknown* names)

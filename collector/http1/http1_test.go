@@ -27,7 +27,7 @@ type call struct {
 	respBody int
 }
 
-func (c *call) do(t *testing.T, client *http.Client, base string) {
+func (c *call) do(t testing.TB, client *http.Client, base string) {
 	t.Helper()
 	req, err := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
 	if err != nil {
@@ -281,6 +281,30 @@ func TestNoBodyResponses(t *testing.T) {
 			}
 			if out[2].Status != 200 || header(out[2].ResponseHeaders, "link") == "" {
 				t.Errorf("early hints exchange: status %d headers %v", out[2].Status, out[2].ResponseHeaders)
+			}
+		})
+	}
+}
+
+// TestExpectContinue: the request body follows an interim 100 Continue.
+func TestExpectContinue(t *testing.T) {
+	calls := []*call{
+		{method: "POST", path: "/api/orders", body: strings.Repeat("b", 500),
+			header: http.Header{"Expect": {"100-continue"}}},
+		{method: "GET", path: "/api/users/2"},
+	}
+	srv, clientRec := runCalls(t, 0, calls)
+	for name, v := range views(srv, t, clientRec) {
+		t.Run(name, func(t *testing.T) {
+			if !bytes.Contains(v.recs[1].data, []byte("HTTP/1.1 100 Continue")) {
+				t.Fatalf("second record is not the interim response: %q", v.recs[1].data)
+			}
+			out, stats := decode(Config{}, v.recs)
+			if len(out) != len(calls) {
+				t.Fatalf("%d exchanges, want %d (stats %+v)", len(out), len(calls), stats)
+			}
+			for i, c := range calls {
+				checkExchange(t, out[i], c, srv.addr, v.reqDir)
 			}
 		})
 	}

@@ -114,7 +114,7 @@ type testServer struct {
 	srv  *http.Server
 }
 
-func startServer(t *testing.T, h http.Handler) *testServer {
+func startServer(t testing.TB, h http.Handler) *testServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -142,7 +142,8 @@ func (s *testServer) serverRecords(t *testing.T) []record {
 func recordingClient(split int) (*http.Client, *recorder) {
 	rec := &recorder{}
 	tr := &http.Transport{
-		MaxConnsPerHost: 1,
+		MaxConnsPerHost:       1,
+		ExpectContinueTimeout: 5 * time.Second, // wait for "100 Continue"
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err != nil {

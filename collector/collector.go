@@ -1,0 +1,259 @@
+// Package collector is the agent's decode stage: it turns the probes'
+// records into flows. Records are grouped by connection, re-ordered across
+// the two directions (they reach user space from different CPUs), checked
+// for loss, and handed to the HTTP/2 or HTTP/1 decoder; the flows that come
+// out get the connection's addresses, the process identity and the node.
+package collector
+
+import (
+	"time"
+
+	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/collector/http1"
+	"github.com/sextant/sextant/collector/http2"
+	"github.com/sextant/sextant/probes"
+)
+
+// Config tunes the collector. Zero values take the defaults.
+type Config struct {
+	Node string
+	// MaxConns bounds tracked connections (default 16384); the least
+	// recently active one is closed to make room.
+	MaxConns int
+	// ReorderWindow is how long a record waits for an earlier record of the
+	// other direction (default 10ms). Egress records carry the time their
+	// write began and ingress records the time their read returned, so a
+	// response is never older than its request; the window only has to
+	// cover how late a record can reach the ring.
+	ReorderWindow time.Duration
+	// ProcRoot is where /proc is (default "/proc"): process identity.
+	ProcRoot string
+	HTTP2    http2.Config
+	HTTP1    http1.Config
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxConns <= 0 {
+		c.MaxConns = 16384
+	}
+	if c.ReorderWindow <= 0 {
+		c.ReorderWindow = 10 * time.Millisecond
+	}
+	if c.ProcRoot == "" {
+		c.ProcRoot = "/proc"
+	}
+	return c
+}
+
+// Stats counts what the collector saw and what it could not use.
+type Stats struct {
+	Events        uint64 // records handled
+	Flows         uint64 // flows emitted
+	Conns         int    // connections tracked now
+	ConnsEvicted  uint64 // closed to stay under MaxConns, or whose process is gone
+	OrphanRecords uint64 // records of a connection we have no state for (its first record was lost)
+	SeqGaps       uint64 // losses detected from sequence gaps
+	ParseErrors   uint64 // directions the kernel stopped parsing (malformed frames)
+	HTTP2         http2.Stats
+	HTTP1         http1.Stats
+}
+
+// Collector is single-goroutine: call Handle, Tick and Flush from one
+// goroutine (probes.Run's sink and a ticker in the same select loop).
+type Collector struct {
+	cfg       Config
+	out       func(*flow.Flow)
+	conns     map[uint64]*conn
+	waiting   map[*conn]struct{} // conns with queued records
+	ids       *identities
+	h1        *http1.Decoder
+	stats     Stats
+	lastSeen  time.Time // newest record time: the reorder watermark
+	lastSweep time.Time
+}
+
+// New returns a collector that passes every flow to out.
+func New(cfg Config, out func(*flow.Flow)) *Collector {
+	cfg = cfg.withDefaults()
+	return &Collector{
+		cfg:     cfg,
+		out:     out,
+		conns:   make(map[uint64]*conn),
+		waiting: make(map[*conn]struct{}),
+		ids:     newIdentities(cfg.ProcRoot),
+		h1:      http1.NewDecoder(cfg.HTTP1),
+	}
+}
+
+// Stats returns the counters.
+func (c *Collector) Stats() Stats {
+	s := c.stats
+	s.Conns = len(c.conns)
+	s.HTTP1 = c.h1.Stats()
+	return s
+}
+
+// Handle consumes one record.
+func (c *Collector) Handle(ev *probes.Event) {
+	c.stats.Events++
+	if ev.Time.After(c.lastSeen) {
+		c.lastSeen = ev.Time
+	}
+	switch ev.Kind {
+	case probes.KindConn:
+		c.open(ev)
+		return
+	case probes.KindClose:
+		if cn := c.conns[ev.ConnID]; cn != nil {
+			c.close(cn, ev.Time)
+		}
+		return
+	}
+	cn := c.conns[ev.ConnID]
+	if cn == nil {
+		c.stats.OrphanRecords++
+		return
+	}
+	cn.lastActive = ev.Time
+	if cn.checkSeq(ev) {
+		c.stats.SeqGaps++
+	}
+	cn.queue[ev.Dir].push(ev)
+	c.waiting[cn] = struct{}{}
+	c.release(cn, c.lastSeen.Add(-c.cfg.ReorderWindow))
+}
+
+// Tick releases records that waited out the reorder window and closes
+// connections whose process is gone. Call it every few tens of ms.
+func (c *Collector) Tick(now time.Time) {
+	limit := now.Add(-c.cfg.ReorderWindow)
+	for cn := range c.waiting {
+		c.release(cn, limit)
+	}
+	c.sweep(now)
+}
+
+// Flush releases every queued record and reports exchanges still open on
+// connections as they stand (used at shutdown).
+func (c *Collector) Flush() {
+	for cn := range c.waiting {
+		c.release(cn, endOfTime)
+	}
+}
+
+func (c *Collector) open(ev *probes.Event) {
+	if ev.Conn == nil || c.conns[ev.ConnID] != nil {
+		return
+	}
+	if len(c.conns) >= c.cfg.MaxConns {
+		c.evictIdlest(ev.Time)
+	}
+	cn := &conn{id: ev.ConnID, info: *ev.Conn, pid: ev.PID, lastActive: ev.Time}
+	cn.process = c.ids.lookup(ev.PID, ev.Conn.CgroupID, ev.Conn.Comm)
+	emit := func(f *flow.Flow) { c.emit(cn, f) }
+	switch ev.Conn.Proto {
+	case probes.ProtoH2, probes.ProtoH2Midstream:
+		// With the preface seen, the record that announced the connection
+		// carried it: its direction is the client's.
+		midway := ev.Conn.Proto == probes.ProtoH2Midstream
+		cn.h2 = http2.NewConn(c.cfg.HTTP2, &c.stats.HTTP2, midway, http2.Direction(ev.Dir), emit)
+	case probes.ProtoH1:
+		cn.h1 = c.h1.NewConn(func(ex *http1.Exchange) { emit(exchangeFlow(ex)) })
+	default:
+		return
+	}
+	c.conns[ev.ConnID] = cn
+}
+
+func (c *Collector) close(cn *conn, t time.Time) {
+	c.release(cn, endOfTime)
+	delete(c.waiting, cn)
+	delete(c.conns, cn.id)
+	cn.close(t)
+}
+
+// release hands queued records to the decoder in time order: the older head
+// of the two directions goes first; a lone head waits until it is older
+// than limit, in case the other direction still has an earlier record.
+func (c *Collector) release(cn *conn, limit time.Time) {
+	for {
+		e, i := cn.queue[probes.Egress].peek(), cn.queue[probes.Ingress].peek()
+		var next *probes.Event
+		switch {
+		case e == nil && i == nil:
+			delete(c.waiting, cn)
+			return
+		case e != nil && i != nil:
+			next = e
+			if i.Time.Before(e.Time) {
+				next = i
+			}
+		default:
+			next = e
+			if e == nil {
+				next = i
+			}
+			if next.Time.After(limit) {
+				return
+			}
+		}
+		cn.queue[next.Dir].pop()
+		c.dispatch(cn, next)
+	}
+}
+
+func (c *Collector) dispatch(cn *conn, ev *probes.Event) {
+	switch ev.Kind {
+	case kindLost:
+		cn.lost(ev.Dir)
+	case probes.KindParseError:
+		// The kernel stopped parsing this direction: what is open on it
+		// can no longer complete exactly.
+		c.stats.ParseErrors++
+		cn.lost(ev.Dir)
+	case probes.KindH2Frame:
+		if cn.h2 != nil {
+			cn.h2.Handle(&http2.Record{
+				Dir: http2.Direction(ev.Dir), Time: ev.Time, Type: ev.FrameType, Flags: ev.Flags,
+				StreamID: ev.StreamID, Len: ev.FrameLen, Offset: ev.Offset, GRPCMessages: ev.GRPCMessages,
+				Value: ev.Value, Value2: ev.Value2, Data: ev.Data,
+			})
+		}
+	case probes.KindH1Data:
+		if cn.h1 != nil {
+			cn.h1.Feed(http1.Direction(ev.Dir), ev.Time, ev.Data, ev.Len, ev.Tail)
+		}
+	}
+}
+
+// emit completes a decoder's flow with what the connection knows.
+func (c *Collector) emit(cn *conn, f *flow.Flow) {
+	f.Node = c.cfg.Node
+	f.ConnID = cn.id
+	f.Process = cn.process
+	local, remote := cn.info.Local, cn.info.Remote
+	switch f.Observer {
+	case flow.SideClient:
+		f.Source, f.Destination = local, remote
+	case flow.SideServer:
+		f.Source, f.Destination = remote, local
+	}
+	c.stats.Flows++
+	c.out(f)
+}
+
+func (c *Collector) evictIdlest(now time.Time) {
+	var idlest *conn
+	for _, cn := range c.conns {
+		if idlest == nil || cn.lastActive.Before(idlest.lastActive) {
+			idlest = cn
+		}
+	}
+	if idlest != nil {
+		c.stats.ConnsEvicted++
+		c.close(idlest, now)
+	}
+}
+
+// endOfTime releases every queued record, whatever its time.
+var endOfTime = time.Unix(1<<50, 0)

@@ -1,0 +1,63 @@
+package collector
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/probes"
+)
+
+// Records of the two directions reach user space out of order; the
+// collector must hand them to the decoder in the order they happened.
+func TestReorderAcrossDirections(t *testing.T) {
+	var flows []*flow.Flow
+	c := New(Config{Node: "n1"}, func(f *flow.Flow) { flows = append(flows, f) })
+	t0 := time.Unix(1000, 0)
+	local, remote := netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort("127.0.0.1:8080")
+	c.Handle(&probes.Event{Kind: probes.KindConn, ConnID: 7, PID: 42, Time: t0, Dir: probes.Egress,
+		Conn: &probes.ConnInfo{Local: local, Remote: remote, Comm: "curl", Proto: probes.ProtoH1}})
+	req := []byte("GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp := []byte("HTTP/1.1 204 No Content\r\n\r\n")
+	h1 := func(seq uint32, d probes.Direction, at time.Duration, b []byte) *probes.Event {
+		return &probes.Event{Kind: probes.KindH1Data, ConnID: 7, PID: 42, Seq: seq, Dir: d, Time: t0.Add(at), Data: b, Len: uint32(len(b))}
+	}
+	// The response read returned (t0+2ms) before the request write's record
+	// (stamped when the write began, t0+1ms) reached the ring.
+	c.Handle(h1(0, probes.Ingress, 2*time.Millisecond, resp))
+	c.Handle(h1(0, probes.Egress, 1*time.Millisecond, req))
+	c.Flush()
+	if len(flows) != 1 {
+		t.Fatalf("got %d flows, want 1; stats %+v", len(flows), c.Stats())
+	}
+	f := flows[0]
+	if f.Path != "/a" || f.Status != 204 || f.Observer != flow.SideClient || f.Source != local ||
+		f.Destination != remote || f.Node != "n1" || f.Process.Comm != "curl" || f.Latency != time.Millisecond {
+		t.Errorf("flow = %+v", f)
+	}
+}
+
+// A sequence gap is a loss: the decoder must not pair across it.
+func TestSeqGapIsLoss(t *testing.T) {
+	var flows []*flow.Flow
+	c := New(Config{}, func(f *flow.Flow) { flows = append(flows, f) })
+	t0 := time.Unix(1000, 0)
+	c.Handle(&probes.Event{Kind: probes.KindConn, ConnID: 1, Time: t0, Conn: &probes.ConnInfo{Proto: probes.ProtoH1}})
+	ev := func(seq uint32, d probes.Direction, ms int, s string) *probes.Event {
+		return &probes.Event{Kind: probes.KindH1Data, ConnID: 1, Seq: seq, Dir: d, Time: t0.Add(time.Duration(ms) * time.Millisecond), Data: []byte(s), Len: uint32(len(s))}
+	}
+	c.Handle(ev(0, probes.Egress, 1, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n"))
+	c.Handle(ev(1, probes.Egress, 2, "GET /two HTTP/1.1\r\nHost: x\r\n\r\n"))
+	// seq 0 of the ingress side (the response to /one) was lost.
+	c.Handle(ev(1, probes.Ingress, 3, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+	c.Flush()
+	for _, f := range flows {
+		if f.Path == "/one" && f.Status == 200 {
+			t.Errorf("paired a response with a request across a loss: %+v", f)
+		}
+	}
+	if c.Stats().SeqGaps != 1 {
+		t.Errorf("SeqGaps = %d, want 1", c.Stats().SeqGaps)
+	}
+}
