@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -382,8 +383,31 @@ func runChildAgent() error {
 	c := collector.New(collector.Config{Node: "bench"}, func(*flow.Flow) { flows.Add(1) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Handle and Tick must not run concurrently: one mutex, like the agent's
+	// single decode loop.
+	var mu sync.Mutex
 	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, c.Handle) }()
+	go func() {
+		done <- p.Run(ctx, func(ev *probes.Event) {
+			mu.Lock()
+			c.Handle(ev)
+			mu.Unlock()
+		})
+	}()
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				mu.Lock()
+				c.Tick(now)
+				mu.Unlock()
+			}
+		}
+	}()
 	fmt.Println("READY")
 	// Stdin: "count" asks for the flow count; EOF (or SIGTERM) ends.
 	lines := make(chan string)

@@ -689,8 +689,11 @@ func serveRawSink() error {
 }
 
 type rawSendArgs struct {
-	Addr   string
-	Chunks [][]byte // written one write() each, with a short pause between
+	Addr string
+	// Files hold the chunks, written one write() each with a short pause
+	// between (files, not arguments: a CONTINUATION flood is larger than
+	// what one environment string may hold).
+	Files []string
 }
 
 func runRawSend(raw []byte) error {
@@ -702,7 +705,11 @@ func runRawSend(raw []byte) error {
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", args.Addr, err)
 	}
-	for i, chunk := range args.Chunks {
+	for i, file := range args.Files {
+		chunk, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
 		if i > 0 {
 			time.Sleep(20 * time.Millisecond) // separate syscalls, separate reads
 		}

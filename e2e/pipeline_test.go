@@ -25,6 +25,8 @@ const (
 	grace = 2 * time.Second
 )
 
+var dbgHook func(*probes.Event)
+
 // pipeline is the agent in-process: real probes feeding a real collector.
 type pipeline struct {
 	t      *testing.T
@@ -56,13 +58,35 @@ func startPipelineWith(t *testing.T, cfg collector.Config) *pipeline {
 	pl.cancel = cancel
 	go func() {
 		pl.done <- p.Run(ctx, func(ev *probes.Event) {
+			if dbgHook != nil {
+				dbgHook(ev)
+			}
 			pl.mu.Lock()
 			pl.coll.Handle(ev)
 			pl.mu.Unlock()
 		})
 	}()
+	// The collector holds records for a short reorder window; Tick releases
+	// them when no newer record comes along (and sweeps dead processes).
+	ticked := make(chan struct{})
+	go func() {
+		defer close(ticked)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				pl.mu.Lock()
+				pl.coll.Tick(now)
+				pl.mu.Unlock()
+			}
+		}
+	}()
 	t.Cleanup(func() {
 		cancel()
+		<-ticked
 		select {
 		case err := <-pl.done:
 			if err != nil && !errors.Is(err, context.Canceled) {
@@ -72,7 +96,8 @@ func startPipelineWith(t *testing.T, cfg collector.Config) *pipeline {
 			t.Errorf("probes Run did not return within 30s of cancel")
 		}
 		st := p.Stats()
-		t.Logf("probes stats: events=%d drops=%v", st.Events, st.Drops)
+		t.Logf("probes stats: events=%d invalid=%d drops=%v", st.Events, st.Invalid, st.Drops)
+		t.Logf("collector stats: %+v", pl.collectorStats())
 		if err := p.Close(); err != nil {
 			t.Errorf("close probes: %v", err)
 		}

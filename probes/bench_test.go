@@ -45,9 +45,13 @@ func BenchmarkTracedH2C(b *testing.B) {
 	st := p.Stats()
 	b.ReportMetric(float64(n.Load())/float64(b.N), "records/op")
 	for _, ps := range st.Programs {
-		if ps.Name == sextantProgExitIo && ps.RunCount > 0 {
+		if ps.RunCount == 0 {
+			continue
+		}
+		if ps.Name == sextantProgExitIo {
 			b.ReportMetric(float64(ps.RunTimeNs)/float64(ps.RunCount), "exit-ns/run")
 		}
+		b.Logf("%-15s %8d runs %6.0f ns/run", ps.Name, ps.RunCount, float64(ps.RunTimeNs)/float64(ps.RunCount))
 	}
 	for i, d := range st.Drops {
 		if d != 0 {

@@ -3,6 +3,7 @@ package probes
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 
 	"golang.org/x/net/http2"
@@ -53,10 +54,40 @@ func TestGRPCMessagesCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
+	// The RST_STREAM is queued before the HEADERS of a later request: once
+	// that request completes the reset is on the wire.
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	cc.Close()
 	g := group(rec.stop(t))
 
-	cl, _ := findConns(t, g, ln.Addr().String())
+	cl, sv := findConns(t, g, ln.Addr().String())
+	// grpc-go servers write SETTINGS before they read the preface: still a
+	// connection seen from its first byte.
+	for _, id := range []uint64{cl, sv} {
+		if p := g.conns[id].Proto; p != ProtoH2 {
+			t.Errorf("conn %d (%s): proto %s, want h2", id, g.conns[id].Comm, p)
+		}
+	}
+	for _, k := range []connKey{{sv, Ingress}, {sv, Egress}} {
+		d := g.dirs[k]
+		if d == nil || len(d.frames) == 0 {
+			t.Fatalf("server %v: no frames", k)
+		}
+		for _, e := range append(d.errs, d.hpackErrs...) {
+			t.Errorf("server %v: %s", k, e)
+		}
+	}
+	var serverPaths int
+	for _, f := range g.dirs[connKey{sv, Ingress}].frames {
+		if f.typ == http2.FrameHeaders && strings.HasPrefix(field(f.fields, ":path"), "/grpc.health.v1.Health/") {
+			serverPaths++
+		}
+	}
+	if serverPaths != unary+2 {
+		t.Errorf("server decoded %d request paths, want %d", serverPaths, unary+2)
+	}
 	out, in := g.dirs[connKey{cl, Egress}], g.dirs[connKey{cl, Ingress}]
 	if out == nil || in == nil {
 		t.Fatalf("client directions missing")
@@ -85,7 +116,7 @@ func TestGRPCMessagesCounted(t *testing.T) {
 			}
 		}
 	}
-	if len(paths) != unary+1 || watch == 0 {
+	if len(paths) != unary+2 || watch == 0 {
 		t.Fatalf("request paths %q", paths)
 	}
 	for id, n := range got {

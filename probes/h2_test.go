@@ -206,6 +206,19 @@ func TestH2CRequestsAreFramed(t *testing.T) {
 	if g.close[cl] != 1 {
 		t.Errorf("client conn: %d close records, want 1", g.close[cl])
 	}
+	// The static-table hint: Go's server starts responses with ":status: 200"
+	// (static index 8); its client starts requests with a literal
+	// :authority (no hint).
+	for _, f := range g.dirs[connKey{cl, Ingress}].frames {
+		if f.typ == http2.FrameHeaders && field(f.fields, ":status") == "200" && f.static != 8 {
+			t.Errorf("response HEADERS on stream %d: static index %d, want 8", f.stream, f.static)
+		}
+	}
+	for _, f := range g.dirs[connKey{cl, Egress}].frames {
+		if f.typ == http2.FrameHeaders && f.static != 0 {
+			t.Errorf("request HEADERS on stream %d: static index %d, want 0 (starts with :authority literal)", f.stream, f.static)
+		}
+	}
 	// Both sides start with SETTINGS.
 	for _, k := range []connKey{{cl, Egress}, {cl, Ingress}, {sv, Egress}, {sv, Ingress}} {
 		fs := g.dirs[k].frames

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"sync"
 	"testing"
 	"time"
@@ -25,8 +26,9 @@ func requireRoot(t testing.TB) {
 	t.Skip("needs root")
 }
 
-// recorder loads the probes (tracing this very process, whose peers the
-// tests run) and keeps every record of this process.
+// recorder loads the probes (tracing this very process too, whose peers
+// the tests run) and keeps every record; tests pick their connections by
+// address.
 type recorder struct {
 	p      *Probes
 	cancel context.CancelFunc
@@ -46,12 +48,8 @@ func startRecorder(t *testing.T) *recorder {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &recorder{p: p, cancel: cancel, done: make(chan error, 1)}
-	pid := uint32(os.Getpid())
 	go func() {
 		r.done <- p.Run(ctx, func(ev *Event) {
-			if ev.PID != pid {
-				return
-			}
 			r.mu.Lock()
 			r.events = append(r.events, ev)
 			r.mu.Unlock()
@@ -90,6 +88,20 @@ func (r *recorder) stop(t *testing.T) []*Event {
 	return r.snapshot()
 }
 
+// needTool finds an external peer; missing tools fail in CI.
+func needTool(t testing.TB, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not installed (CI=true forbids skipping)", name)
+	}
+	t.Skipf("%s not installed", name)
+	return ""
+}
+
 func (r *recorder) snapshot() []*Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -112,19 +124,21 @@ type frame struct {
 	value    uint32
 	value2   uint32
 	fields   []hpack.HeaderField // HEADERS (with its CONTINUATIONs)
+	static   uint8               // HEADERS: the kernel's static-table hint
 	settings []byte
 }
 
 // h2Dir rebuilds the frames of one connection direction the way user
 // space is meant to: header block pieces in order, one HPACK decoder.
 type h2Dir struct {
-	dec     *hpack.Decoder
-	frames  []frame
-	block   []byte // header block being assembled
-	pending *frame // HEADERS waiting for END_HEADERS
-	piece   []byte // payload of the current HEADERS/CONTINUATION frame
-	nextSeq uint32
-	errs    []string
+	dec         *hpack.Decoder
+	frames      []frame
+	block       []byte // header block being assembled
+	pending     *frame // HEADERS waiting for END_HEADERS
+	piece       []byte // payload of the current HEADERS/CONTINUATION frame
+	firstStatic uint8
+	nextSeq     uint32
+	errs        []string
 	// hpackErrs: a decoder that joined midstream misses dynamic table
 	// entries; tests of such connections ignore these.
 	hpackErrs []string
@@ -152,6 +166,9 @@ func (d *h2Dir) add(ev *Event) {
 		if ev.Offset != uint32(len(d.piece)) {
 			d.errs = append(d.errs, fmt.Sprintf("piece offset %d, have %d", ev.Offset, len(d.piece)))
 		}
+		if ev.Offset == 0 {
+			d.firstStatic = ev.StaticIndex
+		}
 		d.piece = append(d.piece, ev.Data...)
 		if uint32(len(d.piece)) < ev.FrameLen {
 			return
@@ -166,7 +183,7 @@ func (d *h2Dir) add(ev *Event) {
 			if ev.Flags.Has(http2.FlagHeadersPriority) {
 				payload = payload[5:]
 			}
-			d.pending = &frame{typ: ev.FrameType, flags: ev.Flags, stream: ev.StreamID, length: ev.FrameLen}
+			d.pending = &frame{typ: ev.FrameType, flags: ev.Flags, stream: ev.StreamID, length: ev.FrameLen, static: d.firstStatic}
 			d.block = nil
 		}
 		d.block = append(d.block, payload...)

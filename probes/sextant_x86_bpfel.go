@@ -51,6 +51,8 @@ type sextantConnState struct {
 		PadLen      uint8
 		PfxHave     uint8
 		StreamKnown uint8
+		WantPreface uint8
+		Pad2        [7]uint8
 		Hdr         [16]uint8
 		Pfx         [8]uint8
 		Val         [8]uint8
@@ -169,6 +171,7 @@ type sextantH2Rec struct {
 
 type sextantIoArgs struct {
 	_        structs.HostLayout
+	Ts       uint64
 	Buf      uint64
 	Fd       uint32
 	Iovcnt   uint32
@@ -210,21 +213,24 @@ type sextantWork struct {
 		PadLen      uint8
 		PfxHave     uint8
 		StreamKnown uint8
+		WantPreface uint8
+		Pad2        [7]uint8
 		Hdr         [16]uint8
 		Pfx         [8]uint8
 		Val         [8]uint8
 	}
-	_      [4]byte
-	ConnId uint64
-	Ts     uint64
-	Base   uint64
-	Len    uint32
-	Pos    uint32
-	Pid    uint32
-	Tid    uint32
-	Dir    uint32
-	H1Got  uint32
-	Peek   [32]uint8
+	_       [4]byte
+	ConnId  uint64
+	Ts      uint64
+	EnterTs uint64
+	Base    uint64
+	Len     uint32
+	Pos     uint32
+	Pid     uint32
+	Tid     uint32
+	Dir     uint32
+	H1Got   uint32
+	Peek    [32]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -237,6 +243,7 @@ const (
 	sextantMapExcluded         = "excluded"
 	sextantMapH1Buf            = "h1_buf"
 	sextantMapH2Buf            = "h2_buf"
+	sextantMapHttpProcs        = "http_procs"
 	sextantMapIoArgs           = "io_args"
 	sextantMapStreams          = "streams"
 	sextantMapWorkMap          = "work_map"
@@ -250,6 +257,7 @@ const (
 	sextantProgEnterWrite      = "enter_write"
 	sextantProgEnterWritev     = "enter_writev"
 	sextantProgExitIo          = "exit_io"
+	sextantProgProcessExit     = "process_exit"
 	sextantVarNextConnId       = "next_conn_id"
 	sextantVarUnusedConnProto  = "unused_conn_proto"
 	sextantVarUnusedDropReason = "unused_drop_reason"
@@ -316,21 +324,23 @@ type sextantProgramSpecs struct {
 	EnterWrite    *ebpf.ProgramSpec `ebpf:"enter_write"`
 	EnterWritev   *ebpf.ProgramSpec `ebpf:"enter_writev"`
 	ExitIo        *ebpf.ProgramSpec `ebpf:"exit_io"`
+	ProcessExit   *ebpf.ProgramSpec `ebpf:"process_exit"`
 }
 
 // sextantMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sextantMapSpecs struct {
-	Conns    *ebpf.MapSpec `ebpf:"conns"`
-	Drops    *ebpf.MapSpec `ebpf:"drops"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Excluded *ebpf.MapSpec `ebpf:"excluded"`
-	H1Buf    *ebpf.MapSpec `ebpf:"h1_buf"`
-	H2Buf    *ebpf.MapSpec `ebpf:"h2_buf"`
-	IoArgs   *ebpf.MapSpec `ebpf:"io_args"`
-	Streams  *ebpf.MapSpec `ebpf:"streams"`
-	WorkMap  *ebpf.MapSpec `ebpf:"work_map"`
+	Conns     *ebpf.MapSpec `ebpf:"conns"`
+	Drops     *ebpf.MapSpec `ebpf:"drops"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	Excluded  *ebpf.MapSpec `ebpf:"excluded"`
+	H1Buf     *ebpf.MapSpec `ebpf:"h1_buf"`
+	H2Buf     *ebpf.MapSpec `ebpf:"h2_buf"`
+	HttpProcs *ebpf.MapSpec `ebpf:"http_procs"`
+	IoArgs    *ebpf.MapSpec `ebpf:"io_args"`
+	Streams   *ebpf.MapSpec `ebpf:"streams"`
+	WorkMap   *ebpf.MapSpec `ebpf:"work_map"`
 }
 
 // sextantVariableSpecs contains global variables before they are loaded into the kernel.
@@ -371,15 +381,16 @@ func (o *sextantObjects) Close() error {
 //
 // It can be passed to loadSextantObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sextantMaps struct {
-	Conns    *ebpf.Map `ebpf:"conns"`
-	Drops    *ebpf.Map `ebpf:"drops"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Excluded *ebpf.Map `ebpf:"excluded"`
-	H1Buf    *ebpf.Map `ebpf:"h1_buf"`
-	H2Buf    *ebpf.Map `ebpf:"h2_buf"`
-	IoArgs   *ebpf.Map `ebpf:"io_args"`
-	Streams  *ebpf.Map `ebpf:"streams"`
-	WorkMap  *ebpf.Map `ebpf:"work_map"`
+	Conns     *ebpf.Map `ebpf:"conns"`
+	Drops     *ebpf.Map `ebpf:"drops"`
+	Events    *ebpf.Map `ebpf:"events"`
+	Excluded  *ebpf.Map `ebpf:"excluded"`
+	H1Buf     *ebpf.Map `ebpf:"h1_buf"`
+	H2Buf     *ebpf.Map `ebpf:"h2_buf"`
+	HttpProcs *ebpf.Map `ebpf:"http_procs"`
+	IoArgs    *ebpf.Map `ebpf:"io_args"`
+	Streams   *ebpf.Map `ebpf:"streams"`
+	WorkMap   *ebpf.Map `ebpf:"work_map"`
 }
 
 func (m *sextantMaps) Close() error {
@@ -390,6 +401,7 @@ func (m *sextantMaps) Close() error {
 		m.Excluded,
 		m.H1Buf,
 		m.H2Buf,
+		m.HttpProcs,
 		m.IoArgs,
 		m.Streams,
 		m.WorkMap,
@@ -428,6 +440,7 @@ type sextantPrograms struct {
 	EnterWrite    *ebpf.Program `ebpf:"enter_write"`
 	EnterWritev   *ebpf.Program `ebpf:"enter_writev"`
 	ExitIo        *ebpf.Program `ebpf:"exit_io"`
+	ProcessExit   *ebpf.Program `ebpf:"process_exit"`
 }
 
 func (p *sextantPrograms) Close() error {
@@ -442,6 +455,7 @@ func (p *sextantPrograms) Close() error {
 		p.EnterWrite,
 		p.EnterWritev,
 		p.ExitIo,
+		p.ProcessExit,
 	)
 }
 

@@ -312,7 +312,7 @@ func TestStuckFollowerLosesFlowsWithoutBlockingWriter(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stuck := make(chan struct{})
-	first := make(chan struct{})
+	first := make(chan struct{}, 1)
 	errc := make(chan error, 1)
 	go func() {
 		errc <- c.Flows(ctx, 0, true, func(*flow.Flow) error {
@@ -326,7 +326,7 @@ func TestStuckFollowerLosesFlowsWithoutBlockingWriter(t *testing.T) {
 	}()
 	waitFor(t, func() bool { return r.Stats().Subscribers == 1 })
 
-	const total = 100000 // ≈60 MB of NDJSON: far more than socket buffers hold
+	const total = 100000 // ≈60 MB of NDJSON if delivered: far more than socket buffers hold
 	wrote := make(chan struct{})
 	go func() {
 		for i := range total {

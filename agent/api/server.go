@@ -44,6 +44,8 @@ type Status struct {
 	// records the kernel could not emit, by reason.
 	ProbeEvents uint64            `json:"probe_events"`
 	ProbeDrops  map[string]uint64 `json:"probe_drops"`
+	// ProbeInvalid counts records user space could not decode.
+	ProbeInvalid uint64 `json:"probe_invalid"`
 	// Collector holds the collector's own statistics (decode errors, HPACK
 	// unknowns, evictions, tracked connections and streams).
 	Collector any `json:"collector,omitempty"`

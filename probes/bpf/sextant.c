@@ -82,6 +82,8 @@ struct dir_state {
 	__u8 pad_len;    /* DATA: pad length (PADDED) */
 	__u8 pfx_have;   /* DATA: bytes of a gRPC prefix collected so far */
 	__u8 stream_known; /* DATA: the stream had gRPC state in `streams` */
+	__u8 want_preface; /* the next chunk must start with the client preface */
+	__u8 _pad2[7];
 	__u8 hdr[16];    /* frame header (9 used; 16 so a masked index is always in bounds) */
 	__u8 pfx[8];     /* gRPC prefix (5 used) */
 	__u8 val[8];     /* RST_STREAM/GOAWAY: first payload bytes */
@@ -117,6 +119,7 @@ struct grpc_state {
 
 /* Syscall arguments saved at sys_enter for sys_exit. */
 struct io_args {
+	__u64 ts;     /* sys_enter time: when a write began */
 	__u64 buf;    /* buffer, or iovec array when vectored */
 	__u32 fd;
 	__u32 iovcnt;
@@ -128,7 +131,8 @@ struct io_args {
 struct work {
 	struct dir_state st; /* copy of the direction's state, written back at the end */
 	__u64 conn_id;
-	__u64 ts;
+	__u64 ts;       /* record time: egress when the write began, ingress when the read returned */
+	__u64 enter_ts; /* sys_enter time of the syscall being processed */
 	__u64 base; /* user address of the segment being walked */
 	__u32 len;  /* its length */
 	__u32 pos;  /* bytes of it consumed */
@@ -182,6 +186,15 @@ struct {
 	__type(key, struct conn_key);
 	__type(value, struct conn_state);
 } conns SEC(".maps");
+
+/* Processes that own (or owned) a recognised connection: only their exit
+ * is worth a walk over `conns`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} http_procs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -803,7 +816,7 @@ __noinline int payload_step(__u64 at, __u32 avail)
 	case F_SETTINGS:
 		/* One record; the payload rides along when it is all here. */
 		if (w->st.off == 0)
-			emit_h2(at, n == left ? n : 0, 0, 0);
+			emit_h2(at, n == left && n <= MAX_DATA ? n : 0, 0, 0);
 		advance(w, n);
 		break;
 	case F_RST_STREAM:
@@ -923,8 +936,8 @@ static __always_inline int is_h1_start(const __u8 *b, __u32 n)
 	return 0;
 }
 
-/* Which protocol does the first chunk of a connection speak? */
-__noinline int detect(__u64 ptr, __u32 len)
+/* Does the chunk start with (a prefix of, when shorter) the client preface? */
+__noinline int is_preface(__u64 ptr, __u32 len)
 {
 	struct work *w = work_get();
 	if (!w)
@@ -933,27 +946,47 @@ __noinline int detect(__u64 ptr, __u32 len)
 	barrier_var(n);
 	if (n > H2_PREFACE_LEN)
 		n = H2_PREFACE_LEN;
+	if (n < 4 || bpf_probe_read_user(w->peek, n, (void *)ptr))
+		return 0;
+	for (int i = 0; i < H2_PREFACE_LEN; i++) {
+		if (i >= n)
+			break;
+		if (w->peek[i] != (__u8)h2_preface[i])
+			return 0;
+	}
+	return 1;
+}
+
+/* Which protocol does the first chunk of a connection speak? */
+__noinline int detect(__u64 ptr, __u32 len)
+{
+	struct work *w = work_get();
+	if (!w)
+		return 0;
+	if (is_preface(ptr, len))
+		return PROTO_H2;
+	__u32 n = min32(len, 16);
+	barrier_var(n);
+	if (n > 16)
+		n = 16;
 	__builtin_memset(w->peek, 0, sizeof(w->peek));
 	if (bpf_probe_read_user(w->peek, n, (void *)ptr))
 		return 0;
-	if (n >= 4) {
-		int same = 1;
-		for (int i = 0; i < H2_PREFACE_LEN; i++) {
-			if (i >= n)
-				break;
-			if (w->peek[i] != (__u8)h2_preface[i]) {
-				same = 0;
-				break;
-			}
-		}
-		if (same)
-			return PROTO_H2;
-	}
 	if (is_h1_start(w->peek, n))
 		return PROTO_H1;
 	if (h2_aligned(ptr, len))
 		return PROTO_H2_MIDSTREAM;
 	return 0;
+}
+
+/* Bytes the process has read from the socket so far: everything received
+ * minus what still waits in the receive queue. */
+static __always_inline __u64 bytes_consumed(__u64 file)
+{
+	struct tcp_sock *tp = (void *)file_sock(file);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	__u32 queued = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
+	return received - queued;
 }
 
 /* ---------------------------------------------------------------------
@@ -1018,7 +1051,10 @@ __noinline int handle_io(__u64 buf, __u32 fd, __u32 iovcnt, __u32 dir_vec, __u32
 		return 0;
 	w->pid = id >> 32;
 	w->tid = (__u32)id;
-	w->ts = bpf_ktime_get_ns();
+	/* Stamp writes when they began and reads when they returned: a
+	 * response is then never older than the request that caused it, so
+	 * user space can order the two directions by time alone. */
+	w->ts = dir == DIR_EGRESS ? w->enter_ts : bpf_ktime_get_ns();
 	w->dir = dir;
 	w->conn_id = c->conn_id;
 
@@ -1035,6 +1071,13 @@ __noinline int handle_io(__u64 buf, __u32 fd, __u32 iovcnt, __u32 dir_vec, __u32
 
 	if (c->proto == 0) {
 		int p = detect(p0, l0);
+		/* Servers may write SETTINGS before reading the preface (grpc-go
+		 * does). Frames written before the process read anything are
+		 * the start of a new connection, not the middle of an old one:
+		 * exact, with the preface still to come in. */
+		int fresh_server = p == PROTO_H2_MIDSTREAM && dir == DIR_EGRESS && bytes_consumed(c->file) == 0;
+		if (fresh_server)
+			p = PROTO_H2;
 		if (!p) {
 			if (++c->tries >= DETECT_TRIES)
 				c->proto = PROTO_NOT_HTTP;
@@ -1042,11 +1085,15 @@ __noinline int handle_io(__u64 buf, __u32 fd, __u32 iovcnt, __u32 dir_vec, __u32
 		}
 		c->conn_id = __sync_fetch_and_add(&next_conn_id, 1) + 1;
 		c->proto = p;
+		__u8 one = 1;
+		bpf_map_update_elem(&http_procs, &k.tgid, &one, BPF_ANY);
 		w->conn_id = c->conn_id;
 		if (p == PROTO_H2) {
 			dir_reset(&c->d[0], DS_OK);
 			dir_reset(&c->d[1], DS_OK);
-			if (dir)
+			if (fresh_server)
+				c->d[DIR_INGRESS].want_preface = 1;
+			else if (dir)
 				c->d[1].skip = H2_PREFACE_LEN;
 			else
 				c->d[0].skip = H2_PREFACE_LEN;
@@ -1071,8 +1118,15 @@ __noinline int handle_io(__u64 buf, __u32 fd, __u32 iovcnt, __u32 dir_vec, __u32
 				return 0;
 			dir_reset(&w->st, DS_OK);
 		}
+		if (w->st.status == DS_OK && w->st.want_preface) {
+			w->st.want_preface = 0;
+			if (is_preface(p0, l0))
+				w->st.skip = H2_PREFACE_LEN;
+			else
+				stop_dir(PERR_BAD_FRAME);
+		}
 		if (w->st.status != DS_OK)
-			return 0;
+			goto out;
 		if (!vectored) {
 			process_seg(buf, total);
 		} else {
@@ -1096,6 +1150,7 @@ __noinline int handle_io(__u64 buf, __u32 fd, __u32 iovcnt, __u32 dir_vec, __u32
 		}
 	}
 
+out:
 	if (dir)
 		c->d[1] = w->st;
 	else
@@ -1112,6 +1167,7 @@ static __always_inline int on_enter(__u64 fd, __u64 buf, __u64 iovcnt, __u32 dir
 	if (!track_fd(tgid, (__u32)fd))
 		return 0;
 	struct io_args a = {
+		.ts = bpf_ktime_get_ns(),
 		.buf = buf,
 		.fd = (__u32)fd,
 		.iovcnt = (__u32)iovcnt,
@@ -1140,6 +1196,10 @@ static __always_inline int on_exit(long ret)
 	bpf_map_delete_elem(&io_args, &id);
 	if (ret <= 0)
 		return 0;
+	struct work *w = work_get();
+	if (!w)
+		return 0;
+	w->enter_ts = a.ts;
 	return handle_io(a.buf, a.fd, a.iovcnt, a.dir | (a.vectored << 8), (__u32)ret);
 }
 
@@ -1212,5 +1272,31 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &k);
 	if (c)
 		conn_gone(&k, c);
+	return 0;
+}
+
+static long close_proc_conn(struct bpf_map *map, struct conn_key *k, struct conn_state *c, __u32 *tgid)
+{
+	if (k->tgid == *tgid) {
+		if (c->proto && c->proto != PROTO_NOT_HTTP)
+			emit_close(c->conn_id, k->tgid);
+		bpf_map_delete_elem(map, k);
+	}
+	return 0;
+}
+
+/* A process that exits closes its fds without close(): end its
+ * connections here, once its last thread is gone. */
+SEC("tracepoint/sched/sched_process_exit")
+int process_exit(void *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&http_procs, &tgid))
+		return 0;
+	struct task_struct *task = (void *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0; /* other threads still run */
+	bpf_map_delete_elem(&http_procs, &tgid);
+	bpf_for_each_map_elem(&conns, close_proc_conn, &tgid, 0);
 	return 0;
 }

@@ -1,0 +1,287 @@
+// Package agent runs sextant on one node: it attaches the probes, decodes
+// their records into flows, keeps recent flows in a ring and serves them on
+// the local API until its context is cancelled.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sextant/sextant/agent/api"
+	"github.com/sextant/sextant/collector"
+	"github.com/sextant/sextant/collector/ring"
+	"github.com/sextant/sextant/probes"
+)
+
+// Config configures an agent. Zero values take the defaults.
+type Config struct {
+	// Node names this host in every flow (default: the hostname).
+	Node string
+	// Socket is the unix socket of the local API (default api.DefaultSocket).
+	Socket string
+	// ListenTCP, when set, also serves the local API on this loopback
+	// address (e.g. "127.0.0.1:4245").
+	ListenTCP string
+	// RingSize is how many recent flows are kept (default ring.DefaultCapacity).
+	RingSize int
+	// ExcludePIDs are never traced, in addition to the agent itself.
+	ExcludePIDs []uint32
+	// StatusInterval is how often a status line is logged at debug level
+	// (default 10s).
+	StatusInterval time.Duration
+	// Collector tunes decoding; its Node is taken from Node.
+	Collector collector.Config
+	Logger    *slog.Logger
+}
+
+// tickInterval is how often the collector releases records that waited out
+// its reorder window ("every few tens of ms", collector.Tick).
+const tickInterval = 25 * time.Millisecond
+
+// ErrPermission is wrapped by errors caused by missing privileges.
+var ErrPermission = errors.New("permission denied: run as root (or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)")
+
+// Run runs the agent until ctx is cancelled, then detaches the probes,
+// closes the API listeners and removes the socket. The API answers once the
+// probes are attached, so a successful GET /v1/status means tracing is on.
+func Run(ctx context.Context, cfg Config) error {
+	cfg, err := withDefaults(cfg)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger
+	started := time.Now()
+
+	// Listen before loading the probes: a second agent or a bad address
+	// fails in milliseconds, not after the programs were verified.
+	listeners, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, ln := range listeners {
+			ln.Close() // already closed by Serve on the normal path
+		}
+	}()
+
+	p, err := probes.Load(probes.Options{
+		ExcludePIDs: append([]uint32{uint32(os.Getpid())}, cfg.ExcludePIDs...),
+	})
+	if err != nil {
+		if isPermission(err) {
+			return fmt.Errorf("%w: load probes: %v", ErrPermission, err)
+		}
+		return fmt.Errorf("load probes: %w", err)
+	}
+	defer func() {
+		if err := p.Close(); err != nil {
+			log.Warn("detach probes", "err", err)
+		}
+	}()
+	log.Info("probes attached", "load_time", p.LoadTime().Round(time.Millisecond))
+
+	flows := ring.New(cfg.RingSize)
+	pipe := &pipeline{c: collector.New(cfg.Collector, flows.Write)}
+
+	status := func() api.Status {
+		ps := p.Stats()
+		rs := flows.Stats()
+		return api.Status{
+			Node:         cfg.Node,
+			Started:      started,
+			Uptime:       time.Since(started).Round(time.Second).String(),
+			FlowsSeen:    rs.Written,
+			Ring:         rs,
+			ProbeEvents:  ps.Events,
+			ProbeInvalid: ps.Invalid,
+			ProbeDrops:   dropsByName(ps.Drops[:]),
+			Collector:    pipe.stats(),
+		}
+	}
+	server := api.NewServer(flows, status, log)
+
+	// The API outlives the probes by a moment at shutdown, so that followers
+	// receive the flows the collector flushes last.
+	apiCtx, stopAPI := context.WithCancel(context.Background())
+	defer stopAPI()
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- server.Serve(apiCtx, listeners...) }()
+	for _, ln := range listeners {
+		log.Info("serving flows", "addr", ln.Addr().String())
+	}
+
+	probesCtx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	var workers sync.WaitGroup
+	probesDone := make(chan error, 1)
+	workers.Go(func() { probesDone <- p.Run(probesCtx, pipe.handle) })
+	workers.Go(func() { pipe.tickUntil(probesCtx) })
+	workers.Go(func() { logStatus(probesCtx, log, cfg.StatusInterval, status) })
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-probesDone:
+		if runErr != nil {
+			runErr = fmt.Errorf("read probe events: %w", runErr)
+		} else {
+			runErr = errors.New("probe event reader stopped unexpectedly")
+		}
+		probesDone <- nil // for the wait below
+	case runErr = <-apiDone:
+		apiDone <- nil
+	}
+	log.Info("shutting down")
+	stopProbes()
+	workers.Wait()
+	<-probesDone
+	pipe.flush()
+
+	stopAPI()
+	if err := <-apiDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+func withDefaults(cfg Config) (Config, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Node == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return cfg, fmt.Errorf("node name: %w (set one with --node)", err)
+		}
+		cfg.Node = host
+	}
+	cfg.Collector.Node = cfg.Node
+	if cfg.Socket == "" {
+		cfg.Socket = api.DefaultSocket
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	return cfg, nil
+}
+
+func listen(cfg Config) ([]net.Listener, error) {
+	ln, err := api.ListenUnix(cfg.Socket)
+	if err != nil {
+		if isPermission(err) {
+			return nil, fmt.Errorf("%w: %v", ErrPermission, err)
+		}
+		return nil, err
+	}
+	listeners := []net.Listener{ln}
+	if cfg.ListenTCP != "" {
+		tcp, err := api.ListenTCP(cfg.ListenTCP)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		listeners = append(listeners, tcp)
+	}
+	return listeners, nil
+}
+
+func isPermission(err error) bool {
+	return errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES)
+}
+
+// pipeline serialises every use of the collector, which is not safe for
+// concurrent use: records arrive on probes.Run's goroutine, ticks on a timer
+// and stats requests on API handlers. A mutex rather than a channel to one
+// select loop keeps the hot path (one call per kernel record) free of a
+// goroutine hand-off.
+type pipeline struct {
+	mu sync.Mutex
+	c  *collector.Collector
+}
+
+func (p *pipeline) handle(ev *probes.Event) {
+	p.mu.Lock()
+	p.c.Handle(ev)
+	p.mu.Unlock()
+}
+
+func (p *pipeline) tickUntil(ctx context.Context) {
+	t := time.NewTicker(tickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			p.mu.Lock()
+			p.c.Tick(now)
+			p.mu.Unlock()
+		}
+	}
+}
+
+func (p *pipeline) flush() {
+	p.mu.Lock()
+	p.c.Flush()
+	p.mu.Unlock()
+}
+
+func (p *pipeline) stats() collector.Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.c.Stats()
+}
+
+// logStatus logs one line per interval at debug level: rates since the last
+// line and loss totals.
+func logStatus(ctx context.Context, log *slog.Logger, every time.Duration, status func() api.Status) {
+	if !log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	prev, prevAt := status(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			cur := status()
+			secs := now.Sub(prevAt).Seconds()
+			var drops uint64
+			for _, n := range cur.ProbeDrops {
+				drops += n
+			}
+			log.Debug("status",
+				"flows_per_s", fmt.Sprintf("%.1f", float64(cur.FlowsSeen-prev.FlowsSeen)/secs),
+				"events_per_s", fmt.Sprintf("%.1f", float64(cur.ProbeEvents-prev.ProbeEvents)/secs),
+				"flows", cur.FlowsSeen,
+				"probe_drops", drops,
+				"follower_lost", cur.Ring.Lost,
+				"followers", cur.Ring.Subscribers,
+			)
+			prev, prevAt = cur, now
+		}
+	}
+}
+
+// dropsByName keys the kernel's drop counters by reason; reasons the probes
+// do not name are reported by number, and only when they counted something.
+func dropsByName(drops []uint64) map[string]uint64 {
+	out := make(map[string]uint64, len(drops))
+	for i, n := range drops {
+		name := probes.DropReason(i).String()
+		if n != 0 || !strings.HasPrefix(name, "drop_") {
+			out[name] = n
+		}
+	}
+	return out
+}

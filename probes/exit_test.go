@@ -1,0 +1,42 @@
+package probes
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+const childEnv = "SEXTANT_PROBES_H2C_CHILD"
+
+// TestMain lets the test binary act as a short-lived h2c client that exits
+// with its connection open (TestProcessExitCloses).
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(childEnv); addr != "" {
+		resp, err := h2cClient().Get("http://" + addr + "/echo/child")
+		if err != nil {
+			os.Exit(2)
+		}
+		io.ReadAll(resp.Body)
+		os.Exit(0) // the kernel closes the socket: no close() syscall
+	}
+	os.Exit(m.Run())
+}
+
+func TestProcessExitCloses(t *testing.T) {
+	rec := startRecorder(t)
+	addr := h2cServer(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+addr)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v %s", err, out)
+	}
+	g := group(rec.stop(t))
+	clients, _ := connsTo(g, addr)
+	if len(clients) != 1 {
+		t.Fatalf("client conns %v (%s)", clients, describe(g))
+	}
+	if n := g.close[clients[0]]; n != 1 {
+		t.Errorf("child's connection: %d close records, want 1", n)
+	}
+}
