@@ -149,6 +149,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := <-apiDone; err != nil && runErr == nil {
 		runErr = err
 	}
+	log.Info("stopped", "flows_seen", flows.Stats().Written)
 	return runErr
 }
 

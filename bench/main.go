@@ -63,7 +63,7 @@ func main() {
 	var cfg config
 	flag.BoolVar(&cfg.short, "short", false, "smoke run: one round of a few hundred requests (CI)")
 	flag.StringVar(&cfg.agent, "agent", "bin/sextant", `sextant binary run as "<binary> agent", or "inproc" for the probes+collector pipeline in a child process`)
-	flag.StringVar(&cfg.agentFlags, "agent-flags", "", "extra flags for `sextant agent` (space separated)")
+	flag.StringVar(&cfg.agentFlags, "agent-flags", "--log-level warn", "extra flags for `sextant agent` (space separated)")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds; each round runs once without and once with the agent")
 	flag.IntVar(&cfg.requests, "n", 20000, "requests per run")
 	flag.IntVar(&cfg.clients, "c", 4, "h2load clients (connections)")
@@ -236,8 +236,9 @@ func report(out io.Writer, cfg config, results []result) {
 	}
 	requests := cfg.requests * len(usages)
 	fmt.Fprintln(out)
-	fmt.Fprintf(out, "kernel: %.0f ns per request (sum of run_time_ns of the agent's %d programs / requests), %.0f ns per program run (%d runs)\n",
-		sum.kernelNsPerRequest(requests), sum.programs/max(len(usages), 1), sum.nsPerRun(), sum.kernelRuns)
+	fmt.Fprintf(out, "kernel: %.0f ns per request (sum of run_time_ns of the agent's %d programs / requests), %.0f ns per program run, %.1f runs per request\n",
+		sum.kernelNsPerRequest(requests), sum.programs/max(len(usages), 1), sum.nsPerRun(), float64(sum.kernelRuns)/float64(max(requests, 1)))
+	fmt.Fprintf(out, "        (the programs run on every read/write-family syscall of the host: other processes' syscalls during a run count too)\n")
 	fmt.Fprintf(out, "agent:  CPU %.2f%% of one core (%.1f ms per 1000 requests), RSS %.1f MiB at end, peak %.1f MiB\n",
 		sum.cpuPercent(), float64(sum.cpu.Milliseconds())*1000/float64(max(requests, 1)),
 		float64(sum.rssBytes)/float64(max(len(usages), 1))/(1<<20), float64(sum.peakRSSBytes)/(1<<20))

@@ -153,10 +153,11 @@ func (c *Collector) open(ev *probes.Event) {
 	emit := func(f *flow.Flow) { c.emit(cn, f) }
 	switch ev.Conn.Proto {
 	case probes.ProtoH2, probes.ProtoH2Midstream:
-		// With the preface seen, the record that announced the connection
-		// carried it: its direction is the client's.
+		// The client preface travels from the client: its direction says
+		// which side the observed process is. Joined mid-way, the decoder
+		// learns it from the first request or response.
 		midway := ev.Conn.Proto == probes.ProtoH2Midstream
-		cn.h2 = http2.NewConn(c.cfg.HTTP2, &c.stats.HTTP2, midway, http2.Direction(ev.Dir), emit)
+		cn.h2 = http2.NewConn(c.cfg.HTTP2, &c.stats.HTTP2, midway, http2.Direction(ev.Conn.PrefaceDir), emit)
 	case probes.ProtoH1:
 		cn.h1 = c.h1.NewConn(func(ex *http1.Exchange) { emit(exchangeFlow(ex)) })
 	default:

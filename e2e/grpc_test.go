@@ -63,5 +63,5 @@ func TestGRPCInterop(t *testing.T) {
 		wants = append(wants, w.both(cli.pid(), srv.pid())...)
 	}
 	got := pl.await(workload([]uint32{cli.pid(), srv.pid()}, []uint16{port}), len(wants))
-	assertFlows(t, got, wants, noUnknown)
+	pl.assertFlows(got, wants, noUnknown)
 }

@@ -81,7 +81,7 @@ func runHTTPWorkload(t *testing.T, pl *pipeline, h2 bool, specs []reqSpec, concu
 		wants = append(wants, wantHTTP(protocol, scheme, addr, port, s).both(cli.pid(), srv.pid())...)
 	}
 	got := pl.await(workload([]uint32{cli.pid(), srv.pid()}, []uint16{port}), len(wants))
-	assertFlows(t, got, wants, noUnknown)
+	pl.assertFlows(got, wants, noUnknown)
 }
 
 // mixedRequests: statuses 200/201/404/500, GET and POST with bodies of
@@ -160,7 +160,7 @@ func TestH2CLargeHeadersContinuation(t *testing.T) {
 	// A 40 KB value must come out whole, or the flow must say that its
 	// header list is not exact; a silently shortened value is a wrong one.
 	allow := func(_ want, field string) bool { return field == "request_headers" }
-	assertFlows(t, got, wants, allow)
+	pl.assertFlows(got, wants, allow)
 }
 
 // Test 7: a connection that was open (with HPACK state) before the probes
@@ -224,7 +224,7 @@ func TestH2CConnectionOpenBeforeLoad(t *testing.T) {
 		}
 		return true
 	}
-	assertFlows(t, got, wants, allow)
+	pl.assertFlows(got, wants, allow)
 	unknown := map[string]int{}
 	for _, f := range got {
 		for _, u := range f.Unknown {

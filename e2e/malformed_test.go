@@ -128,7 +128,7 @@ func TestMalformedInput(t *testing.T) {
 	checkClientResults(t, []reqSpec{spec}, res, 1)
 	wants := wantHTTP("HTTP/2", "http", addr, port, spec).both(cli.pid(), srv.pid())
 	got := pl.await(workload([]uint32{cli.pid(), srv.pid()}, []uint16{port}), len(wants))
-	assertFlows(t, got, wants, noUnknown)
+	pl.assertFlows(got, wants, noUnknown)
 
 	// The bad streams: no flow, or a flow that admits what it does not know
 	// and carries nothing the bytes did not say.

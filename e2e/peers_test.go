@@ -322,7 +322,13 @@ func workloadHandler(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-Bytes", strconv.FormatInt(n, 10))
 	w.Header().Set("X-Big-Len", strconv.Itoa(len(r.Header.Get("X-Big"))))
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(size))
+	// "/nolen/" in the path: no Content-Length, so that the client must
+	// wait for END_STREAM (curl closes the connection as soon as it has
+	// Content-Length bytes, and may then never read the END_STREAM frame;
+	// the stream then really did not end on the wire).
+	if !strings.Contains(r.URL.Path, "/nolen/") {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+	}
 	w.WriteHeader(code)
 	_, _ = w.Write(bytes.Repeat([]byte{'r'}, size))
 }

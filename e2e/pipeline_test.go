@@ -25,8 +25,6 @@ const (
 	grace = 2 * time.Second
 )
 
-var dbgHook func(*probes.Event)
-
 // pipeline is the agent in-process: real probes feeding a real collector.
 type pipeline struct {
 	t      *testing.T
@@ -35,6 +33,9 @@ type pipeline struct {
 
 	mu    sync.Mutex // serialises Handle (single-goroutine) with Stats and flows
 	flows []*flow.Flow
+	// records of every connection, to show what the kernel sent when a
+	// flow comes out wrong.
+	records map[uint64][]*probes.Event
 
 	cancel context.CancelFunc
 	done   chan error // Run's result
@@ -51,17 +52,16 @@ func startPipelineWith(t *testing.T, cfg collector.Config) *pipeline {
 	if err != nil {
 		t.Fatalf("load probes: %v", err)
 	}
-	pl := &pipeline{t: t, probes: p, done: make(chan error, 1)}
+	pl := &pipeline{t: t, probes: p, done: make(chan error, 1), records: map[uint64][]*probes.Event{}}
 	// out runs inside Handle, i.e. with pl.mu held.
 	pl.coll = collector.New(cfg, func(f *flow.Flow) { pl.flows = append(pl.flows, f) })
 	ctx, cancel := context.WithCancel(context.Background())
 	pl.cancel = cancel
 	go func() {
 		pl.done <- p.Run(ctx, func(ev *probes.Event) {
-			if dbgHook != nil {
-				dbgHook(ev)
-			}
 			pl.mu.Lock()
+			rec := *ev // a copy: the collector owns ev
+			pl.records[ev.ConnID] = append(pl.records[ev.ConnID], &rec)
 			pl.coll.Handle(ev)
 			pl.mu.Unlock()
 		})
@@ -358,10 +358,55 @@ func describe(f *flow.Flow) string {
 	return s
 }
 
+// assertFlows is the package-level assertFlows plus, on failure, the
+// kernel records of the connections behind the first wrong flows.
+func (pl *pipeline) assertFlows(got []*flow.Flow, wants []want, allow unknownOK) {
+	pl.t.Helper()
+	extra := assertFlows(pl.t, got, wants, allow)
+	shown := map[uint64]bool{}
+	for _, f := range extra {
+		if len(shown) == 2 {
+			break
+		}
+		if shown[f.ConnID] {
+			continue
+		}
+		shown[f.ConnID] = true
+		pl.mu.Lock()
+		recs := pl.records[f.ConnID]
+		pl.mu.Unlock()
+		var b strings.Builder
+		fmt.Fprintf(&b, "records of conn %d (%s, pid %d):\n", f.ConnID, f.Observer, f.Process.PID)
+		for i, ev := range recs {
+			if i == 80 {
+				fmt.Fprintf(&b, "  … %d more\n", len(recs)-i)
+				break
+			}
+			fmt.Fprintf(&b, "  %s\n", describeRecord(ev))
+		}
+		pl.t.Log(b.String())
+	}
+}
+
+func describeRecord(ev *probes.Event) string {
+	s := fmt.Sprintf("%s %v seq=%d tid=%d %v", ev.Time.Format("15:04:05.000000"), ev.Dir, ev.Seq, ev.TID, ev.Kind)
+	switch ev.Kind {
+	case probes.KindConn:
+		s += fmt.Sprintf(" %v %v->%v comm=%s", ev.Conn.Proto, ev.Conn.Local, ev.Conn.Remote, ev.Conn.Comm)
+	case probes.KindH2Frame:
+		s += fmt.Sprintf(" %v flags=%#x stream=%d len=%d off=%d grpc=%d value=%d data=%d", ev.FrameType, uint8(ev.Flags), ev.StreamID, ev.FrameLen, ev.Offset, ev.GRPCMessages, ev.Value, len(ev.Data))
+	case probes.KindH1Data:
+		s += fmt.Sprintf(" len=%d head=%q", ev.Len, abbreviate([]string{string(ev.Data)})[0])
+	case probes.KindParseError:
+		s += fmt.Sprintf(" reason=%d frame=%x", ev.Reason, ev.FrameHeader)
+	}
+	return s
+}
+
 // assertFlows requires a perfect one-to-one match between flows and wants:
 // 0 missing, 0 extra, 0 wrong. The match is a maximum bipartite matching,
 // so the verdict does not depend on the order flows arrived in.
-func assertFlows(t *testing.T, got []*flow.Flow, wants []want, allow unknownOK) {
+func assertFlows(t *testing.T, got []*flow.Flow, wants []want, allow unknownOK) (extra []*flow.Flow) {
 	t.Helper()
 	// Identical wants (h2load: 2000 of them) share one adjacency list, so
 	// the expensive comparison runs once per distinct want and flow.
@@ -421,7 +466,6 @@ func assertFlows(t *testing.T, got []*flow.Flow, wants []want, allow unknownOK) 
 			missing = append(missing, wants[i])
 		}
 	}
-	var extra []*flow.Flow
 	for j, i := range wantOf {
 		if i < 0 {
 			extra = append(extra, got[j])
@@ -429,7 +473,7 @@ func assertFlows(t *testing.T, got []*flow.Flow, wants []want, allow unknownOK) 
 	}
 	if len(missing) == 0 && len(extra) == 0 {
 		t.Logf("all %d flows exact", len(wants))
-		return
+		return nil
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "flows: %d expected, %d observed; %d missing, %d extra or wrong\n", len(wants), len(got), len(missing), len(extra))
@@ -453,6 +497,7 @@ func assertFlows(t *testing.T, got []*flow.Flow, wants []want, allow unknownOK) 
 		fmt.Fprintf(&b, "  EXTRA   %s\n", describe(f))
 	}
 	t.Error(b.String())
+	return extra
 }
 
 // nearest finds the unmatched flow differing from w in the fewest fields.

@@ -91,6 +91,9 @@ type ConnInfo struct {
 	UID, FD  uint32
 	Comm     string
 	Proto    Proto
+	// PrefaceDir (ProtoH2) is the direction the client preface travels in:
+	// Egress means the observed process is the client.
+	PrefaceDir Direction
 }
 
 // Event is one kernel record. See bpf/events.h for what each field means.
@@ -220,11 +223,12 @@ func decode(b []byte, monoToRT int64) (*Event, error) {
 
 func decodeConn(b []byte) *ConnInfo {
 	c := &ConnInfo{
-		CgroupID: le.Uint64(b[32:]),
-		UID:      le.Uint32(b[40:]),
-		FD:       le.Uint32(b[44:]),
-		Family:   le.Uint16(b[48:]),
-		Proto:    Proto(b[54]),
+		CgroupID:   le.Uint64(b[32:]),
+		UID:        le.Uint32(b[40:]),
+		FD:         le.Uint32(b[44:]),
+		Family:     le.Uint16(b[48:]),
+		Proto:      Proto(b[54]),
+		PrefaceDir: Direction(b[55] & 1),
 	}
 	lport, rport := le.Uint16(b[50:]), le.Uint16(b[52:])
 	var laddr, raddr netip.Addr

@@ -72,19 +72,19 @@ const (
 )
 
 type sextantEvConn struct {
-	_        structs.HostLayout
-	Hdr      sextantEvHeader
-	CgroupId uint64
-	Uid      uint32
-	Fd       uint32
-	Family   uint16
-	Lport    uint16
-	Rport    uint16
-	Proto    uint8
-	Pad      uint8
-	Laddr    [16]uint8
-	Raddr    [16]uint8
-	Comm     [16]int8
+	_          structs.HostLayout
+	Hdr        sextantEvHeader
+	CgroupId   uint64
+	Uid        uint32
+	Fd         uint32
+	Family     uint16
+	Lport      uint16
+	Rport      uint16
+	Proto      uint8
+	PrefaceDir uint8
+	Laddr      [16]uint8
+	Raddr      [16]uint8
+	Comm       [16]int8
 }
 
 type sextantEvDir uint32

@@ -31,13 +31,28 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// After the first signal, restore the default handling so that a
-	// second Ctrl-C kills a shutdown that hangs.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The first SIGINT/SIGTERM starts a graceful shutdown. Scripts that
+	// stop their children on Ctrl-C add a SIGTERM to the terminal's SIGINT,
+	// so only a third signal forces the exit of a shutdown that hangs.
+	signals := make(chan os.Signal, 3)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
 	go func() {
-		<-ctx.Done()
-		stop()
+		for n := 1; ; n++ {
+			sig, ok := <-signals
+			if !ok {
+				return
+			}
+			switch {
+			case n == 1:
+				cancel()
+			case n >= 3:
+				fmt.Fprintf(stderr, "%v received 3 times: exiting without cleanup\n", sig)
+				os.Exit(exitError)
+			}
+		}
 	}()
 
 	root := newRootCmd()

@@ -27,6 +27,10 @@ Compact output, one flow per line:
 
   TIME  NODE  comm(pid) SOURCE -> DESTINATION  PROTOCOL  METHOD URL  STATUS  [gRPC service/method STATUS]  [OUTCOME]  LATENCY
 
+comm(pid) is the observed process, written on its side of the arrow: before
+the source when it was the client, after the destination when it was the
+server.
+
 "?" marks what was on the wire but could not be decoded exactly (for example
 a header the agent saw compressed against state from before it started); "-"
 marks what was absent (no response, no gRPC status).`,

@@ -49,6 +49,9 @@ func (o Outcome) String() string {
 type Header struct {
 	Name  string `json:"name"`
 	Value string `json:"value"`
+	// Truncated: Value is the first bytes of a longer value (flows keep
+	// at most 1 KiB of one header value).
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Process identifies the observed process.

@@ -98,8 +98,7 @@ type Config struct {
 	// MaxHeaderBytes is how many header bytes are gathered across reads
 	// before the block is reported truncated. Default 16 KiB.
 	MaxHeaderBytes int
-	// SecretHeaders are dropped on top of Authorization,
-	// Proxy-Authorization, Cookie and Set-Cookie (case-insensitive).
+	// SecretHeaders are dropped on top of flow.IsSecret's (case-insensitive).
 	SecretHeaders []string
 }
 

@@ -43,12 +43,7 @@ type parser struct {
 }
 
 func newParser(secretHeaders []string) *parser {
-	p := &parser{secret: map[string]bool{
-		"authorization":       true,
-		"proxy-authorization": true,
-		"cookie":              true,
-		"set-cookie":          true,
-	}}
+	p := &parser{secret: map[string]bool{}} // on top of flow.IsSecret
 	for _, name := range secretHeaders {
 		p.secret[strings.ToLower(name)] = true
 	}
@@ -155,7 +150,7 @@ func (p *parser) exportHeaders(h *head, block []byte) error {
 		lower := strings.ToLower(name)
 		values := fields[name]
 		switch {
-		case p.secret[lower]:
+		case flow.IsSecret(lower) || p.secret[lower]:
 			continue
 		case lower == "host":
 			h.hasHost = true

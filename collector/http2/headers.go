@@ -77,11 +77,11 @@ func (h *headerSet) add(f hpack.HeaderField) {
 		}
 	}
 	if len(h.headers) < maxHeaders {
-		v := f.Value
-		if len(v) > maxHeaderValue {
-			v = v[:maxHeaderValue]
+		fh := flow.Header{Name: f.Name, Value: f.Value}
+		if len(fh.Value) > maxHeaderValue {
+			fh.Value, fh.Truncated = fh.Value[:maxHeaderValue], true
 		}
-		h.headers = append(h.headers, flow.Header{Name: f.Name, Value: v})
+		h.headers = append(h.headers, fh)
 	}
 }
 

@@ -12,9 +12,7 @@
 
 enum ev_kind {
 	EV_CONN = 1,      /* first HTTP bytes on a connection: tuple + process;
-	                     hdr.dir is the direction of the chunk that was recognised,
-	                     so for PROTO_H2 it names the side that wrote the preface
-	                     (the client) */
+	                     hdr.dir is the direction of the chunk that was recognised */
 	EV_CLOSE = 2,     /* a connection that had EV_CONN was closed or evicted */
 	EV_H2_FRAME = 3,  /* one HTTP/2 frame, or one piece of a HEADERS/CONTINUATION/
 	                     PUSH_PROMISE payload (all three carry HPACK state) */
@@ -70,7 +68,9 @@ struct ev_conn {
 	__u16 lport;     /* host byte order */
 	__u16 rport;     /* host byte order */
 	__u8 proto;      /* enum conn_proto */
-	__u8 _pad;
+	__u8 preface_dir; /* PROTO_H2: enum ev_dir the client preface travels in
+	                     (seen, or still expected by a server that wrote
+	                     first); DIR_EGRESS: this process is the client */
 	__u8 laddr[16];  /* IPv4 in the first 4 bytes */
 	__u8 raddr[16];
 	char comm[16];

@@ -341,7 +341,8 @@ static __always_inline int is_tcp(__u64 file)
  * Records
  */
 
-__noinline int emit_conn(__u64 file, __u32 fd, __u32 proto)
+/* proto_dir: enum conn_proto in the low byte, the preface direction above. */
+__noinline int emit_conn(__u64 file, __u32 fd, __u32 proto_dir)
 {
 	struct work *w = work_get();
 	if (!w)
@@ -371,8 +372,8 @@ __noinline int emit_conn(__u64 file, __u32 fd, __u32 proto)
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	e->fd = fd;
-	e->proto = proto;
-	e->_pad = 0;
+	e->proto = proto_dir & 0xff;
+	e->preface_dir = (proto_dir >> 8) & 1;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, rb_flags());
 	return 0;
@@ -989,6 +990,13 @@ static __always_inline __u64 bytes_consumed(__u64 file)
 	return received - queued;
 }
 
+/* Nothing was ever written on the socket: no byte sent nor queued. */
+static __always_inline int nothing_written(__u64 file)
+{
+	struct tcp_sock *tp = (void *)file_sock(file);
+	return BPF_CORE_READ(tp, bytes_sent) == 0 && BPF_CORE_READ(tp, write_seq) == BPF_CORE_READ(tp, snd_nxt);
+}
+
 /* ---------------------------------------------------------------------
  * Syscall handling
  */
@@ -1076,7 +1084,12 @@ __noinline int handle_io(__u64 buf, __u32 fd, __u32 iovcnt, __u32 dir_vec, __u32
 		 * the start of a new connection, not the middle of an old one:
 		 * exact, with the preface still to come in. */
 		int fresh_server = p == PROTO_H2_MIDSTREAM && dir == DIR_EGRESS && bytes_consumed(c->file) == 0;
-		if (fresh_server)
+		/* Likewise a client that reads the server's SETTINGS before it
+		 * writes its preface (h2load, nghttp do): an HTTP/2 client
+		 * always writes first on an established connection, so frames
+		 * read while nothing was ever written begin a new one. */
+		int fresh_client = p == PROTO_H2_MIDSTREAM && dir == DIR_INGRESS && nothing_written(c->file);
+		if (fresh_server || fresh_client)
 			p = PROTO_H2;
 		if (!p) {
 			if (++c->tries >= DETECT_TRIES)
@@ -1093,6 +1106,8 @@ __noinline int handle_io(__u64 buf, __u32 fd, __u32 iovcnt, __u32 dir_vec, __u32
 			dir_reset(&c->d[1], DS_OK);
 			if (fresh_server)
 				c->d[DIR_INGRESS].want_preface = 1;
+			else if (fresh_client)
+				c->d[DIR_EGRESS].want_preface = 1;
 			else if (dir)
 				c->d[1].skip = H2_PREFACE_LEN;
 			else
@@ -1102,7 +1117,10 @@ __noinline int handle_io(__u64 buf, __u32 fd, __u32 iovcnt, __u32 dir_vec, __u32
 			dir_reset(&c->d[0], dir ? DS_UNALIGNED : DS_OK);
 			dir_reset(&c->d[1], dir ? DS_OK : DS_UNALIGNED);
 		}
-		emit_conn(c->file, fd, p);
+		/* The client preface travels in the direction it was seen in,
+		 * or for a server that wrote first, towards the server. */
+		__u32 preface_dir = fresh_server ? DIR_INGRESS : fresh_client ? DIR_EGRESS : dir;
+		emit_conn(c->file, fd, p | preface_dir << 8);
 	}
 
 	if (dir)

@@ -66,6 +66,9 @@ const unknown = "?"
 // CompactLine renders f on one line:
 //
 //	TIME  NODE  comm(pid) SRC -> DST  PROTOCOL  METHOD URL  STATUS  [gRPC service/method STATUS]  [OUTCOME]  LATENCY
+//
+// comm(pid) is the observed process; it is written after DST instead when
+// that process was the server.
 func CompactLine(f *flow.Flow, loc *time.Location) string {
 	u := func(field string) bool { return slices.Contains(f.Unknown, field) }
 	or := func(v, field string) string {
@@ -88,8 +91,14 @@ func CompactLine(f *flow.Flow, loc *time.Location) string {
 		b.WriteString(f.Time.In(loc).Format("Jan _2 15:04:05.000"))
 	}
 	b.WriteString("  " + known(f.Node))
-	b.WriteString("  " + process(f.Process))
-	b.WriteString(" " + addr(f.Source) + " -> " + addr(f.Destination))
+	// The observed process stands at its end of the exchange, so the two
+	// views of one exchange between local processes tell themselves apart.
+	exchange := addr(f.Source) + " -> " + addr(f.Destination)
+	if f.Observer == flow.SideServer {
+		b.WriteString("  " + exchange + " " + process(f.Process))
+	} else {
+		b.WriteString("  " + process(f.Process) + " " + exchange)
+	}
 	b.WriteString("  " + known(f.Protocol))
 	b.WriteString("  " + or(f.Method, "method") + " " + url(f, u))
 

@@ -72,6 +72,9 @@ func TestCompactLine(t *testing.T) {
 		{"unnamed http2 error code", func(f *flow.Flow) {
 			f.Outcome, f.ResetCode, f.ResetBy = flow.OutcomeReset, 0x99, flow.SideServer
 		}, prefix + "HTTP/2  GET http://localhost:8080/hello?x=1  200  reset 0x99 by server  12.3ms"},
+		{"server side puts the process after the destination", func(f *flow.Flow) {
+			f.Observer, f.Process = flow.SideServer, flow.Process{PID: 99, Comm: "nghttpd"}
+		}, "Nov 25 19:34:01.123  node-a  127.0.0.1:54321 -> 127.0.0.1:8080 nghttpd(99)  HTTP/2  GET http://localhost:8080/hello?x=1  200  12.3ms"},
 		{"connection closed, http1", func(f *flow.Flow) {
 			f.Protocol, f.Scheme, f.Status, f.Outcome = "HTTP/1.1", "", 0, flow.OutcomeClosed
 			f.Latency = 5 * time.Millisecond

@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sextant/sextant/agent/api"
+)
+
+// requireRoot skips without root, except in CI where a skip would hide
+// that the test never ran.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root (CI=true: not skipping)")
+	}
+	t.Skip("needs root")
+}
+
+// The agent's lifecycle with the real probes: it answers once attached,
+// refuses a second agent on its socket, and on cancel stops cleanly and
+// removes its socket.
+func TestRunLifecycle(t *testing.T) {
+	requireRoot(t)
+	socket := filepath.Join(t.TempDir(), "run", "agent.sock")
+	cfg := Config{
+		Node:      "test-node",
+		Socket:    socket,
+		ListenTCP: "127.0.0.1:0",
+		RingSize:  128,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+
+	client := api.NewClient(socket)
+	var st *api.Status
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var err error
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err = client.Status(sctx)
+		scancel()
+		if err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("agent stopped before answering: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent not answering after 60s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.Node != "test-node" || st.Ring.Capacity != 128 {
+		t.Fatalf("status = %+v, want node test-node and ring capacity 128", st)
+	}
+	if _, ok := st.ProbeDrops["ringbuf_full"]; !ok {
+		t.Fatalf("status has no ringbuf_full drop counter: %v", st.ProbeDrops)
+	}
+	fi, err := os.Stat(socket)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket %s: %v, mode %v; want 0600", socket, err, fi.Mode())
+	}
+
+	// A second agent on the same socket fails at once, before loading probes.
+	second := cfg
+	second.ListenTCP = ""
+	start := time.Now()
+	err = Run(ctx, second)
+	if err == nil || !strings.Contains(err.Error(), "already listening") {
+		t.Fatalf("second agent: err = %v, want 'already listening'", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("second agent took %v to fail", took)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of cancel")
+	}
+	if _, err := os.Stat(socket); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+}
+
+func TestRunRefusesNonLoopbackTCP(t *testing.T) {
+	err := Run(context.Background(), Config{
+		Socket:    filepath.Join(t.TempDir(), "agent.sock"),
+		ListenTCP: "0.0.0.0:4245",
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err == nil || !strings.Contains(err.Error(), "only loopback") {
+		t.Fatalf("err = %v, want a loopback-only refusal", err)
+	}
+}
+
+func TestDropsByName(t *testing.T) {
+	drops := make([]uint64, 8)
+	drops[0], drops[7] = 3, 1
+	got := dropsByName(drops)
+	if got["ringbuf_full"] != 3 {
+		t.Errorf("ringbuf_full = %d, want 3", got["ringbuf_full"])
+	}
+	if got["drop_7"] != 1 {
+		t.Errorf("an unnamed reason that counted must be reported: %v", got)
+	}
+	if _, ok := got["drop_6"]; ok {
+		t.Errorf("an unnamed reason that counted nothing is noise: %v", got)
+	}
+}
