@@ -88,7 +88,7 @@ func TestMalformedInput(t *testing.T) {
 	var senders []uint32
 	caseOf := map[uint32]string{}
 	dir := t.TempDir()
-	prevParse, prevH2, prevLost, prevOrphans, prevGaps := before.ParseErrors, before.HTTP2.Errors, before.HTTP2.StreamsLost, before.OrphanRecords, before.SeqGaps
+	prev := before
 	for _, c := range malformedCases() {
 		args := rawSendArgs{Addr: sinkAddr}
 		for i, chunk := range c.chunks {
@@ -111,10 +111,8 @@ func TestMalformedInput(t *testing.T) {
 		for _, b := range c.chunks {
 			n += len(b)
 		}
-		t.Logf("sent %s (%d bytes): collector ParseErrors %d, HTTP2.Errors %v, StreamsLost %d, OrphanRecords %d, SeqGaps %d",
-			c.name, n, now.ParseErrors-prevParse, diff(now.HTTP2.Errors[:], prevH2[:]), now.HTTP2.StreamsLost-prevLost,
-			now.OrphanRecords-prevOrphans, now.SeqGaps-prevGaps)
-		prevParse, prevH2, prevLost, prevOrphans, prevGaps = now.ParseErrors, now.HTTP2.Errors, now.HTTP2.StreamsLost, now.OrphanRecords, now.SeqGaps
+		t.Logf("sent %s (%d bytes): collector %s", c.name, n, statsDelta(prev, now))
+		prev = now
 	}
 
 	// A normal exchange afterwards: exactly one correct flow per side.
@@ -159,12 +157,4 @@ func TestMalformedInput(t *testing.T) {
 		t.Errorf("probes Stats: 0 events read")
 	}
 	pl.requireRunning()
-}
-
-func diff(a, b []uint64) []uint64 {
-	out := make([]uint64, len(a))
-	for i := range a {
-		out[i] = a[i] - b[i]
-	}
-	return out
 }

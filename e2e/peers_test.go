@@ -198,7 +198,7 @@ func (p *proc) stop(timeout time.Duration) {
 	p.waitExit(timeout)
 }
 
-// serverPort parses the "ADDR host:port" a server peer prints.
+// serverAddr parses the "ADDR host:port" a server peer prints.
 func serverAddr(t *testing.T, p *proc) (addr string, port uint16) {
 	t.Helper()
 	addr = p.expect("ADDR ", 30*time.Second)
@@ -224,26 +224,6 @@ func freePort(t *testing.T) uint16 {
 	}
 	defer l.Close()
 	return uint16(l.Addr().(*net.TCPAddr).Port)
-}
-
-// waitListening polls until something accepts TCP connections on addr.
-func waitListening(t *testing.T, addr string, p *proc) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.exited:
-			t.Fatalf("%s exited (%v) before listening on %s; stderr:\n%s", p.name, p.err, addr, p.stderr.String())
-		default:
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s not listening on %s after 30s", p.name, addr)
 }
 
 // ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,10 +88,8 @@ func TestH2LoadNghttpd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(docroot, "file.bin"), bytes.Repeat([]byte{'n'}, fileSize), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	srv, port := startNghttpd(t, nghttpd, docroot)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	srv := startProc(t, "nghttpd", exec.Command(nghttpd, "-a", "127.0.0.1", "--no-tls", "-d", docroot, fmt.Sprint(port)))
-	waitListening(t, addr, srv)
 
 	h2loadPID, out := runTool(t, "h2load", "-n", fmt.Sprint(requests), "-c", "4", "-m", "32", "http://"+addr+"/file.bin")
 	m := regexp.MustCompile(`requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored`).FindStringSubmatch(out)
@@ -119,4 +118,45 @@ func TestH2LoadNghttpd(t *testing.T) {
 	}
 	got := pl.await(workload([]uint32{h2loadPID, srv.pid()}, []uint16{port}), len(wants))
 	pl.assertFlows(got, wants, noUnknown)
+}
+
+// startNghttpd serves docroot on a free port. nghttpd cannot listen on port
+// 0 and report it: pick a free port, and pick again should another process
+// take it first.
+func startNghttpd(t *testing.T, nghttpd, docroot string) (*proc, uint16) {
+	t.Helper()
+	var last *proc
+	for range 3 {
+		port := freePort(t)
+		srv := startProc(t, "nghttpd", exec.Command(nghttpd, "-a", "127.0.0.1", "--no-tls", "-d", docroot, fmt.Sprint(port)))
+		if dialable(fmt.Sprintf("127.0.0.1:%d", port), srv.exited, 30*time.Second) {
+			return srv, port
+		}
+		select {
+		case <-srv.exited: // lost the port to someone else: try another
+		default:
+			t.Fatalf("nghttpd not listening on port %d after 30s", port)
+		}
+		last = srv
+	}
+	<-last.exited
+	t.Fatalf("nghttpd exited (%v) three times; stderr:\n%s", last.err, last.stderr.String())
+	return nil, 0
+}
+
+// dialable polls until addr accepts a TCP connection, the process exits,
+// or timeout.
+func dialable(addr string, exited <-chan struct{}, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			return false
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return true
+		}
+	}
+	return false
 }

@@ -23,7 +23,8 @@ type headerSet struct {
 	hasStatus, hasGRPCStatus                bool
 	headers                                 []flow.Header
 	// unknown counts fields that resolved to unknown HPACK state;
-	// truncated says the block stopped decoding part way.
+	// truncated says the block stopped decoding part way, or held more
+	// headers than a flow keeps.
 	unknown   int
 	truncated bool
 }
@@ -76,13 +77,15 @@ func (h *headerSet) add(f hpack.HeaderField) {
 			h.authority = f.Value
 		}
 	}
-	if len(h.headers) < maxHeaders {
-		fh := flow.Header{Name: f.Name, Value: f.Value}
-		if len(fh.Value) > maxHeaderValue {
-			fh.Value, fh.Truncated = fh.Value[:maxHeaderValue], true
-		}
-		h.headers = append(h.headers, fh)
+	if len(h.headers) == maxHeaders {
+		h.truncated = true
+		return
 	}
+	fh := flow.Header{Name: f.Name, Value: f.Value}
+	if len(fh.Value) > maxHeaderValue {
+		fh.Value, fh.Truncated = fh.Value[:maxHeaderValue], true
+	}
+	h.headers = append(h.headers, fh)
 }
 
 // incomplete: some fields of the block could not be decoded.
