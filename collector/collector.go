@@ -6,6 +6,7 @@
 package collector
 
 import (
+	"strings"
 	"time"
 
 	"github.com/sextant/sextant/collector/flow"
@@ -28,6 +29,10 @@ type Config struct {
 	ReorderWindow time.Duration
 	// ProcRoot is where /proc is (default "/proc"): process identity.
 	ProcRoot string
+	// CgroupScope, when set, keeps only connections of processes in this
+	// cgroup v2 subtree (a path such as "/sextant/node1"): an agent then
+	// observes one "node" of several sharing a host, as in tests.
+	CgroupScope string
 	HTTP2    http2.Config
 	HTTP1    http1.Config
 }
@@ -51,7 +56,7 @@ type Stats struct {
 	Flows         uint64 // flows emitted
 	Conns         int    // connections tracked now
 	ConnsEvicted  uint64 // closed to stay under MaxConns, or whose process is gone
-	OrphanRecords uint64 // records of a connection we have no state for (its first record was lost)
+	OrphanRecords uint64 // records of a connection we have no state for (its first record was lost, or it is out of scope)
 	SeqGaps       uint64 // losses detected from sequence gaps
 	ParseErrors   uint64 // directions the kernel stopped parsing (malformed frames)
 	HTTP2         http2.Stats
@@ -150,6 +155,9 @@ func (c *Collector) open(ev *probes.Event) {
 	}
 	cn := &conn{id: ev.ConnID, info: *ev.Conn, pid: ev.PID, lastActive: ev.Time}
 	cn.process = c.ids.lookup(ev.PID, ev.Conn.CgroupID, ev.Conn.Comm)
+	if !inScope(cn.process.Cgroup, c.cfg.CgroupScope) {
+		return
+	}
 	emit := func(f *flow.Flow) { c.emit(cn, f) }
 	switch ev.Conn.Proto {
 	case probes.ProtoH2, probes.ProtoH2Midstream:
@@ -254,6 +262,12 @@ func (c *Collector) evictIdlest(now time.Time) {
 		c.stats.ConnsEvicted++
 		c.close(idlest, now)
 	}
+}
+
+// inScope reports whether cgroup path p lies in the subtree scope.
+func inScope(p, scope string) bool {
+	scope = strings.TrimSuffix(scope, "/")
+	return scope == "" || p == scope || strings.HasPrefix(p, scope+"/")
 }
 
 // endOfTime releases every queued record, whatever its time.

@@ -61,3 +61,21 @@ func TestSeqGapIsLoss(t *testing.T) {
 		t.Errorf("SeqGaps = %d, want 1", c.Stats().SeqGaps)
 	}
 }
+
+func TestInScope(t *testing.T) {
+	for _, c := range []struct {
+		path, scope string
+		want        bool
+	}{
+		{"/a/b", "", true},
+		{"/a/b", "/a", true},
+		{"/a/b", "/a/", true},
+		{"/a", "/a", true},
+		{"/ab", "/a", false},
+		{"", "/a", false},
+	} {
+		if got := inScope(c.path, c.scope); got != c.want {
+			t.Errorf("inScope(%q, %q) = %v", c.path, c.scope, got)
+		}
+	}
+}
