@@ -176,7 +176,12 @@ type snapshot struct {
 	kernelRuns uint64
 	programs   int
 	flows      uint64
+	perProg    map[string]progRun // by program name
 }
+
+// progRun is the bpf_stats of one program (summed over programs that share
+// a name).
+type progRun struct{ ns, runs uint64 }
 
 func (ra *runningAgent) snapshot() (snapshot, error) {
 	pid := ra.cmd.Process.Pid
@@ -189,18 +194,27 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 	if len(ids) == 0 {
 		return s, fmt.Errorf("agent pid %d holds no eBPF programs", pid)
 	}
+	s.perProg = map[string]progRun{}
 	for _, id := range ids {
 		prog, err := ebpf.NewProgramFromID(id)
 		if err != nil {
 			return s, fmt.Errorf("open program %d: %w", id, err)
 		}
 		st, err := prog.Stats()
+		name := fmt.Sprintf("prog_%d", id)
+		if info, err := prog.Info(); err == nil && info.Name != "" {
+			name = info.Name
+		}
 		prog.Close()
 		if err != nil {
 			return s, fmt.Errorf("stats of program %d: %w", id, err)
 		}
 		s.kernelNs += uint64(st.Runtime)
 		s.kernelRuns += st.RunCount
+		pr := s.perProg[name]
+		pr.ns += uint64(st.Runtime)
+		pr.runs += st.RunCount
+		s.perProg[name] = pr
 	}
 	s.programs = len(ids)
 	if s.flows, err = ra.flowsSeen(); err != nil {
@@ -248,6 +262,7 @@ type agentUsage struct {
 	rssBytes     uint64
 	peakRSSBytes uint64
 	flows        uint64
+	perProg      map[string]progRun
 }
 
 func (ra *runningAgent) end(requests int) (*agentUsage, error) {
@@ -263,6 +278,11 @@ func (ra *runningAgent) end(requests int) (*agentUsage, error) {
 		kernelRuns: after.kernelRuns - b.kernelRuns,
 		programs:   after.programs,
 		flows:      after.flows - b.flows,
+		perProg:    map[string]progRun{},
+	}
+	for name, a := range after.perProg {
+		pb := b.perProg[name]
+		u.perProg[name] = progRun{ns: a.ns - pb.ns, runs: a.runs - pb.runs}
 	}
 	u.rssBytes, u.peakRSSBytes, err = processRSS(ra.cmd.Process.Pid)
 	return u, err
@@ -277,6 +297,15 @@ func (u *agentUsage) add(o *agentUsage) {
 	u.rssBytes += o.rssBytes
 	u.peakRSSBytes = max(u.peakRSSBytes, o.peakRSSBytes)
 	u.flows += o.flows
+	if u.perProg == nil {
+		u.perProg = map[string]progRun{}
+	}
+	for name, r := range o.perProg {
+		pr := u.perProg[name]
+		pr.ns += r.ns
+		pr.runs += r.runs
+		u.perProg[name] = pr
+	}
 }
 
 func (u *agentUsage) kernelNsPerRequest(requests int) float64 {

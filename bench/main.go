@@ -20,15 +20,18 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -239,6 +242,16 @@ func report(out io.Writer, cfg config, results []result) {
 	fmt.Fprintf(out, "kernel: %.0f ns per request (sum of run_time_ns of the agent's %d programs / requests), %.0f ns per program run, %.1f runs per request\n",
 		sum.kernelNsPerRequest(requests), sum.programs/max(len(usages), 1), sum.nsPerRun(), float64(sum.kernelRuns)/float64(max(requests, 1)))
 	fmt.Fprintf(out, "        (the programs run on every read/write-family syscall of the host: other processes' syscalls during a run count too)\n")
+	names := slices.Sorted(maps.Keys(sum.perProg))
+	slices.SortStableFunc(names, func(a, b string) int { return cmp.Compare(sum.perProg[b].ns, sum.perProg[a].ns) })
+	for _, name := range names {
+		r := sum.perProg[name]
+		if r.runs == 0 {
+			continue
+		}
+		fmt.Fprintf(out, "        %-16s %7.0f ns/req  %5.2f runs/req  %5.0f ns/run\n", name,
+			float64(r.ns)/float64(max(requests, 1)), float64(r.runs)/float64(max(requests, 1)), float64(r.ns)/float64(r.runs))
+	}
 	fmt.Fprintf(out, "agent:  CPU %.2f%% of one core (%.1f ms per 1000 requests), RSS %.1f MiB at end, peak %.1f MiB\n",
 		sum.cpuPercent(), float64(sum.cpu.Milliseconds())*1000/float64(max(requests, 1)),
 		float64(sum.rssBytes)/float64(max(len(usages), 1))/(1<<20), float64(sum.peakRSSBytes)/(1<<20))

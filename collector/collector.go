@@ -33,8 +33,8 @@ type Config struct {
 	// cgroup v2 subtree (a path such as "/sextant/node1"): an agent then
 	// observes one "node" of several sharing a host, as in tests.
 	CgroupScope string
-	HTTP2    http2.Config
-	HTTP1    http1.Config
+	HTTP2       http2.Config
+	HTTP1       http1.Config
 }
 
 func (c Config) withDefaults() Config {
