@@ -1,0 +1,295 @@
+// Package hubble converts sextant flows into Cilium Hubble flow events, so
+// that the Hubble Observer API and the stock hubble CLI can serve them.
+//
+// The event shape follows Hubble's L7 parser (cilium pkg/hubble/parser/seven):
+// one exchange becomes a REQUEST event at request start and, when a response
+// was seen on the wire, a RESPONSE event at request start + latency with the
+// source and destination swapped (the response travels server → client), as
+// Cilium's Envoy access-log server does. Only what sextant observed exactly is
+// filled in; everything else stays at its zero value.
+package hubble
+
+import (
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sextant/sextant/collector/flow"
+)
+
+// MessageTypeAccessLog is Cilium's monitor message type for L7 (proxy access
+// log) events (cilium pkg/monitor/api.MessageTypeAccessLog); Hubble clients
+// and filters use it to recognise L7 flows.
+const MessageTypeAccessLog = 129
+
+// Label keys of the observed process, set on the endpoint that the observed
+// process is (source for a client, destination for a server).
+const (
+	LabelPID       = "sextant.io/pid"
+	LabelComm      = "sextant.io/comm"
+	LabelExe       = "sextant.io/exe"
+	LabelCgroup    = "sextant.io/cgroup"
+	LabelContainer = "sextant.io/container"
+)
+
+// Events returns the Hubble events of one exchange: a REQUEST, followed by a
+// RESPONSE when a response was seen.
+//
+// An exchange that ended without any response on the wire (reset, refused,
+// connection closed, evicted, or a gRPC deadline that cancelled the stream)
+// yields the REQUEST alone. Hubble does the same: Envoy logs a response
+// record only for a response the client received (for an upstream timeout
+// that is Envoy's own 504), never a placeholder. A RESPONSE with code 0 would
+// claim a response that did not happen. A response that was seen but whose
+// status could not be decoded yields a RESPONSE with code 0 (unknown).
+//
+// The two events share sub-messages (endpoints, trace context): treat them
+// as read-only, as the ring and the gRPC server do.
+func Events(f *flow.Flow) []*flowpb.Flow {
+	if f == nil {
+		return nil
+	}
+	req := request(f)
+	if !responseSeen(f) {
+		return []*flowpb.Flow{req}
+	}
+	return []*flowpb.Flow{req, response(f, req)}
+}
+
+func responseSeen(f *flow.Flow) bool {
+	return f.Status != 0 || f.TTFB > 0 || len(f.ResponseHeaders) > 0 ||
+		slices.Contains(f.Unknown, "status") || slices.Contains(f.Unknown, "response_headers")
+}
+
+func request(f *flow.Flow) *flowpb.Flow {
+	url := URL(f)
+	ev := &flowpb.Flow{
+		Time:             timestamppb.New(f.Time),
+		Uuid:             uuid.NewString(),
+		Verdict:          flowpb.Verdict_FORWARDED,
+		Type:             flowpb.FlowType_L7,
+		NodeName:         f.Node,
+		EventType:        &flowpb.CiliumEventType{Type: MessageTypeAccessLog},
+		IsReply:          wrapperspb.Bool(false),
+		TrafficDirection: trafficDirection(f.Observer),
+		CgroupId:         f.Process.CgroupID,
+		TraceContext:     traceContext(f.TraceParent),
+		L7: &flowpb.Layer7{
+			Type: flowpb.L7FlowType_REQUEST,
+			Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{
+				Method:   f.Method,
+				Url:      url,
+				Protocol: f.Protocol,
+				Headers:  headers(f.RequestHeaders),
+			}},
+		},
+		Summary: joinNonEmpty(f.Protocol, f.Method, url),
+	}
+	src, dst := addr(f.Source), addr(f.Destination)
+	if src.IsValid() && dst.IsValid() {
+		ev.IP = &flowpb.IP{Source: src.Addr().String(), Destination: dst.Addr().String(), IpVersion: ipVersion(src.Addr())}
+		// sextant sees stream sockets only: HTTP/1 and HTTP/2 over TCP.
+		ev.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{
+			SourcePort:      uint32(src.Port()),
+			DestinationPort: uint32(dst.Port()),
+		}}}
+	}
+	switch f.Observer {
+	case flow.SideClient:
+		ev.Source = processEndpoint(f.Process)
+	case flow.SideServer:
+		ev.Destination = processEndpoint(f.Process)
+	}
+	return ev
+}
+
+// response derives the RESPONSE event from the REQUEST event: same exchange,
+// same direction, endpoints swapped.
+func response(f *flow.Flow, req *flowpb.Flow) *flowpb.Flow {
+	latency := time.Duration(0)
+	if f.Latency > 0 && !slices.Contains(f.Unknown, "latency") {
+		latency = f.Latency
+	}
+	at := f.Time
+	switch {
+	case latency > 0:
+		at = at.Add(latency)
+	case f.TTFB > 0:
+		at = at.Add(f.TTFB) // the response began then; when it ended is unknown
+	}
+	url := req.GetL7().GetHttp().GetUrl()
+	ev := &flowpb.Flow{
+		Time:             timestamppb.New(at),
+		Uuid:             uuid.NewString(),
+		Verdict:          req.Verdict,
+		Type:             req.Type,
+		NodeName:         req.NodeName,
+		EventType:        &flowpb.CiliumEventType{Type: MessageTypeAccessLog},
+		IsReply:          wrapperspb.Bool(true),
+		Reply:            true,
+		TrafficDirection: req.TrafficDirection,
+		CgroupId:         req.CgroupId,
+		TraceContext:     req.TraceContext, // shared: events are read-only once built
+		Source:           req.Destination,
+		Destination:      req.Source,
+		L7: &flowpb.Layer7{
+			Type:      flowpb.L7FlowType_RESPONSE,
+			LatencyNs: uint64(latency),
+			Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{
+				Code:     f.Status,
+				Method:   f.Method,
+				Url:      url,
+				Protocol: f.Protocol,
+				Headers:  headers(f.ResponseHeaders),
+			}},
+		},
+	}
+	if ip := req.GetIP(); ip != nil {
+		ev.IP = &flowpb.IP{Source: ip.Destination, Destination: ip.Source, IpVersion: ip.IpVersion}
+	}
+	if tcp := req.GetL4().GetTCP(); tcp != nil {
+		ev.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{
+			SourcePort:      tcp.DestinationPort,
+			DestinationPort: tcp.SourcePort,
+		}}}
+	}
+	// Cilium's response summary: "HTTP/1.1 200 1ms (GET http://host/path)".
+	var b strings.Builder
+	b.WriteString(f.Protocol)
+	b.WriteByte(' ')
+	b.WriteString(strconv.FormatUint(uint64(f.Status), 10))
+	b.WriteByte(' ')
+	b.WriteString(strconv.FormatInt(int64(latency/time.Millisecond), 10))
+	b.WriteString("ms (")
+	b.WriteString(joinNonEmpty(f.Method, url))
+	b.WriteByte(')')
+	ev.Summary = b.String()
+	return ev
+}
+
+// URL is the request URL as Hubble shows it: scheme://authority/path when
+// all three are known, the path alone when scheme or authority is unknown,
+// and empty when the path is unknown (a URL without its path would name a
+// different resource).
+//
+// HTTP/1.x requests carry no scheme unless in absolute form; sextant read
+// them as cleartext from the socket, which is what the "http" scheme means,
+// so "http" is what was observed, not a guess.
+func URL(f *flow.Flow) string {
+	if f.Path == "" {
+		return ""
+	}
+	scheme := f.Scheme
+	if scheme == "" && strings.HasPrefix(f.Protocol, "HTTP/1.") {
+		scheme = "http"
+	}
+	// Paths that are not origin-form ("*" for OPTIONS, authority-form for
+	// CONNECT) do not combine with an authority into a URL.
+	if scheme == "" || f.Authority == "" || !strings.HasPrefix(f.Path, "/") {
+		return f.Path
+	}
+	return scheme + "://" + f.Authority + f.Path
+}
+
+func headers(hs []flow.Header) []*flowpb.HTTPHeader {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*flowpb.HTTPHeader, 0, len(hs))
+	for _, h := range hs {
+		// Decoders drop secrets already; checking again keeps a decoder
+		// bug from ever exporting a credential.
+		if flow.IsSecret(h.Name) {
+			continue
+		}
+		out = append(out, &flowpb.HTTPHeader{Key: h.Name, Value: h.Value})
+	}
+	// Hubble lists headers sorted by name; the stable sort keeps the wire
+	// order of repeated names.
+	slices.SortStableFunc(out, func(a, b *flowpb.HTTPHeader) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+func processEndpoint(p flow.Process) *flowpb.Endpoint {
+	labels := make([]string, 0, 5)
+	add := func(key, value string) {
+		if value != "" {
+			labels = append(labels, key+"="+value)
+		}
+	}
+	if p.PID != 0 {
+		add(LabelPID, strconv.FormatUint(uint64(p.PID), 10))
+	}
+	add(LabelComm, p.Comm)
+	add(LabelExe, p.Exe)
+	add(LabelCgroup, p.Cgroup)
+	add(LabelContainer, p.ContainerID)
+	if len(labels) == 0 {
+		return nil
+	}
+	slices.Sort(labels) // as Hubble does
+	return &flowpb.Endpoint{Labels: labels}
+}
+
+func trafficDirection(s flow.Side) flowpb.TrafficDirection {
+	switch s {
+	case flow.SideServer:
+		return flowpb.TrafficDirection_INGRESS
+	case flow.SideClient:
+		return flowpb.TrafficDirection_EGRESS
+	}
+	return flowpb.TrafficDirection_TRAFFIC_DIRECTION_UNKNOWN
+}
+
+// addr unmaps IPv4-mapped IPv6 addresses of dual-stack sockets: the peer
+// speaks IPv4, and Hubble IP filters compare the plain IPv4 form.
+func addr(ap netip.AddrPort) netip.AddrPort {
+	if !ap.IsValid() {
+		return ap
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+func ipVersion(a netip.Addr) flowpb.IPVersion {
+	if a.Is4() {
+		return flowpb.IPVersion_IPv4
+	}
+	return flowpb.IPVersion_IPv6
+}
+
+func joinNonEmpty(parts ...string) string {
+	var b strings.Builder
+	for _, p := range parts {
+		if p == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// LostEvent reports n events lost at src, for example flows that a slow
+// client missed (HUBBLE_RING_BUFFER) or kernel records dropped before user
+// space read them (PERF_EVENT_RING_BUFFER). cpu < 0 means the CPU is unknown
+// or does not apply.
+func LostEvent(src observerpb.LostEventSource, n uint64, cpu int32) *observerpb.GetFlowsResponse {
+	lost := &flowpb.LostEvent{Source: src, NumEventsLost: n}
+	if cpu >= 0 {
+		lost.Cpu = wrapperspb.Int32(cpu)
+	}
+	return &observerpb.GetFlowsResponse{
+		Time:          timestamppb.Now(),
+		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: lost},
+	}
+}
