@@ -1,6 +1,6 @@
 // Package agent runs sextant on one node: it attaches the probes, decodes
-// their records into flows, keeps recent flows in a ring and serves them on
-// the local API until its context is cancelled.
+// their records into flows, keeps recent flows in a ring and serves them as
+// Cilium Hubble's Observer API until its context is cancelled.
 package agent
 
 import (
@@ -15,9 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sextant/sextant/agent/api"
 	"github.com/sextant/sextant/collector"
-	"github.com/sextant/sextant/collector/ring"
 	"github.com/sextant/sextant/probes"
 )
 
@@ -25,12 +23,18 @@ import (
 type Config struct {
 	// Node names this host in every flow (default: the hostname).
 	Node string
-	// Socket is the unix socket of the local API (default api.DefaultSocket).
+	// Socket is the unix socket of the Observer API (default DefaultSocket).
 	Socket string
-	// ListenTCP, when set, also serves the local API on this loopback
-	// address (e.g. "127.0.0.1:4245").
-	ListenTCP string
-	// RingSize is how many recent flows are kept (default ring.DefaultCapacity).
+	// SocketGroup, when set, may also use the socket (mode 0660 instead
+	// of 0600): a group name or gid.
+	SocketGroup string
+	// ListenTCP, when set, also serves the Observer API on this TCP
+	// address (e.g. DefaultListen). Only loopback addresses are accepted
+	// unless AllowInsecureTCP: the API is plaintext.
+	ListenTCP        string
+	AllowInsecureTCP bool
+	// RingSize is how many recent events (a flow is a request and a
+	// response event) are kept (default ring.DefaultCapacity).
 	RingSize int
 	// ExcludePIDs are never traced, in addition to the agent itself.
 	ExcludePIDs []uint32
@@ -51,7 +55,7 @@ var ErrPermission = errors.New("permission denied: run as root (or with CAP_BPF,
 
 // Run runs the agent until ctx is cancelled, then detaches the probes,
 // closes the API listeners and removes the socket. The API answers once the
-// probes are attached, so a successful GET /v1/status means tracing is on.
+// probes are attached, so a successful ServerStatus means tracing is on.
 func Run(ctx context.Context, cfg Config) error {
 	cfg, err := withDefaults(cfg)
 	if err != nil {
@@ -88,17 +92,22 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	log.Info("probes attached", "load_time", p.LoadTime().Round(time.Millisecond))
 
-	flows := ring.New(cfg.RingSize)
-	pipe := &pipeline{c: collector.New(cfg.Collector, flows.Write)}
+	server := newObserverAPI(cfg, started, func() uint64 {
+		drops := p.Stats().Drops
+		return totalDrops(drops[:])
+	})
+	defer server.closeFeed()
+	pipe := &pipeline{c: collector.New(cfg.Collector, server.write)}
 
-	status := func() api.Status {
+	status := func() Status {
 		ps := p.Stats()
-		rs := flows.Stats()
-		return api.Status{
+		rs := server.ring.Stats()
+		return Status{
 			Node:         cfg.Node,
 			Started:      started,
 			Uptime:       time.Since(started).Round(time.Second).String(),
-			FlowsSeen:    rs.Written,
+			FlowsSeen:    server.seen.Load(),
+			QueueLost:    server.queueLost.Load(),
 			Ring:         rs,
 			ProbeEvents:  ps.Events,
 			ProbeInvalid: ps.Invalid,
@@ -106,8 +115,6 @@ func Run(ctx context.Context, cfg Config) error {
 			Collector:    pipe.stats(),
 		}
 	}
-	server := api.NewServer(flows, status, log)
-
 	// The API outlives the probes by a moment at shutdown, so that followers
 	// receive the flows the collector flushes last.
 	apiCtx, stopAPI := context.WithCancel(context.Background())
@@ -115,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- server.Serve(apiCtx, listeners...) }()
 	for _, ln := range listeners {
-		log.Info("serving flows", "addr", ln.Addr().String())
+		log.Info("serving the Observer API", "addr", addrURL(ln.Addr()))
 	}
 
 	probesCtx, stopProbes := context.WithCancel(ctx)
@@ -144,12 +151,13 @@ func Run(ctx context.Context, cfg Config) error {
 	workers.Wait()
 	<-probesDone
 	pipe.flush()
+	server.closeFeed()
 
 	stopAPI()
 	if err := <-apiDone; err != nil && runErr == nil {
 		runErr = err
 	}
-	log.Info("stopped", "flows_seen", flows.Stats().Written)
+	log.Info("stopped", "flow_events", server.seen.Load())
 	return runErr
 }
 
@@ -166,7 +174,7 @@ func withDefaults(cfg Config) (Config, error) {
 	}
 	cfg.Collector.Node = cfg.Node
 	if cfg.Socket == "" {
-		cfg.Socket = api.DefaultSocket
+		cfg.Socket = DefaultSocket
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
@@ -175,7 +183,7 @@ func withDefaults(cfg Config) (Config, error) {
 }
 
 func listen(cfg Config) ([]net.Listener, error) {
-	ln, err := api.ListenUnix(cfg.Socket)
+	ln, err := ListenUnix(cfg.Socket, cfg.SocketGroup)
 	if err != nil {
 		if isPermission(err) {
 			return nil, fmt.Errorf("%w: %v", ErrPermission, err)
@@ -184,7 +192,7 @@ func listen(cfg Config) ([]net.Listener, error) {
 	}
 	listeners := []net.Listener{ln}
 	if cfg.ListenTCP != "" {
-		tcp, err := api.ListenTCP(cfg.ListenTCP)
+		tcp, err := ListenTCP(cfg.ListenTCP, cfg.AllowInsecureTCP)
 		if err != nil {
 			ln.Close()
 			return nil, err
@@ -243,7 +251,7 @@ func (p *pipeline) stats() collector.Stats {
 
 // logStatus logs one line per interval at debug level: rates since the last
 // line and loss totals.
-func logStatus(ctx context.Context, log *slog.Logger, every time.Duration, status func() api.Status) {
+func logStatus(ctx context.Context, log *slog.Logger, every time.Duration, status func() Status) {
 	if !log.Enabled(ctx, slog.LevelDebug) {
 		return
 	}
@@ -267,6 +275,7 @@ func logStatus(ctx context.Context, log *slog.Logger, every time.Duration, statu
 				"flows", cur.FlowsSeen,
 				"probe_drops", drops,
 				"follower_lost", cur.Ring.Lost,
+				"queue_lost", cur.QueueLost,
 				"followers", cur.Ring.Subscribers,
 			)
 			prev, prevAt = cur, now

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/agent/api"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // requireRoot skips without root, except in CI where a skip would hide
@@ -32,7 +34,7 @@ func requireRoot(t *testing.T) {
 // removes its socket.
 func TestRunLifecycle(t *testing.T) {
 	requireRoot(t)
-	socket := filepath.Join(t.TempDir(), "run", "agent.sock")
+	socket := filepath.Join(t.TempDir(), "run", "observer.sock")
 	cfg := Config{
 		Node:      "test-node",
 		Socket:    socket,
@@ -45,13 +47,17 @@ func TestRunLifecycle(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg) }()
 
-	client := api.NewClient(socket)
-	var st *api.Status
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := observerpb.NewObserverClient(conn)
+	var st *observerpb.ServerStatusResponse
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var err error
 		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err = client.Status(sctx)
+		st, err = client.ServerStatus(sctx, &observerpb.ServerStatusRequest{})
 		scancel()
 		if err == nil {
 			break
@@ -66,11 +72,12 @@ func TestRunLifecycle(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st.Node != "test-node" || st.Ring.Capacity != 128 {
-		t.Fatalf("status = %+v, want node test-node and ring capacity 128", st)
+	if st.GetMaxFlows() != 128 || st.GetNumConnectedNodes().GetValue() != 1 {
+		t.Fatalf("status = %v, want max flows 128 and one connected node", st)
 	}
-	if _, ok := st.ProbeDrops["ringbuf_full"]; !ok {
-		t.Fatalf("status has no ringbuf_full drop counter: %v", st.ProbeDrops)
+	nodes, err := client.GetNodes(ctx, &observerpb.GetNodesRequest{})
+	if err != nil || len(nodes.GetNodes()) != 1 || nodes.GetNodes()[0].GetName() != "test-node" {
+		t.Fatalf("GetNodes = %v, %v; want test-node", nodes, err)
 	}
 	fi, err := os.Stat(socket)
 	if err != nil || fi.Mode().Perm() != 0o600 {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,9 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/cilium/ebpf"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/sextant/sextant/agent/api"
 	"github.com/sextant/sextant/collector"
 	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/probes"
@@ -64,8 +67,9 @@ func (a agentLauncher) String() string {
 type runningAgent struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
-	// binary agent: its local API
-	client *api.Client
+	// binary agent: its Observer API
+	conn   *grpc.ClientConn
+	client observerpb.ObserverClient
 	// in-process child: a line protocol on stdin/stdout
 	stdin io.WriteCloser
 	lines chan string
@@ -78,11 +82,15 @@ func (a agentLauncher) start(ctx context.Context, dir string) (*runningAgent, er
 	var cmd *exec.Cmd
 	socket := filepath.Join(dir, "agent.sock")
 	if a.binary != "" {
-		args := append([]string{"agent", "--socket", socket}, a.flags...)
+		args := append([]string{"agent", "--socket", socket, "--listen", ""}, a.flags...)
 		cmd = exec.Command(a.binary, args...)
 		cmd.Stdout = os.Stderr // the agent's logs are not the bench's output
 		cmd.Stderr = os.Stderr
-		ra.client = api.NewClient(socket)
+		conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		ra.conn, ra.client = conn, observerpb.NewObserverClient(conn)
 	} else {
 		exe, err := os.Executable()
 		if err != nil {
@@ -145,7 +153,7 @@ func (ra *runningAgent) waitReady(ctx context.Context) error {
 		default:
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := ra.client.Status(sctx)
+		_, err := ra.client.ServerStatus(sctx, &observerpb.ServerStatusRequest{})
 		cancel()
 		if err == nil && len(agentPrograms(ra.cmd.Process.Pid)) > 0 {
 			return nil
@@ -227,11 +235,13 @@ func (ra *runningAgent) flowsSeen() (uint64, error) {
 	if ra.client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		st, err := ra.client.Status(ctx)
+		st, err := ra.client.ServerStatus(ctx, &observerpb.ServerStatusRequest{})
 		if err != nil {
 			return 0, fmt.Errorf("agent status: %w", err)
 		}
-		return st.FlowsSeen, nil
+		// SeenFlows counts Hubble flow events: a request and, when one
+		// was seen, a response per exchange.
+		return st.GetSeenFlows(), nil
 	}
 	if _, err := io.WriteString(ra.stdin, "count\n"); err != nil {
 		return 0, fmt.Errorf("ask agent child: %w", err)
@@ -402,7 +412,27 @@ func processRSS(pid int) (rss, peak uint64, err error) {
 
 // runChildAgent is the -agent inproc pipeline: the same probes and
 // collector the agent runs, minus its API, counting flows.
+//
+// SEXTANT_BENCH_PROFILE=<prefix> writes <prefix>.cpu and <prefix>.heap
+// (pprof) of the child when it stops: where the user-space cost is.
 func runChildAgent() error {
+	if prefix := os.Getenv("SEXTANT_BENCH_PROFILE"); prefix != "" {
+		f, err := os.Create(prefix + ".cpu")
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+			if h, err := os.Create(prefix + ".heap"); err == nil {
+				pprof.Lookup("heap").WriteTo(h, 0)
+				h.Close()
+			}
+		}()
+	}
 	p, err := probes.Load(probes.Options{})
 	if err != nil {
 		return err

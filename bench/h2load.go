@@ -106,7 +106,10 @@ func (h h2loadRun) run(ctx context.Context, name string, n int) (latencies, time
 	logPath := filepath.Join(h.dir, "h2load-"+name+".log")
 	args := []string{
 		"-n", strconv.Itoa(n), "-c", strconv.Itoa(h.clients), "-m", strconv.Itoa(h.streams), "-t", "1",
-		"--rps", strconv.Itoa(h.rps), "--log-file", logPath, h.url,
+		"--log-file", logPath, h.url,
+	}
+	if h.rps > 0 {
+		args = append(args, "--rps", strconv.Itoa(h.rps))
 	}
 	cmd := exec.CommandContext(ctx, "h2load", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -176,7 +176,8 @@ type sextantIoArgs struct {
 	Fd       uint32
 	Iovcnt   uint32
 	Dir      uint32
-	Vectored uint32
+	Vectored uint16
+	Armed    uint16
 }
 
 type sextantParseErr uint32

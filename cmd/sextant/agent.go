@@ -6,7 +6,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sextant/sextant/agent"
-	"github.com/sextant/sextant/agent/api"
 	"github.com/sextant/sextant/collector/ring"
 )
 
@@ -17,16 +16,21 @@ func newAgentCmd() *cobra.Command {
 
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "Attach the probes and serve flows on a local socket (needs root)",
+		Short: "Attach the probes and serve flows as the Hubble Observer API (needs root)",
 		Long: `Run the sextant agent: load and attach the eBPF probes, decode the traffic of
 every process on this host into flows, keep the most recent ones in memory and
-serve them to 'sextant observe' on a unix socket until interrupted.
+serve them as Cilium Hubble's Observer API (gRPC) until interrupted: on a unix
+socket (mode 0600, or 0660 with --socket-group) and on a loopback TCP address.
+'sextant observe' and the hubble CLI read it.
 
 Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
+		Example: `  sudo sextant agent
+  sudo sextant agent --listen '' --socket /tmp/observer.sock
+  sudo sextant agent --cgroup /sextant/node1 --node node1 --listen 127.0.0.1:4301`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.RingSize <= 0 {
-				return usageErrorf("--ring-size %d: want a number of flows > 0", cfg.RingSize)
+				return usageErrorf("--ring-size %d: want a number of events > 0", cfg.RingSize)
 			}
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel)
 			if err != nil {
@@ -37,10 +41,13 @@ Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "unix socket of the local flow API (created with mode 0600)")
-	f.StringVar(&cfg.ListenTCP, "listen-tcp", "", "also serve the flow API on this loopback TCP address, e.g. 127.0.0.1:4245 (default off)")
+	f.StringVar(&cfg.Socket, "socket", agent.DefaultSocket, "unix socket of the Observer API (mode 0600)")
+	f.StringVar(&cfg.SocketGroup, "socket-group", "", "group (name or gid) that may also use the socket (mode 0660)")
+	f.StringVar(&cfg.ListenTCP, "listen", agent.DefaultListen, "also serve the Observer API on this TCP address, loopback only unless --allow-insecure-tcp ('' for none)")
+	f.BoolVar(&cfg.AllowInsecureTCP, "allow-insecure-tcp", false, "allow --listen on a non-loopback address: plaintext, unauthenticated")
 	f.StringVar(&cfg.Node, "node", hostname, "node name recorded in every flow")
-	f.IntVar(&cfg.RingSize, "ring-size", ring.DefaultCapacity, "number of recent flows kept in memory")
+	f.StringVar(&cfg.Collector.CgroupScope, "cgroup", "", "observe only processes in this cgroup v2 subtree, e.g. /sextant/node1 (default: every process)")
+	f.IntVar(&cfg.RingSize, "ring-size", ring.DefaultCapacity, "number of recent events kept in memory (two per exchange)")
 	f.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error (debug adds a status line every 10s)")
 	return cmd
 }

@@ -1,8 +1,10 @@
 // Command sextant observes HTTP/2, gRPC and HTTP/1.x exchanges of every
 // process on a Linux host with eBPF.
 //
-//	sextant agent     attach the probes and serve flows on a local socket
-//	sextant observe   print flows from a running agent
+//	sextant agent     attach the probes and serve flows as the Hubble Observer API
+//	sextant observe   print flows from an agent or relay
+//	sextant relay     merge the flows of many agents into one Observer API
+//	sextant certs     make a dev CA and certificates for mTLS
 //	sextant demo      run a small HTTP + gRPC workload to observe
 package main
 
@@ -91,7 +93,7 @@ Start an agent (as root), then watch what it sees:
 		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newAgentCmd(), newObserveCmd(), newDemoCmd())
+	root.AddCommand(newAgentCmd(), newObserveCmd(), newRelayCmd(), newCertsCmd(), newDemoCmd())
 	return root
 }
 

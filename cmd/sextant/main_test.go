@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -12,9 +10,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/agent/api"
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sextant/sextant/agent"
 	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/collector/hubble"
 	"github.com/sextant/sextant/collector/ring"
+	"github.com/sextant/sextant/observer"
 )
 
 func sextant(args ...string) (code int, stdout, stderr string) {
@@ -31,6 +39,9 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"observe", "-o", "yaml"},
 		{"observe", "--last", "-1"},
 		{"observe", "--last", "many"},
+		{"observe", "--first", "1", "--follow"},
+		{"observe", "--since", "yesterday"},
+		{"observe", "--to-port", "http"},
 		{"agent", "--ring-size", "0"},
 		{"agent", "--log-level", "loud"},
 		{"demo", "--rate", "0"},
@@ -55,36 +66,40 @@ func TestHelpExitsZero(t *testing.T) {
 }
 
 func TestObserveWithoutAgent(t *testing.T) {
-	socket := filepath.Join(t.TempDir(), "agent.sock")
-	code, _, stderr := sextant("observe", "--socket", socket)
-	want := "Error: no agent running at " + socket + " (start one with `sextant agent`)\n"
+	socket := filepath.Join(t.TempDir(), "observer.sock")
+	code, _, stderr := sextant("observe", "--server", "unix://"+socket)
+	want := "Error: no agent running at unix://" + socket + " (start one with `sextant agent`)\n"
 	if code != exitError || stderr != want {
 		t.Fatalf("exit %d, stderr %q; want exit %d, %q", code, stderr, exitError, want)
 	}
 }
 
-// observe against a real API server whose ring is filled directly.
-func TestObservePrintsFlows(t *testing.T) {
-	socket := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := api.ListenUnix(socket)
+// serveObserver serves r as the Observer API on a fresh unix socket.
+func serveObserver(t *testing.T, r *ring.Ring[*observerpb.GetFlowsResponse]) string {
+	t.Helper()
+	socket := filepath.Join(t.TempDir(), "observer.sock")
+	ln, err := agent.ListenUnix(socket, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := ring.New(16)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		served <- api.NewServer(r, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).Serve(ctx, ln)
-	}()
-	defer func() {
-		cancel()
-		<-served
-	}()
+	srv := observer.New(observer.Options{Ring: r, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	g := grpc.NewServer()
+	srv.Register(g)
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	return socket
+}
 
+// observe against a real Observer API server whose ring holds real
+// conversions of flows.
+func TestObservePrintsFlows(t *testing.T) {
+	r := ring.New[*observerpb.GetFlowsResponse](64)
+	socket := serveObserver(t, r)
 	for i := range 3 {
-		r.Write(&flow.Flow{
+		f := &flow.Flow{
 			Time:        time.Now(),
 			Latency:     time.Duration(i+1) * time.Millisecond,
+			TTFB:        time.Millisecond,
 			Node:        "node-a",
 			Observer:    flow.SideClient,
 			Protocol:    "HTTP/2",
@@ -92,38 +107,90 @@ func TestObservePrintsFlows(t *testing.T) {
 			Scheme:      "http",
 			Authority:   "localhost:8080",
 			Path:        "/item/" + string(rune('a'+i)),
-			Status:      200,
+			Status:      200 + uint32(i)*150, // 200, 350, 500
 			Source:      netip.MustParseAddrPort("127.0.0.1:40000"),
 			Destination: netip.MustParseAddrPort("127.0.0.1:8080"),
 			Process:     flow.Process{PID: 42, Comm: "curl"},
-		})
+		}
+		for _, ev := range hubble.Events(f) {
+			r.Write(&observerpb.GetFlowsResponse{Time: ev.GetTime(), NodeName: ev.GetNodeName(),
+				ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: ev}})
+		}
 	}
 
-	code, stdout, stderr := sextant("observe", "--socket", socket, "--last", "2")
+	code, stdout, stderr := sextant("observe", "--server", "unix://"+socket, "--last", "2")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	if len(lines) != 2 ||
-		!strings.Contains(lines[0], "node-a  curl(42) 127.0.0.1:40000 -> 127.0.0.1:8080  HTTP/2  GET http://localhost:8080/item/b  200  2ms") ||
-		!strings.HasSuffix(lines[1], "GET http://localhost:8080/item/c  200  3ms") {
+		!strings.HasSuffix(lines[0], "[node-a]: 127.0.0.1:40000 (curl:42) -> 127.0.0.1:8080 http-request FORWARDED (HTTP/2 GET http://localhost:8080/item/c)") ||
+		!strings.HasSuffix(lines[1], "[node-a]: 127.0.0.1:8080 -> 127.0.0.1:40000 (curl:42) http-response FORWARDED (HTTP/2 500 3ms (GET http://localhost:8080/item/c))") {
 		t.Fatalf("compact output:\n%s", stdout)
 	}
 
-	code, stdout, stderr = sextant("observe", "--socket", socket, "--last", "5", "-o", "json")
+	// A bare path works as --server; the server filters.
+	code, stdout, stderr = sextant("observe", "--server", socket, "--http-status", "500", "-o", "json")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	dec := json.NewDecoder(strings.NewReader(stdout))
-	var paths []string
-	for dec.More() {
-		var f flow.Flow
-		if err := dec.Decode(&f); err != nil {
-			t.Fatalf("json output: %v\n%s", err, stdout)
-		}
-		paths = append(paths, f.Path)
+	lines = strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("--http-status 500 gave %d lines:\n%s", len(lines), stdout)
 	}
-	if strings.Join(paths, ",") != "/item/a,/item/b,/item/c" {
-		t.Fatalf("json output paths %v", paths)
+	var e observerpb.GetFlowsResponse
+	if err := protojson.Unmarshal([]byte(lines[0]), &e); err != nil {
+		t.Fatalf("json output: %v\n%s", err, stdout)
+	}
+	if h := e.GetFlow().GetL7().GetHttp(); h.GetCode() != 500 || h.GetUrl() != "http://localhost:8080/item/c" {
+		t.Fatalf("json output: %v", &e)
+	}
+
+	code, stdout, _ = sextant("observe", "--server", socket, "--http-path", "^/item/[ab]$", "-o", "table")
+	if lines := strings.Split(strings.TrimSpace(stdout), "\n"); code != exitOK || len(lines) != 5 || !strings.HasPrefix(lines[0], "TIMESTAMP") {
+		t.Fatalf("table with --http-path: exit %d\n%s", code, stdout)
+	}
+
+	// A filter the server rejects is a usage error.
+	code, _, stderr = sextant("observe", "--server", socket, "--http-path", "(")
+	if code != exitUsage {
+		t.Fatalf("bad regexp: exit %d, stderr %q; want %d", code, stderr, exitUsage)
+	}
+}
+
+func TestObserveRequest(t *testing.T) {
+	now := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	type req = observerpb.GetFlowsRequest
+	for _, tc := range []struct {
+		args []string
+		want *req
+	}{
+		{nil, &req{Number: 20}},
+		{[]string{"--last", "5"}, &req{Number: 5}},
+		{[]string{"-f"}, &req{Follow: true}},
+		{[]string{"-f", "--last", "2"}, &req{Number: 2, Follow: true}},
+		{[]string{"--first", "3"}, &req{Number: 3, First: true}},
+		{[]string{"--since", "5m"}, &req{Since: timestamppb.New(now.Add(-5 * time.Minute))}},
+		{[]string{"--until", "2026-11-25T19:00:00Z", "--last", "1"}, &req{Number: 1, Until: timestamppb.New(now.Add(-time.Hour))}},
+		{[]string{"--http-status", "5+", "--http-method", "GET", "--to-port", "80", "--from-label", "sextant.io/comm=curl"},
+			&req{Number: 20, Whitelist: []*flowpb.FlowFilter{{HttpStatusCode: []string{"5+"}, HttpMethod: []string{"GET"},
+				DestinationPort: []string{"80"}, SourceLabel: []string{"sextant.io/comm=curl"}}}}},
+	} {
+		o := &observeFlags{}
+		cmd := observeCmd(o)
+		var req *observerpb.GetFlowsRequest
+		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+			var err error
+			req, err = o.request(cmd, now)
+			return err
+		}
+		cmd.SetArgs(tc.args)
+		if err := cmd.Execute(); err != nil {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		if !proto.Equal(req, tc.want) {
+			t.Errorf("%v: request %v, want %v", tc.args, req, tc.want)
+		}
 	}
 }

@@ -1,79 +1,79 @@
-// Package ring keeps the most recent flows in a fixed-capacity buffer and
-// fans new flows out to followers.
+// Package ring keeps the most recent entries (flows, or the API events made
+// of them) in a fixed-capacity buffer and fans new entries out to followers.
 //
 // The writer (the collector) must never wait for a reader: a follower that
-// does not keep up loses flows, and every loss is counted, per follower and
-// in total, so that "nothing was printed" can always be told apart from
+// does not keep up loses entries, and every loss is counted, per follower
+// and in total, so that "nothing was printed" can always be told apart from
 // "something was dropped".
 //
-// Flows are shared by pointer between the ring and every reader: once
-// written, a Flow must be treated as read-only.
+// Entries are shared between the ring and every reader: once written, an
+// entry must be treated as read-only.
 package ring
 
 import (
 	"context"
+	"reflect"
 	"sync"
 	"sync/atomic"
-
-	"github.com/sextant/sextant/collector/flow"
 )
 
-// DefaultCapacity is the number of flows kept when New is given no size.
+// DefaultCapacity is the number of entries kept when New is given no size.
 const DefaultCapacity = 65536
 
 // DefaultSubscriberBuffer is the channel size used when Subscribe is given
 // no buffer size.
 const DefaultSubscriberBuffer = 1024
 
-// Ring is a fixed-capacity ring of recent flows. It is safe for concurrent
-// use by one or more writers and any number of readers.
-type Ring struct {
+// Ring is a fixed-capacity ring of recent entries. It is safe for
+// concurrent use by one or more writers and any number of readers.
+type Ring[T any] struct {
 	mu      sync.Mutex
-	buf     []*flow.Flow
-	written uint64 // total flows ever written; buf[written%len(buf)] is the next slot
-	subs    map[*Subscription]struct{}
+	buf     []T
+	written uint64 // total entries ever written; buf[written%len(buf)] is the next slot
+	subs    map[*Subscription[T]]struct{}
 
-	lost atomic.Uint64 // flows lost by all followers, including departed ones
+	lost atomic.Uint64 // entries lost by all followers, including departed ones
 }
 
 // Stats is a point-in-time view of the ring's counters.
 type Stats struct {
 	Capacity    int    `json:"capacity"`
-	Len         int    `json:"len"`         // flows currently held
-	Written     uint64 `json:"written"`     // flows ever written
-	Overwritten uint64 `json:"overwritten"` // flows pushed out by newer ones
-	Lost        uint64 `json:"lost"`        // flows followers did not receive because they were slow
+	Len         int    `json:"len"`         // entries currently held
+	Written     uint64 `json:"written"`     // entries ever written
+	Overwritten uint64 `json:"overwritten"` // entries pushed out by newer ones
+	Lost        uint64 `json:"lost"`        // entries followers did not receive because they were slow
 	Subscribers int    `json:"subscribers"` // followers right now
 }
 
-// New returns an empty ring holding up to capacity flows
+// New returns an empty ring holding up to capacity entries
 // (DefaultCapacity when capacity <= 0).
-func New(capacity int) *Ring {
+func New[T any](capacity int) *Ring[T] {
 	if capacity <= 0 {
 		capacity = DefaultCapacity
 	}
-	return &Ring{
-		buf:  make([]*flow.Flow, capacity),
-		subs: make(map[*Subscription]struct{}),
+	return &Ring[T]{
+		buf:  make([]T, capacity),
+		subs: make(map[*Subscription[T]]struct{}),
 	}
 }
 
-// Capacity returns the number of flows the ring holds at most.
-func (r *Ring) Capacity() int { return len(r.buf) }
+// Capacity returns the number of entries the ring holds at most.
+func (r *Ring[T]) Capacity() int { return len(r.buf) }
 
-// Write stores f, overwriting the oldest flow when the ring is full, and
-// offers f to every follower without waiting: a follower whose buffer is full
-// loses f. A nil flow is ignored.
-func (r *Ring) Write(f *flow.Flow) {
-	if f == nil {
+// Write stores v, overwriting the oldest entry when the ring is full, and
+// offers v to every follower without waiting: a follower whose buffer is
+// full loses v. A nil pointer (or nil interface, map, slice, channel) is
+// ignored: readers never have to check for holes.
+func (r *Ring[T]) Write(v T) {
+	if isNil(v) {
 		return
 	}
 	r.mu.Lock()
-	r.buf[r.written%uint64(len(r.buf))] = f
+	r.buf[r.written%uint64(len(r.buf))] = v
 	r.written++
 	for s := range r.subs {
 		select {
-		case s.ch <- f:
+		case s.ch <- v:
 		default:
 			s.lost.Add(1)
 			r.lost.Add(1)
@@ -82,14 +82,24 @@ func (r *Ring) Write(f *flow.Flow) {
 	r.mu.Unlock()
 }
 
-// Last returns up to n of the most recent flows, oldest first.
-func (r *Ring) Last(n int) []*flow.Flow {
+func isNil[T any](v T) bool {
+	switch rv := reflect.ValueOf(any(v)); rv.Kind() {
+	case reflect.Invalid:
+		return true // a nil interface
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Chan, reflect.Func, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
+// Last returns up to n of the most recent entries, oldest first.
+func (r *Ring[T]) Last(n int) []T {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lastLocked(n)
 }
 
-func (r *Ring) lastLocked(n int) []*flow.Flow {
+func (r *Ring[T]) lastLocked(n int) []T {
 	held := r.lenLocked()
 	if n > held {
 		n = held
@@ -97,16 +107,18 @@ func (r *Ring) lastLocked(n int) []*flow.Flow {
 	if n <= 0 {
 		return nil
 	}
-	out := make([]*flow.Flow, n)
+	out := make([]T, n)
 	size := uint64(len(r.buf))
 	start := r.written - uint64(n)
-	for i := range out {
-		out[i] = r.buf[(start+uint64(i))%size]
+	// At most two contiguous pieces: copy them instead of indexing one by one.
+	first := copy(out, r.buf[start%size:])
+	if first < n {
+		copy(out[first:], r.buf[:n-first])
 	}
 	return out
 }
 
-func (r *Ring) lenLocked() int {
+func (r *Ring[T]) lenLocked() int {
 	if r.written < uint64(len(r.buf)) {
 		return int(r.written)
 	}
@@ -114,7 +126,7 @@ func (r *Ring) lenLocked() int {
 }
 
 // Stats returns the ring's counters.
-func (r *Ring) Stats() Stats {
+func (r *Ring[T]) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := Stats{
@@ -130,37 +142,38 @@ func (r *Ring) Stats() Stats {
 	return st
 }
 
-// Subscription is one follower: it receives every flow written after it was
-// created, unless its buffer was full at the time of the write.
-type Subscription struct {
-	ch   chan *flow.Flow
+// Subscription is one follower: it receives every entry written after it
+// was created, unless its buffer was full at the time of the write.
+type Subscription[T any] struct {
+	ch   chan T
 	lost atomic.Uint64
 }
 
-// Flows returns the stream of new flows. It is closed when the context given
-// to Subscribe is done.
-func (s *Subscription) Flows() <-chan *flow.Flow { return s.ch }
+// Events returns the stream of new entries. It is closed when the context
+// given to Subscribe is done.
+func (s *Subscription[T]) Events() <-chan T { return s.ch }
 
-// Lost returns how many flows this follower missed because its buffer was full.
-func (s *Subscription) Lost() uint64 { return s.lost.Load() }
+// Lost returns how many entries this follower missed because its buffer
+// was full.
+func (s *Subscription[T]) Lost() uint64 { return s.lost.Load() }
 
-// Subscribe starts following the ring with a channel of buffer flows
-// (DefaultSubscriberBuffer when buffer <= 0). The subscription ends, and its
-// channel is closed, when ctx is done.
-func (r *Ring) Subscribe(ctx context.Context, buffer int) *Subscription {
+// Subscribe starts following the ring with a channel of buffer entries
+// (DefaultSubscriberBuffer when buffer <= 0). The subscription ends, and
+// its channel is closed, when ctx is done.
+func (r *Ring[T]) Subscribe(ctx context.Context, buffer int) *Subscription[T] {
 	_, s := r.LastAndSubscribe(ctx, 0, buffer)
 	return s
 }
 
-// LastAndSubscribe returns up to n of the most recent flows and a
+// LastAndSubscribe returns up to n of the most recent entries and a
 // subscription that starts exactly after the last of them, so that a reader
-// asking for history and then following sees no flow twice and misses none
-// in between (except those counted as lost).
-func (r *Ring) LastAndSubscribe(ctx context.Context, n, buffer int) ([]*flow.Flow, *Subscription) {
+// asking for history and then following sees no entry twice and misses
+// none in between (except those counted as lost).
+func (r *Ring[T]) LastAndSubscribe(ctx context.Context, n, buffer int) ([]T, *Subscription[T]) {
 	if buffer <= 0 {
 		buffer = DefaultSubscriberBuffer
 	}
-	s := &Subscription{ch: make(chan *flow.Flow, buffer)}
+	s := &Subscription[T]{ch: make(chan T, buffer)}
 
 	r.mu.Lock()
 	last := r.lastLocked(n)

@@ -10,7 +10,7 @@ import (
 // BenchmarkWrite measures the collector's cost of publishing one flow when
 // nobody follows.
 func BenchmarkWrite(b *testing.B) {
-	r := New(DefaultCapacity)
+	r := New[*flow.Flow](DefaultCapacity)
 	f := &flow.Flow{Protocol: "HTTP/2"}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -21,13 +21,13 @@ func BenchmarkWrite(b *testing.B) {
 // BenchmarkWriteFollowed measures Write while a subscriber drains the stream
 // concurrently, and reports how much that subscriber lost.
 func BenchmarkWriteFollowed(b *testing.B) {
-	r := New(DefaultCapacity)
+	r := New[*flow.Flow](DefaultCapacity)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := r.Subscribe(ctx, DefaultSubscriberBuffer)
 	drained := make(chan int)
 	go func() {
 		n := 0
-		for range s.Flows() {
+		for range s.Events() {
 			n++
 		}
 		drained <- n
@@ -48,7 +48,7 @@ func BenchmarkWriteFollowed(b *testing.B) {
 // BenchmarkWriteIgnored measures Write with a subscriber that never reads:
 // every write takes the loss path.
 func BenchmarkWriteIgnored(b *testing.B) {
-	r := New(DefaultCapacity)
+	r := New[*flow.Flow](DefaultCapacity)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_ = r.Subscribe(ctx, 1)
@@ -61,7 +61,7 @@ func BenchmarkWriteIgnored(b *testing.B) {
 
 // BenchmarkLast measures a history read of 1000 flows from a full ring.
 func BenchmarkLast(b *testing.B) {
-	r := New(DefaultCapacity)
+	r := New[*flow.Flow](DefaultCapacity)
 	f := &flow.Flow{}
 	for range DefaultCapacity {
 		r.Write(f)

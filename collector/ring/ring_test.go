@@ -34,19 +34,19 @@ func equal(a, b []uint64) bool {
 }
 
 func TestNewDefaultCapacity(t *testing.T) {
-	if got := New(0).Capacity(); got != DefaultCapacity {
-		t.Fatalf("New(0).Capacity() = %d, want %d", got, DefaultCapacity)
+	if got := New[*flow.Flow](0).Capacity(); got != DefaultCapacity {
+		t.Fatalf("New[*flow.Flow](0).Capacity() = %d, want %d", got, DefaultCapacity)
 	}
-	if got := New(-3).Capacity(); got != DefaultCapacity {
-		t.Fatalf("New(-3).Capacity() = %d, want %d", got, DefaultCapacity)
+	if got := New[*flow.Flow](-3).Capacity(); got != DefaultCapacity {
+		t.Fatalf("New[*flow.Flow](-3).Capacity() = %d, want %d", got, DefaultCapacity)
 	}
-	if got := New(7).Capacity(); got != 7 {
-		t.Fatalf("New(7).Capacity() = %d, want 7", got)
+	if got := New[*flow.Flow](7).Capacity(); got != 7 {
+		t.Fatalf("New[*flow.Flow](7).Capacity() = %d, want 7", got)
 	}
 }
 
 func TestLastBeforeFull(t *testing.T) {
-	r := New(4)
+	r := New[*flow.Flow](4)
 	if got := r.Last(10); len(got) != 0 {
 		t.Fatalf("empty ring: Last(10) = %v, want none", ids(got))
 	}
@@ -74,7 +74,7 @@ func TestLastBeforeFull(t *testing.T) {
 }
 
 func TestWrapAround(t *testing.T) {
-	r := New(4)
+	r := New[*flow.Flow](4)
 	for i := range 10 {
 		r.Write(numbered(i))
 	}
@@ -92,7 +92,7 @@ func TestWrapAround(t *testing.T) {
 }
 
 func TestSubscribeReceivesNewFlowsInOrder(t *testing.T) {
-	r := New(8)
+	r := New[*flow.Flow](8)
 	r.Write(numbered(100)) // before the subscription: must not be delivered
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -102,7 +102,7 @@ func TestSubscribeReceivesNewFlowsInOrder(t *testing.T) {
 	}
 	for want := range 5 {
 		select {
-		case f := <-s.Flows():
+		case f := <-s.Events():
 			if f.ConnID != uint64(want) {
 				t.Fatalf("flow %d: got ConnID %d", want, f.ConnID)
 			}
@@ -117,7 +117,7 @@ func TestSubscribeReceivesNewFlowsInOrder(t *testing.T) {
 
 // A subscriber that never reads must cost the writer nothing but counted loss.
 func TestSlowSubscriberLosesFlowsWithoutBlockingWriter(t *testing.T) {
-	r := New(64)
+	r := New[*flow.Flow](64)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	slow := r.Subscribe(ctx, 2)
@@ -144,11 +144,11 @@ func TestSlowSubscriberLosesFlowsWithoutBlockingWriter(t *testing.T) {
 	}
 	// The slow subscriber keeps the oldest flows it had room for.
 	for want := range 2 {
-		if f := <-slow.Flows(); f.ConnID != uint64(want) {
+		if f := <-slow.Events(); f.ConnID != uint64(want) {
 			t.Fatalf("slow flow %d: got ConnID %d", want, f.ConnID)
 		}
 	}
-	if got := len(fast.Flows()); got != 10 {
+	if got := len(fast.Events()); got != 10 {
 		t.Fatalf("fast subscriber holds %d flows, want 10", got)
 	}
 	st := r.Stats()
@@ -158,7 +158,7 @@ func TestSlowSubscriberLosesFlowsWithoutBlockingWriter(t *testing.T) {
 }
 
 func TestCancelEndsSubscription(t *testing.T) {
-	r := New(8)
+	r := New[*flow.Flow](8)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := r.Subscribe(ctx, 1)
 	r.Write(numbered(1))
@@ -170,7 +170,7 @@ func TestCancelEndsSubscription(t *testing.T) {
 	timeout := time.After(5 * time.Second)
 	for open := true; open; {
 		select {
-		case f, ok := <-s.Flows():
+		case f, ok := <-s.Events():
 			if !ok {
 				open = false
 				break
@@ -194,12 +194,12 @@ func TestCancelEndsSubscription(t *testing.T) {
 }
 
 func TestSubscribeWithDoneContext(t *testing.T) {
-	r := New(8)
+	r := New[*flow.Flow](8)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	s := r.Subscribe(ctx, 1)
 	select {
-	case _, ok := <-s.Flows():
+	case _, ok := <-s.Events():
 		if ok {
 			t.Fatal("received a flow on a subscription whose context was already done")
 		}
@@ -212,7 +212,7 @@ func TestSubscribeWithDoneContext(t *testing.T) {
 // writer is running: the subscription starts exactly after the history.
 func TestLastAndSubscribeIsSeamless(t *testing.T) {
 	const total = 20000
-	r := New(1024)
+	r := New[*flow.Flow](1024)
 	for i := range 500 {
 		r.Write(numbered(i))
 	}
@@ -243,7 +243,7 @@ func TestLastAndSubscribeIsSeamless(t *testing.T) {
 	}
 	for next < total {
 		select {
-		case f := <-s.Flows():
+		case f := <-s.Events():
 			if f.ConnID != next {
 				t.Fatalf("follow: got %d, want %d", f.ConnID, next)
 			}
@@ -259,19 +259,19 @@ func TestLastAndSubscribeIsSeamless(t *testing.T) {
 
 // Many concurrent writers, readers and subscribers: run with -race.
 func TestConcurrentUse(t *testing.T) {
-	r := New(128)
+	r := New[*flow.Flow](128)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
 	var received sync.WaitGroup
-	subs := make([]*Subscription, 4)
+	subs := make([]*Subscription[*flow.Flow], 4)
 	counts := make([]int, len(subs))
 	for i := range subs {
 		subs[i] = r.Subscribe(ctx, 8)
 		received.Add(1)
 		go func() {
 			defer received.Done()
-			for range subs[i].Flows() {
+			for range subs[i].Events() {
 				counts[i]++
 			}
 		}()

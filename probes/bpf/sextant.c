@@ -124,7 +124,8 @@ struct io_args {
 	__u32 fd;
 	__u32 iovcnt;
 	__u32 dir;    /* enum ev_dir */
-	__u32 vectored;
+	__u16 vectored;
+	__u16 armed;  /* set at sys_enter, cleared at sys_exit */
 };
 
 /* Per-CPU working state of the syscall being processed. */
@@ -296,22 +297,30 @@ static __always_inline void fill_hdr(struct ev_header *h, struct work *w, __u8 k
  * Socket identity
  */
 
-/* The struct file behind fd in the current task, 0 if none. */
+/* bpf_rdonly_cast: read-only view of a kernel address as a BTF type. Loads
+ * through it are plain (fault-checked) loads, not bpf_probe_read_kernel()
+ * helper calls: these run on every read/write of the host. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* The struct file behind fd in the current task, 0 if none. Runs on every
+ * read/write of every process: direct BTF loads, one helper call. */
 static __always_inline __u64 fd_file(__u32 fd)
 {
-	struct task_struct *task = (void *)bpf_get_current_task();
-	struct files_struct *files = BPF_CORE_READ(task, files);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct files_struct *files = task->files;
 	if (!files)
 		return 0;
-	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	struct fdtable *fdt = files->fdt;
 	if (!fdt)
 		return 0;
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd >= fdt->max_fds)
 		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	return (__u64)f;
+	/* fdt->fd[fd] without a helper call: the verifier allows no variable
+	 * offset on a BTF pointer, so view the slot as a struct whose first
+	 * member is a struct file * (kiocb.ki_filp). */
+	__u64 slot = (__u64)fdt->fd + (__u64)fd * sizeof(struct file *);
+	struct kiocb *k = bpf_rdonly_cast((void *)slot, bpf_core_type_id_kernel(struct kiocb));
+	return (__u64)k->ki_filp;
 }
 
 static __always_inline struct sock *file_sock(__u64 file)
@@ -321,20 +330,29 @@ static __always_inline struct sock *file_sock(__u64 file)
 	return BPF_CORE_READ(sock, sk);
 }
 
-/* Only TCP over IPv4/IPv6 is traced. */
+/* Is the file a socket? Runs on every read/write of the host that is not
+ * on a known connection (files, pipes, ttys...): two loads, no helper. */
+static __always_inline int is_socket(__u64 file)
+{
+	struct file *f = bpf_rdonly_cast((void *)file, bpf_core_type_id_kernel(struct file));
+	struct inode *inode = f->f_inode;
+	return inode && (inode->i_mode & S_IFMT) == S_IFSOCK;
+}
+
+/* Only TCP over IPv4/IPv6 is traced (file is a socket). */
 static __always_inline int is_tcp(__u64 file)
 {
-	struct file *f = (void *)file;
-	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
+	struct file *f = bpf_rdonly_cast((void *)file, bpf_core_type_id_kernel(struct file));
+	struct socket *sock = bpf_rdonly_cast(f->private_data, bpf_core_type_id_kernel(struct socket));
+	if (!sock)
 		return 0;
-	struct sock *sk = file_sock(file);
+	struct sock *sk = sock->sk;
 	if (!sk)
 		return 0;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP && BPF_CORE_READ(sk, sk_type) == SOCK_STREAM;
+	return sk->sk_protocol == IPPROTO_TCP && sk->sk_type == SOCK_STREAM;
 }
 
 /* ---------------------------------------------------------------------
@@ -1010,22 +1028,26 @@ static __always_inline void conn_gone(struct conn_key *k, struct conn_state *c)
 }
 
 /* Should this (tgid, fd) be traced? Creates the connection entry for a
- * TCP socket seen for the first time. */
+ * TCP socket seen for the first time. The order keeps the common cases
+ * cheap: a non-socket costs the fd table walk and two loads, a known
+ * socket one more hash lookup. */
 __noinline int track_fd(__u32 tgid, __u32 fd)
 {
 	struct conn_key k = {.tgid = tgid, .fd = fd};
 	__u64 file = fd_file(fd);
-	if (!file)
+	if (!file || !is_socket(file))
 		return 0;
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &k);
 	if (c) {
 		if (c->file == file)
 			return c->proto != PROTO_NOT_HTTP;
-		/* The fd now names another file: it was replaced without a
+		/* The fd now names another socket: it was replaced without a
 		 * close() we saw (dup2, close_range, exec...). */
 		conn_gone(&k, c);
 	}
-	if (!is_tcp(file))
+	/* Excluded processes never get an entry, so a hit above is never
+	 * theirs: the exclusion lookup is paid once per socket, not per call. */
+	if (!is_tcp(file) || bpf_map_lookup_elem(&excluded, &tgid))
 		return 0;
 	struct conn_state z = {};
 	z.file = file;
@@ -1179,20 +1201,26 @@ out:
 static __always_inline int on_enter(__u64 fd, __u64 buf, __u64 iovcnt, __u32 dir, __u32 vectored)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
-	if (bpf_map_lookup_elem(&excluded, &tgid))
+	if (!track_fd(id >> 32, (__u32)fd))
 		return 0;
-	if (!track_fd(tgid, (__u32)fd))
-		return 0;
-	struct io_args a = {
-		.ts = bpf_ktime_get_ns(),
-		.buf = buf,
-		.fd = (__u32)fd,
-		.iovcnt = (__u32)iovcnt,
-		.dir = dir,
-		.vectored = vectored,
-	};
-	bpf_map_update_elem(&io_args, &id, &a, BPF_ANY);
+	/* A thread's slot is written in place after its first traced call
+	 * and disarmed (not deleted) at exit: no hash update per syscall.
+	 * process_exit frees the slot when the thread ends. */
+	struct io_args *a = bpf_map_lookup_elem(&io_args, &id);
+	if (!a) {
+		struct io_args z = {};
+		bpf_map_update_elem(&io_args, &id, &z, BPF_NOEXIST);
+		a = bpf_map_lookup_elem(&io_args, &id);
+		if (!a)
+			return 0;
+	}
+	a->ts = bpf_ktime_get_ns();
+	a->buf = buf;
+	a->fd = (__u32)fd;
+	a->iovcnt = (__u32)iovcnt;
+	a->dir = dir;
+	a->vectored = vectored;
+	a->armed = 1;
 	return 0;
 }
 
@@ -1208,10 +1236,10 @@ static __always_inline int on_exit(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct io_args *ap = bpf_map_lookup_elem(&io_args, &id);
-	if (!ap)
+	if (!ap || !ap->armed)
 		return 0;
 	struct io_args a = *ap;
-	bpf_map_delete_elem(&io_args, &id);
+	ap->armed = 0;
 	if (ret <= 0)
 		return 0;
 	struct work *w = work_get();
@@ -1308,7 +1336,10 @@ static long close_proc_conn(struct bpf_map *map, struct conn_key *k, struct conn
 SEC("tracepoint/sched/sched_process_exit")
 int process_exit(void *ctx)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	/* Every exiting thread gives back its syscall slot. */
+	bpf_map_delete_elem(&io_args, &id);
 	if (!bpf_map_lookup_elem(&http_procs, &tgid))
 		return 0;
 	struct task_struct *task = (void *)bpf_get_current_task();

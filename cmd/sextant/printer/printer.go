@@ -1,24 +1,21 @@
-// Package printer renders flows for `sextant observe`: one compact line per
-// flow, in the spirit of `hubble observe`, or the API's JSON.
-//
-// What the agent could not decode exactly is printed as "?"; what was
-// simply absent (no response yet, no gRPC status on the wire) as "-".
+// Package printer renders Observer API events for `sextant observe`: one
+// compact line per event in the style of `hubble observe`, an aligned
+// table, or the API's JSON (one GetFlowsResponse per line, as
+// `hubble observe -o json` prints it).
 package printer
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/netip"
-	"slices"
-	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
-	"golang.org/x/net/http2"
-	"google.golang.org/grpc/codes"
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/collector/hubble"
 )
 
 // Format is an output format of observe.
@@ -26,224 +23,168 @@ type Format string
 
 const (
 	Compact Format = "compact"
+	Table   Format = "table"
 	JSON    Format = "json"
 )
 
 // ParseFormat returns the format named s.
 func ParseFormat(s string) (Format, error) {
 	switch f := Format(s); f {
-	case Compact, JSON:
+	case Compact, Table, JSON:
 		return f, nil
 	}
-	return "", fmt.Errorf("unknown output format %q (want compact or json)", s)
+	return "", fmt.Errorf("unknown output format %q (want compact, table or json)", s)
 }
 
-// Printer writes flows to w in one format.
+// Printer writes events to w in one format.
 type Printer struct {
 	w      io.Writer
 	format Format
-	enc    *json.Encoder
-	// Location is the time zone of compact timestamps (default time.Local).
+	table  *tabwriter.Writer
+	header bool
+	// Location is the time zone of timestamps (default time.Local).
 	Location *time.Location
 }
 
 // New returns a printer of format to w.
 func New(w io.Writer, format Format) *Printer {
-	return &Printer{w: w, format: format, enc: json.NewEncoder(w), Location: time.Local}
+	p := &Printer{w: w, format: format, Location: time.Local}
+	if format == Table {
+		p.table = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	}
+	return p
 }
 
-// Print writes one flow.
-func (p *Printer) Print(f *flow.Flow) error {
-	if p.format == JSON {
-		return p.enc.Encode(f)
+var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
+
+// Print writes one event.
+func (p *Printer) Print(e *observerpb.GetFlowsResponse) error {
+	switch p.format {
+	case JSON:
+		b, err := jsonOpts.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode event: %w", err)
+		}
+		_, err = p.w.Write(append(b, '\n'))
+		return err
+	case Table:
+		if !p.header {
+			fmt.Fprintln(p.table, "TIMESTAMP\tNODE\tSOURCE\tDESTINATION\tTYPE\tVERDICT\tSUMMARY")
+			p.header = true
+		}
+		if l := e.GetLostEvents(); l != nil {
+			_, err := fmt.Fprintf(p.table, "%s\t%s\t\t\tEVENTS LOST\t\t%s\n", p.time(e.GetTime().AsTime()), e.GetNodeName(), lostText(l))
+			return err
+		}
+		f := e.GetFlow()
+		if f == nil {
+			return nil
+		}
+		_, err := fmt.Fprintf(p.table, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.time(f.GetTime().AsTime()), f.GetNodeName(),
+			endpoint(f.GetSource(), f.GetIP().GetSource(), sourcePort(f)),
+			endpoint(f.GetDestination(), f.GetIP().GetDestination(), destinationPort(f)),
+			eventType(f), f.GetVerdict(), f.GetSummary())
+		return err
 	}
-	_, err := io.WriteString(p.w, CompactLine(f, p.Location)+"\n")
+	if _, err := io.WriteString(p.w, p.CompactLine(e)); err != nil {
+		return err
+	}
+	_, err := io.WriteString(p.w, "\n")
 	return err
 }
 
-const unknown = "?"
+// Flush writes what a table holds back to align its columns.
+func (p *Printer) Flush() error {
+	if p.table != nil {
+		return p.table.Flush()
+	}
+	return nil
+}
 
-// CompactLine renders f on one line:
+// CompactLine renders e as `hubble observe` does, with the observed
+// process next to its address:
 //
-//	TIME  NODE  comm(pid) SRC -> DST  PROTOCOL  METHOD URL  STATUS  [gRPC service/method STATUS]  [OUTCOME]  LATENCY
-//
-// comm(pid) is the observed process; it is written after DST instead when
-// that process was the server.
-func CompactLine(f *flow.Flow, loc *time.Location) string {
-	u := func(field string) bool { return slices.Contains(f.Unknown, field) }
-	or := func(v, field string) string {
-		switch {
-		case v != "":
-			return v
-		case u(field):
-			return unknown
-		}
-		return "-"
+//	Nov 25 20:08:25.225 [node]: 127.0.0.1:47970 (curl:4242) -> 127.0.0.1:18080 http-request FORWARDED (HTTP/2 GET http://127.0.0.1:18080/x)
+func (p *Printer) CompactLine(e *observerpb.GetFlowsResponse) string {
+	if l := e.GetLostEvents(); l != nil {
+		return fmt.Sprintf("%s [%s]: EVENTS LOST: %s", p.time(e.GetTime().AsTime()), e.GetNodeName(), lostText(l))
 	}
+	f := e.GetFlow()
+	if f == nil {
+		return fmt.Sprintf("%s [%s]: unsupported event", p.time(e.GetTime().AsTime()), e.GetNodeName())
+	}
+	return fmt.Sprintf("%s [%s]: %s -> %s %s %s (%s)", p.time(f.GetTime().AsTime()), f.GetNodeName(),
+		endpoint(f.GetSource(), f.GetIP().GetSource(), sourcePort(f)),
+		endpoint(f.GetDestination(), f.GetIP().GetDestination(), destinationPort(f)),
+		eventType(f), f.GetVerdict(), f.GetSummary())
+}
 
-	var b strings.Builder
-	if f.Time.IsZero() {
-		b.WriteString(unknown)
-	} else {
-		if loc == nil {
-			loc = time.Local
-		}
-		b.WriteString(f.Time.In(loc).Format("Jan _2 15:04:05.000"))
+func (p *Printer) time(t time.Time) string {
+	loc := p.Location
+	if loc == nil {
+		loc = time.Local
 	}
-	b.WriteString("  " + known(f.Node))
-	// The observed process stands at its end of the exchange, so the two
-	// views of one exchange between local processes tell themselves apart.
-	exchange := addr(f.Source) + " -> " + addr(f.Destination)
-	if f.Observer == flow.SideServer {
-		b.WriteString("  " + exchange + " " + process(f.Process))
-	} else {
-		b.WriteString("  " + process(f.Process) + " " + exchange)
-	}
-	b.WriteString("  " + known(f.Protocol))
-	b.WriteString("  " + or(f.Method, "method") + " " + url(f, u))
+	return t.In(loc).Format(time.StampMilli)
+}
 
+func lostText(l *flowpb.LostEvent) string {
+	s := l.GetSource().String()
+	if cpu := l.GetCpu(); cpu != nil {
+		s += fmt.Sprintf(" CPU(%d)", cpu.GetValue())
+	}
+	return fmt.Sprintf("%s %d", s, l.GetNumEventsLost())
+}
+
+func sourcePort(f *flowpb.Flow) uint32      { return f.GetL4().GetTCP().GetSourcePort() }
+func destinationPort(f *flowpb.Flow) uint32 { return f.GetL4().GetTCP().GetDestinationPort() }
+
+// endpoint writes "ip:port (comm:pid)"; the process part only for the
+// endpoint that is the observed process, "?" for an address that is unknown.
+func endpoint(ep *flowpb.Endpoint, ip string, port uint32) string {
+	addr := "?"
+	if ip != "" {
+		addr = ip
+		if strings.Contains(ip, ":") {
+			addr = "[" + ip + "]"
+		}
+		if port != 0 {
+			addr = fmt.Sprintf("%s:%d", addr, port)
+		}
+	}
+	var comm, pid string
+	for _, l := range ep.GetLabels() {
+		k, v, _ := strings.Cut(l, "=")
+		switch k {
+		case hubble.LabelComm:
+			comm = v
+		case hubble.LabelPID:
+			pid = v
+		}
+	}
 	switch {
-	case f.Status != 0:
-		fmt.Fprintf(&b, "  %d", f.Status)
-	case u("status"):
-		b.WriteString("  " + unknown)
-	default:
-		b.WriteString("  -")
+	case comm != "" && pid != "":
+		return addr + " (" + comm + ":" + pid + ")"
+	case comm != "" || pid != "":
+		return addr + " (" + comm + pid + ")"
 	}
-
-	if g := f.GRPC; g != nil {
-		call := "-"
-		switch {
-		case g.Service != "":
-			call = g.Service + "/" + g.Method
-		case u("path"):
-			call = unknown
-		}
-		status := "-"
-		switch {
-		case g.Status != nil:
-			status = codes.Code(*g.Status).String()
-		case u("grpc_status"):
-			status = unknown
-		}
-		b.WriteString("  gRPC " + call + " " + status)
-	}
-
-	if f.Outcome != flow.OutcomeComplete || u("outcome") {
-		b.WriteString("  " + outcome(f, u("outcome")))
-	}
-
-	if u("latency") {
-		b.WriteString("  " + unknown)
-	} else {
-		b.WriteString("  " + Duration(f.Latency))
-	}
-	return b.String()
+	return addr
 }
 
-func known(s string) string {
-	if s == "" {
-		return unknown
+// eventType names the event as Hubble does: http-request, http-response.
+func eventType(f *flowpb.Flow) string {
+	l7 := f.GetL7()
+	if l7 == nil {
+		return f.GetType().String()
 	}
-	return s
-}
-
-func process(p flow.Process) string {
-	pid := unknown
-	if p.PID != 0 {
-		pid = fmt.Sprint(p.PID)
+	proto := "l7"
+	if l7.GetHttp() != nil {
+		proto = "http"
 	}
-	return known(p.Comm) + "(" + pid + ")"
-}
-
-func addr(a netip.AddrPort) string {
-	if !a.IsValid() {
-		return unknown
+	switch l7.GetType() {
+	case flowpb.L7FlowType_REQUEST:
+		return proto + "-request"
+	case flowpb.L7FlowType_RESPONSE:
+		return proto + "-response"
 	}
-	return a.String()
-}
-
-// url joins scheme, authority and path; a part that was present but not
-// decoded is "?", a part that was absent (an HTTP/1 origin-form request has
-// no scheme) is left out.
-func url(f *flow.Flow, u func(string) bool) string {
-	part := func(v, field string) string {
-		if v == "" && u(field) {
-			return unknown
-		}
-		return v
-	}
-	scheme, authority, path := part(f.Scheme, "scheme"), part(f.Authority, "authority"), part(f.Path, "path")
-	var b strings.Builder
-	if scheme != "" {
-		b.WriteString(scheme + "://")
-	}
-	b.WriteString(authority)
-	if path != "" && path != unknown && !strings.HasPrefix(path, "/") && authority != "" {
-		b.WriteString("/") // asterisk-form and the like stay readable
-	}
-	if path == unknown {
-		path = "/" + unknown
-	}
-	b.WriteString(path)
-	if b.Len() == 0 {
-		return "-"
-	}
-	return b.String()
-}
-
-func outcome(f *flow.Flow, unknownOutcome bool) string {
-	if unknownOutcome {
-		return "outcome " + unknown
-	}
-	s := f.Outcome.String()
-	switch f.Outcome {
-	case flow.OutcomeReset, flow.OutcomeRefused:
-		if f.Protocol == "HTTP/2" {
-			s += " " + errCode(f.ResetCode)
-		}
-		if f.ResetBy != flow.SideUnknown {
-			s += " by " + f.ResetBy.String()
-		}
-	}
-	return s
-}
-
-func errCode(code uint32) string {
-	s := http2.ErrCode(code).String()
-	if strings.HasPrefix(s, "unknown") {
-		return fmt.Sprintf("0x%x", code)
-	}
-	return s
-}
-
-// Duration formats d with three significant digits at most: 850µs, 12.3ms, 1.25s.
-func Duration(d time.Duration) string {
-	switch {
-	case d < 0:
-		return unknown
-	case d < time.Microsecond:
-		return fmt.Sprintf("%dns", d.Nanoseconds())
-	case d < time.Millisecond:
-		return trim(float64(d)/float64(time.Microsecond)) + "µs"
-	case d < time.Second:
-		return trim(float64(d)/float64(time.Millisecond)) + "ms"
-	}
-	return trim(float64(d)/float64(time.Second)) + "s"
-}
-
-// trim prints v with at most three significant digits and no trailing zeros.
-func trim(v float64) string {
-	decimals := 2
-	switch {
-	case v >= 100:
-		decimals = 0
-	case v >= 10:
-		decimals = 1
-	}
-	s := strconv.FormatFloat(v, 'f', decimals, 64)
-	if strings.Contains(s, ".") {
-		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-	}
-	return s
+	return proto
 }

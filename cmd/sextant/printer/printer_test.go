@@ -2,157 +2,123 @@ package printer
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/netip"
-	"reflect"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
-)
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
-func code(c uint32) *uint32 { return &c }
+	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/collector/hubble"
+)
 
 var at = time.Date(2026, 11, 25, 19, 34, 1, 123456789, time.UTC)
 
-func base() *flow.Flow {
-	return &flow.Flow{
-		Time:        at,
-		Latency:     12300 * time.Microsecond,
-		Node:        "node-a",
-		Observer:    flow.SideClient,
-		Protocol:    "HTTP/2",
-		Method:      "GET",
-		Scheme:      "http",
-		Authority:   "localhost:8080",
-		Path:        "/hello?x=1",
-		Status:      200,
+// events converts a real flow with the real converter.
+func events(t *testing.T) []*observerpb.GetFlowsResponse {
+	t.Helper()
+	f := &flow.Flow{
+		Time: at, Latency: 12300 * time.Microsecond, TTFB: time.Millisecond, Node: "node-a", Observer: flow.SideClient,
+		Protocol: "HTTP/2", Method: "GET", Scheme: "http", Authority: "localhost:8080", Path: "/hello?x=1", Status: 200,
 		Source:      netip.MustParseAddrPort("127.0.0.1:54321"),
 		Destination: netip.MustParseAddrPort("127.0.0.1:8080"),
 		Process:     flow.Process{PID: 1234, Comm: "curl"},
 	}
+	var out []*observerpb.GetFlowsResponse
+	for _, ev := range hubble.Events(f) {
+		out = append(out, &observerpb.GetFlowsResponse{Time: ev.GetTime(), NodeName: ev.GetNodeName(),
+			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: ev}})
+	}
+	if len(out) != 2 {
+		t.Fatalf("converter gave %d events, want request and response", len(out))
+	}
+	return out
 }
 
-func TestCompactLine(t *testing.T) {
-	const prefix = "Nov 25 19:34:01.123  node-a  curl(1234) 127.0.0.1:54321 -> 127.0.0.1:8080  "
-	tests := []struct {
-		name   string
-		modify func(*flow.Flow)
-		want   string
-	}{
-		{"http2", func(*flow.Flow) {},
-			prefix + "HTTP/2  GET http://localhost:8080/hello?x=1  200  12.3ms"},
-		{"http1 origin-form has no scheme", func(f *flow.Flow) {
-			f.Protocol, f.Scheme, f.Latency = "HTTP/1.1", "", 850*time.Microsecond
-		}, prefix + "HTTP/1.1  GET localhost:8080/hello?x=1  200  850µs"},
-		{"grpc with status", func(f *flow.Flow) {
-			f.Method, f.Path, f.Authority = "POST", "/demo.Echo/Say", "127.0.0.1:50051"
-			f.GRPC = &flow.GRPC{Service: "demo.Echo", Method: "Say", Status: code(5), StatusSource: "trailers"}
-			f.Latency = 1250 * time.Millisecond
-		}, prefix + "HTTP/2  POST http://127.0.0.1:50051/demo.Echo/Say  200  gRPC demo.Echo/Say NotFound  1.25s"},
-		{"grpc without status", func(f *flow.Flow) {
-			f.Method, f.Path = "POST", "/demo.Echo/Say"
-			f.GRPC = &flow.GRPC{Service: "demo.Echo", Method: "Say"}
-			f.Status = 0
-			f.Outcome, f.ResetCode, f.ResetBy = flow.OutcomeReset, 8, flow.SideClient
-		}, prefix + "HTTP/2  POST http://localhost:8080/demo.Echo/Say  -  gRPC demo.Echo/Say -  reset CANCEL by client  12.3ms"},
-		{"unknown fields are ?", func(f *flow.Flow) {
-			f.Path, f.Authority, f.Status = "", "", 0
-			f.GRPC = &flow.GRPC{}
-			f.Unknown = []string{"authority", "grpc_status", "latency", "path", "status"}
-		}, prefix + "HTTP/2  GET http://?/?  ?  gRPC ? ?  ?"},
-		{"unknown method and scheme", func(f *flow.Flow) {
-			f.Method, f.Scheme = "", ""
-			f.Unknown = []string{"method", "scheme"}
-		}, prefix + "HTTP/2  ? ?://localhost:8080/hello?x=1  200  12.3ms"},
-		{"refused by goaway", func(f *flow.Flow) {
-			f.Status = 0
-			f.Outcome, f.ResetCode, f.ResetBy = flow.OutcomeRefused, 0, flow.SideServer
-		}, prefix + "HTTP/2  GET http://localhost:8080/hello?x=1  -  refused NO_ERROR by server  12.3ms"},
-		{"unnamed http2 error code", func(f *flow.Flow) {
-			f.Outcome, f.ResetCode, f.ResetBy = flow.OutcomeReset, 0x99, flow.SideServer
-		}, prefix + "HTTP/2  GET http://localhost:8080/hello?x=1  200  reset 0x99 by server  12.3ms"},
-		{"server side puts the process after the destination", func(f *flow.Flow) {
-			f.Observer, f.Process = flow.SideServer, flow.Process{PID: 99, Comm: "nghttpd"}
-		}, "Nov 25 19:34:01.123  node-a  127.0.0.1:54321 -> 127.0.0.1:8080 nghttpd(99)  HTTP/2  GET http://localhost:8080/hello?x=1  200  12.3ms"},
-		{"connection closed, http1", func(f *flow.Flow) {
-			f.Protocol, f.Scheme, f.Status, f.Outcome = "HTTP/1.1", "", 0, flow.OutcomeClosed
-			f.Latency = 5 * time.Millisecond
-		}, prefix + "HTTP/1.1  GET localhost:8080/hello?x=1  -  closed  5ms"},
-		{"unknown outcome", func(f *flow.Flow) {
-			f.Unknown = []string{"outcome"}
-		}, prefix + "HTTP/2  GET http://localhost:8080/hello?x=1  200  outcome ?  12.3ms"},
+func TestCompact(t *testing.T) {
+	var b bytes.Buffer
+	p := New(&b, Compact)
+	p.Location = time.UTC
+	for _, e := range events(t) {
+		if err := p.Print(e); err != nil {
+			t.Fatal(err)
+		}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := base()
-			tt.modify(f)
-			if got := CompactLine(f, time.UTC); got != tt.want {
-				t.Errorf("\n got %s\nwant %s", got, tt.want)
-			}
-		})
+	lost := &observerpb.GetFlowsResponse{Time: timestamppb.New(at), NodeName: "node-a",
+		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: &flowpb.LostEvent{
+			Source: flowpb.LostEventSource_HUBBLE_RING_BUFFER, NumEventsLost: 7}}}
+	if err := p.Print(lost); err != nil {
+		t.Fatal(err)
+	}
+	want := "Nov 25 19:34:01.123 [node-a]: 127.0.0.1:54321 (curl:1234) -> 127.0.0.1:8080 http-request FORWARDED (HTTP/2 GET http://localhost:8080/hello?x=1)\n" +
+		"Nov 25 19:34:01.135 [node-a]: 127.0.0.1:8080 -> 127.0.0.1:54321 (curl:1234) http-response FORWARDED (HTTP/2 200 12ms (GET http://localhost:8080/hello?x=1))\n" +
+		"Nov 25 19:34:01.123 [node-a]: EVENTS LOST: HUBBLE_RING_BUFFER 7\n"
+	if b.String() != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
 
-func TestCompactLineEmptyFlow(t *testing.T) {
-	// Nothing known at all must still print, with every identity field "?".
-	got := CompactLine(&flow.Flow{}, time.UTC)
-	want := "?  ?  ?(?) ? -> ?  ?  - -  -  0ns"
-	if got != want {
-		t.Errorf("\n got %s\nwant %s", got, want)
+func TestTable(t *testing.T) {
+	var b bytes.Buffer
+	p := New(&b, Table)
+	p.Location = time.UTC
+	for _, e := range events(t) {
+		if err := p.Print(e); err != nil {
+			t.Fatal(err)
+		}
 	}
-}
-
-func TestDuration(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		-1:                       "?",
-		0:                        "0ns",
-		999:                      "999ns",
-		1500:                     "1.5µs",
-		850 * time.Microsecond:   "850µs",
-		time.Millisecond:         "1ms",
-		12345 * time.Microsecond: "12.3ms",
-		999 * time.Millisecond:   "999ms",
-		1250 * time.Millisecond:  "1.25s",
-		90 * time.Second:         "90s",
-		1234 * time.Second:       "1234s",
-	} {
-		if got := Duration(d); got != want {
-			t.Errorf("Duration(%v) = %q, want %q", d, got, want)
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "TIMESTAMP") {
+		t.Fatalf("table:\n%s", b.String())
+	}
+	// Columns line up: SOURCE starts at the same offset in every line.
+	col := strings.Index(lines[0], "SOURCE")
+	for _, l := range lines[1:] {
+		if !strings.HasPrefix(l[col:], "127.0.0.1:") {
+			t.Fatalf("misaligned table:\n%s", b.String())
 		}
 	}
 }
 
 func TestJSONRoundTrips(t *testing.T) {
-	f := base()
-	f.GRPC = &flow.GRPC{Service: "demo.Echo", Method: "Say", Status: code(0)}
-	var buf bytes.Buffer
-	p := New(&buf, JSON)
-	if err := p.Print(f); err != nil {
-		t.Fatal(err)
+	var b bytes.Buffer
+	p := New(&b, JSON)
+	in := events(t)
+	for _, e := range in {
+		if err := p.Print(e); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := p.Print(f); err != nil {
-		t.Fatal(err)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != len(in) {
+		t.Fatalf("%d lines for %d events", len(lines), len(in))
 	}
-	dec := json.NewDecoder(&buf)
-	for i := range 2 {
-		var got flow.Flow
-		if err := dec.Decode(&got); err != nil {
+	for i, l := range lines {
+		var got observerpb.GetFlowsResponse
+		if err := protojson.Unmarshal([]byte(l), &got); err != nil {
 			t.Fatalf("line %d: %v", i, err)
 		}
-		if !reflect.DeepEqual(&got, f) {
-			t.Fatalf("line %d:\n got %+v\nwant %+v", i, got, f)
+		if !proto.Equal(&got, in[i]) {
+			t.Fatalf("line %d differs after the round trip:\n%v\n%v", i, &got, in[i])
 		}
 	}
 }
 
 func TestParseFormat(t *testing.T) {
-	for _, s := range []string{"compact", "json"} {
-		if f, err := ParseFormat(s); err != nil || string(f) != s {
-			t.Errorf("ParseFormat(%q) = %q, %v", s, f, err)
+	for _, s := range []string{"compact", "table", "json"} {
+		if _, err := ParseFormat(s); err != nil {
+			t.Errorf("%s: %v", s, err)
 		}
 	}
 	if _, err := ParseFormat("yaml"); err == nil {
-		t.Error("ParseFormat(yaml) succeeded")
+		t.Error("yaml accepted")
 	}
 }

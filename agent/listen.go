@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// DefaultSocket is where the agent serves the Observer API and where
+// `sextant observe` connects by default.
+const DefaultSocket = "/var/run/sextant/observer.sock"
+
+// DefaultListen is the loopback TCP address of the Observer API, Hubble's
+// usual port.
+const DefaultListen = "127.0.0.1:4244"
+
+// ListenUnix listens on a unix socket at path, readable and writable by the
+// owner only (flows carry URLs and headers of every process on the host), or
+// by the owner and group when group is set (a group name or gid). The parent
+// directory is created (0700, or 0750 with a group) when missing. A socket
+// file left behind by an agent that died is replaced; one that still
+// answers is not.
+func ListenUnix(path, group string) (net.Listener, error) {
+	gid := -1
+	if group != "" {
+		var err error
+		if gid, err = lookupGroup(group); err != nil {
+			return nil, err
+		}
+	}
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		mode := os.FileMode(0o700)
+		if gid >= 0 {
+			mode = 0o750
+		}
+		if err := os.MkdirAll(dir, mode); err != nil {
+			return nil, fmt.Errorf("create socket directory %s: %w", dir, err)
+		}
+		if gid >= 0 {
+			if err := os.Chown(dir, -1, gid); err != nil {
+				return nil, fmt.Errorf("give socket directory %s to group %s: %w", dir, group, err)
+			}
+		}
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	mode := os.FileMode(0o600)
+	if gid >= 0 {
+		mode = 0o660
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("give %s to group %s: %w", path, group, err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("restrict %s to mode %v: %w", path, mode, err)
+	}
+	return ln, nil
+}
+
+func lookupGroup(group string) (int, error) {
+	if gid, err := strconv.Atoi(group); err == nil && gid >= 0 {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return -1, fmt.Errorf("socket group %q: %w", group, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("inspect %s: %w", path, err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket: remove it or choose another --socket", path)
+	}
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("an agent is already listening on %s", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("check existing socket %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// ListenTCP listens on a TCP address. Without allowInsecure only loopback
+// addresses ("127.0.0.1:4244", "[::1]:4244", "localhost:4244") are
+// accepted: the API is plaintext and unauthenticated, so it must not be
+// reachable from other hosts unless the operator says so explicitly.
+func ListenTCP(addr string, allowInsecure bool) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("TCP listen address %q: %w", addr, err)
+	}
+	if !allowInsecure {
+		if host == "localhost" {
+			host = "127.0.0.1"
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("TCP listen address %q: only loopback addresses are allowed for plaintext (127.0.0.1, ::1, localhost); pass --allow-insecure-tcp to serve other hosts without TLS", addr)
+		}
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}

@@ -1,0 +1,458 @@
+package e2e
+
+// The multi-node test: three `sextant agent` processes on this host, each
+// scoped to its own cgroup v2 subtree (one "node" each), behind one
+// `sextant relay`. Every node's workload runs inside its node's cgroup, so
+// each agent sees only its node's traffic; the test reads the relay's
+// Observer API and requires every flow of every node exactly once, all in
+// time order, also across an agent killed and restarted mid-stream.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// cgroupRoot is where cgroup v2 is mounted on this machine kind.
+const cgroupRoot = "/sys/fs/cgroup/unified"
+
+// sextantBinary builds the sextant CLI (or uses $SEXTANT_BIN, e.g. one
+// `task build` made).
+func sextantBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("SEXTANT_BIN"); bin != "" {
+		return bin
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "sextant")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sextant")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/sextant: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// daemon is a long-running sextant process (agent or relay).
+type daemon struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	logs   lockedBuffer
+	exited chan struct{}
+	err    error
+}
+
+func startDaemon(t *testing.T, name, bin string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, name: name, cmd: exec.Command(bin, args...), exited: make(chan struct{})}
+	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, d.logs.String())
+		}
+	})
+	return d
+}
+
+// stop ends the daemon gracefully (SIGTERM), or kills it after 30s.
+func (d *daemon) stop() {
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+		if d.err != nil {
+			d.t.Errorf("%s exit: %v", d.name, d.err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		d.t.Errorf("%s did not stop within 30s of SIGTERM", d.name)
+	}
+}
+
+func (d *daemon) kill() {
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// freeAddr returns a loopback address nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
+}
+
+// nodeCgroup makes the cgroup of one node and removes it at the end (the
+// processes in it are gone by then).
+func nodeCgroup(t *testing.T, rel string) string {
+	t.Helper()
+	dir := filepath.Join(cgroupRoot, rel)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("create cgroup %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		// A process may need a moment to leave after it exited.
+		for range 50 {
+			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Errorf("cgroup %s left behind", dir)
+	})
+	return dir
+}
+
+// runInCgroup runs the http-client peer inside cgroup dir: a shell moves
+// itself there, then execs the peer, so that every connection of the
+// workload belongs to the node from its first byte.
+func runInCgroup(t *testing.T, dir, name string, args clientArgs) clientResult {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$0" -test.run='^$'`, exe, filepath.Join(dir, "cgroup.procs"))
+	cmd.Env = append(os.Environ(), peerEnv+"=http-client", peerArgsEnv+"="+string(raw))
+	p := startProc(t, name, cmd)
+	var res clientResult
+	p.expectJSON(&res, 60*time.Second)
+	p.waitExit(10 * time.Second)
+	for i, r := range res.Results {
+		if r.Err != "" || r.Status != 200 {
+			t.Fatalf("%s request %d (%s): status %d error %q", name, i, args.Reqs[i].Path, r.Status, r.Err)
+		}
+	}
+	return res
+}
+
+// relayStream follows the relay's merged stream.
+type relayStream struct {
+	mu     sync.Mutex
+	events []*observerpb.GetFlowsResponse
+	err    error
+}
+
+func followRelay(t *testing.T, client observerpb.ObserverClient) *relayStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := client.GetFlows(ctx, &observerpb.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatalf("relay GetFlows: %v", err)
+	}
+	s := &relayStream{}
+	go func() {
+		for {
+			e, err := stream.Recv()
+			s.mu.Lock()
+			if err != nil {
+				s.err = err
+				s.mu.Unlock()
+				return
+			}
+			s.events = append(s.events, e)
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+func (s *relayStream) snapshot() ([]*observerpb.GetFlowsResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*observerpb.GetFlowsResponse(nil), s.events...), s.err
+}
+
+// marked returns the flow events whose URL carries one of the markers.
+func marked(events []*observerpb.GetFlowsResponse, markers map[string]bool) []*observerpb.GetFlowsResponse {
+	var out []*observerpb.GetFlowsResponse
+	for _, e := range events {
+		if markers[marker(e.GetFlow())] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// marker is the last path segment of a workload URL: "<node>-<phase>-<i>".
+func marker(f *flowpb.Flow) string {
+	url := f.GetL7().GetHttp().GetUrl()
+	if i := strings.LastIndexByte(url, '/'); i >= 0 && strings.Contains(url, "/s/200/") {
+		return url[i+1:]
+	}
+	return ""
+}
+
+// awaitMarked waits until want events carrying markers arrived (each
+// exchange is a request and a response event), then a little longer for
+// duplicates to show.
+func (s *relayStream) awaitMarked(t *testing.T, markers map[string]bool) []*observerpb.GetFlowsResponse {
+	t.Helper()
+	want := 2 * len(markers)
+	deadline := time.Now().Add(flowTimeout)
+	for {
+		events, err := s.snapshot()
+		if err != nil {
+			t.Fatalf("relay stream: %v", err)
+		}
+		if len(marked(events, markers)) >= want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d workload events through the relay after %v", len(marked(events, markers)), want, flowTimeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(grace)
+	events, _ := s.snapshot()
+	return marked(events, markers)
+}
+
+// checkExactlyOnce requires one request and one response event per marker,
+// from the node the marker names, and nothing else.
+func checkExactlyOnce(t *testing.T, events []*observerpb.GetFlowsResponse, markers map[string]bool) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, e := range events {
+		f := e.GetFlow()
+		m := marker(f)
+		node := m[:strings.IndexByte(m, '-')]
+		if f.GetNodeName() != node || e.GetNodeName() != node {
+			t.Errorf("event of %s says node %q / %q", m, f.GetNodeName(), e.GetNodeName())
+		}
+		seen[m+" "+f.GetL7().GetType().String()]++
+	}
+	for m := range markers {
+		for _, typ := range []string{"REQUEST", "RESPONSE"} {
+			if n := seen[m+" "+typ]; n != 1 {
+				t.Errorf("%s %s delivered %d times, want once", m, typ, n)
+			}
+		}
+	}
+	if len(events) != 2*len(markers) {
+		t.Errorf("%d workload events, want %d", len(events), 2*len(markers))
+	}
+}
+
+// checkTimeOrder requires the merged stream to be in time order.
+func checkTimeOrder(t *testing.T, events []*observerpb.GetFlowsResponse) {
+	t.Helper()
+	bad := 0
+	for i := 1; i < len(events); i++ {
+		prev, cur := events[i-1].GetTime().AsTime(), events[i].GetTime().AsTime()
+		if cur.Before(prev) {
+			if bad < 10 {
+				t.Errorf("event %d (%s %s) is %v older than event %d (%s %s)", i, events[i].GetNodeName(), marker(events[i].GetFlow()),
+					prev.Sub(cur), i-1, events[i-1].GetNodeName(), marker(events[i-1].GetFlow()))
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d events out of time order", bad)
+	}
+}
+
+func relayNodes(t *testing.T, client observerpb.ObserverClient) map[string]relaypb.NodeState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := client.GetNodes(ctx, &observerpb.GetNodesRequest{})
+	if err != nil {
+		t.Fatalf("relay GetNodes: %v", err)
+	}
+	out := map[string]relaypb.NodeState{}
+	for _, n := range resp.GetNodes() {
+		out[n.GetName()] = n.GetState()
+	}
+	return out
+}
+
+func awaitNodes(t *testing.T, client observerpb.ObserverClient, want map[string]relaypb.NodeState, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := relayNodes(t, client)
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay nodes %v, want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestRelayMultiNode(t *testing.T) {
+	requireRoot(t)
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.procs")); err != nil {
+		skipOrFail(t, "no cgroup v2 hierarchy at %s: %v", cgroupRoot, err)
+	}
+	bin := sextantBinary(t)
+	if out, err := exec.Command(bin, "relay", "--help").CombinedOutput(); err != nil {
+		t.Fatalf("%s has no relay command (is it registered in cmd/sextant/main.go?): %v\n%s", bin, err, out)
+	}
+	tmp := t.TempDir()
+
+	// The workload's server runs outside every node: only the clients are
+	// observed, one node each.
+	server := startPeer(t, "h2c-server", nil)
+	serverAddrStr, _ := serverAddr(t, server)
+
+	nodes := []string{"node1", "node2", "node3"}
+	cgroups := map[string]string{}
+	agentAddr := map[string]string{}
+	agents := map[string]*daemon{}
+	nodeCgroup(t, "sextant-e2e") // parent first: cleanups run in reverse
+	startNodeAgent := func(n string) *daemon {
+		return startDaemon(t, "agent "+n, bin, "agent", "--node", n, "--cgroup", "/sextant-e2e/"+n,
+			"--listen", agentAddr[n], "--socket", filepath.Join(tmp, n+".sock"), "--log-level", "debug")
+	}
+	for _, n := range nodes {
+		cgroups[n] = nodeCgroup(t, filepath.Join("sextant-e2e", n))
+		agentAddr[n] = freeAddr(t)
+		agents[n] = startNodeAgent(n)
+	}
+
+	relayAddr := freeAddr(t)
+	args := []string{"relay", "--listen", relayAddr, "--log-level", "debug"}
+	for _, n := range nodes {
+		args = append(args, "--agent", agentAddr[n])
+	}
+	startDaemon(t, "relay", bin, args...)
+	conn, err := grpc.NewClient(relayAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := observerpb.NewObserverClient(conn)
+	connected := map[string]relaypb.NodeState{}
+	for _, n := range nodes {
+		connected[n] = relaypb.NodeState_NODE_CONNECTED
+	}
+	// The agents serve once their probes are attached: connected means
+	// observing.
+	awaitRelay := time.Now().Add(90 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := client.ServerStatus(ctx, &observerpb.ServerStatusRequest{})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(awaitRelay) {
+			t.Fatalf("relay not serving: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	awaitNodes(t, client, connected, 90*time.Second)
+	stream := followRelay(t, client)
+
+	// workload runs reqs sequential requests on one HTTP/2 connection from
+	// each of the given nodes at once, each request marked with its node,
+	// phase and index.
+	all := map[string]bool{}
+	workload := func(phase string, reqs int, on ...string) map[string]bool {
+		t.Helper()
+		markers := map[string]bool{}
+		var wg sync.WaitGroup
+		for _, n := range on {
+			var specs []reqSpec
+			for i := range reqs {
+				m := fmt.Sprintf("%s-%s-%d", n, phase, i)
+				markers[m], all[m] = true, true
+				specs = append(specs, reqSpec{Method: "GET", Path: "/s/200/64/" + m})
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runInCgroup(t, cgroups[n], n+" "+phase, clientArgs{Addr: serverAddrStr, H2C: true, Reqs: specs})
+			}()
+		}
+		wg.Wait()
+		return markers
+	}
+
+	// Phase 1: all three nodes at once.
+	p1 := workload("p1", 30, nodes...)
+	checkExactlyOnce(t, stream.awaitMarked(t, p1), p1)
+
+	// Phase 2: node2's agent dies while the others keep streaming; the
+	// relay keeps serving them and reports node2 unavailable.
+	done := make(chan map[string]bool)
+	go func() { done <- workload("p2", 30, "node1", "node3") }()
+	time.Sleep(100 * time.Millisecond)
+	agents["node2"].kill()
+	p2 := <-done
+	awaitNodes(t, client, map[string]relaypb.NodeState{
+		"node1": relaypb.NodeState_NODE_CONNECTED, "node2": relaypb.NodeState_NODE_UNAVAILABLE, "node3": relaypb.NodeState_NODE_CONNECTED,
+	}, 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	st, err := client.ServerStatus(ctx, &observerpb.ServerStatusRequest{})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetNumConnectedNodes().GetValue() != 2 || st.GetNumUnavailableNodes().GetValue() != 1 {
+		t.Errorf("relay status with node2 down: %d connected, %d unavailable (%v)",
+			st.GetNumConnectedNodes().GetValue(), st.GetNumUnavailableNodes().GetValue(), st.GetUnavailableNodes())
+	}
+	checkExactlyOnce(t, stream.awaitMarked(t, p2), p2)
+
+	// Phase 3: node2's agent is back (same name and address): the relay
+	// reconnects, and all three nodes' flows flow again, none twice.
+	agents["node2"] = startNodeAgent("node2")
+	awaitNodes(t, client, connected, 90*time.Second)
+	p3 := workload("p3", 30, nodes...)
+	checkExactlyOnce(t, stream.awaitMarked(t, p3), p3)
+
+	// The whole merged stream: every workload event once, in time order.
+	final := stream.awaitMarked(t, all)
+	checkExactlyOnce(t, final, all)
+	events, _ := stream.snapshot()
+	checkTimeOrder(t, events)
+	lost := 0
+	for _, e := range events {
+		if e.GetLostEvents() != nil {
+			lost++
+			t.Logf("lost event: %v", e.GetLostEvents())
+		}
+	}
+	t.Logf("relay delivered %d events (%d workload, %d lost-event notices)", len(events), len(final), lost)
+}

@@ -1,0 +1,310 @@
+// Package observer serves Cilium Hubble's Observer gRPC API
+// (github.com/cilium/cilium/api/v1/observer) from a ring of events, so that
+// the stock hubble CLI, and anything else that speaks Hubble, reads sextant
+// flows unchanged. The agent serves its own ring; the relay serves the ring
+// its merged streams fill.
+//
+// The request semantics (number, first, follow, since, until, filters,
+// lost events) follow Cilium's local observer
+// (cilium/cilium pkg/hubble/observer/local_observer.go, Apache-2.0).
+package observer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sextant/sextant/collector/ring"
+)
+
+// HealthService is the service name `hubble status` checks.
+const HealthService = "hubble.server.Observer"
+
+// Version is reported in ServerStatus and GetNodes. Hubble clients print it;
+// they do not interpret it.
+var Version = "sextant"
+
+// Options configures a Server.
+type Options struct {
+	// Ring holds the events served: flows and lost events, oldest first.
+	Ring *ring.Ring[*observerpb.GetFlowsResponse]
+	// Status returns the caller's part of ServerStatus (for example node
+	// counts); the server fills NumFlows, MaxFlows, SeenFlows, UptimeNs,
+	// FlowsRate and Version from the ring where they are zero. May be nil.
+	Status func() *observerpb.ServerStatusResponse
+	// Nodes answers GetNodes. May be nil (no nodes).
+	Nodes func() []*observerpb.Node
+	// Node names the events this server creates itself (lost events of a
+	// slow follower).
+	Node string
+	// FollowBuffer is how many events a follower may lag behind before it
+	// loses events (ring.DefaultSubscriberBuffer when 0).
+	FollowBuffer int
+	Log          *slog.Logger
+}
+
+// Server implements observerpb.ObserverServer over a ring.
+type Server struct {
+	observerpb.UnimplementedObserverServer
+	opts    Options
+	started time.Time
+	health  *health.Server
+
+	// done ends every follow stream (after it drained what it had
+	// buffered), so that a graceful stop does not wait for followers.
+	done     chan struct{}
+	shutdown sync.Once
+}
+
+// New returns a server of opts.Ring.
+func New(opts Options) *Server {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Ring == nil {
+		opts.Ring = ring.New[*observerpb.GetFlowsResponse](0)
+	}
+	h := health.NewServer()
+	h.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
+	return &Server{opts: opts, started: time.Now(), health: h, done: make(chan struct{})}
+}
+
+// Register adds the Observer service and the gRPC health service (with
+// HealthService SERVING) to g.
+func (s *Server) Register(g *grpc.Server) {
+	observerpb.RegisterObserverServer(g, s)
+	healthpb.RegisterHealthServer(g, s.health)
+}
+
+// Shutdown reports the service as NOT_SERVING and ends every follow stream
+// once it has sent the events already queued for it, so that
+// grpc.Server.GracefulStop returns. Call it after the last event was
+// written to the ring.
+func (s *Server) Shutdown() {
+	s.shutdown.Do(func() {
+		s.health.Shutdown()
+		close(s.done)
+	})
+}
+
+// ServerStatus reports the ring's fill level, the flows seen since start,
+// uptime and the flow rate over the last minute.
+func (s *Server) ServerStatus(context.Context, *observerpb.ServerStatusRequest) (*observerpb.ServerStatusResponse, error) {
+	var st *observerpb.ServerStatusResponse
+	if s.opts.Status != nil {
+		st = s.opts.Status()
+	}
+	if st == nil {
+		st = &observerpb.ServerStatusResponse{}
+	}
+	rs := s.opts.Ring.Stats()
+	if st.NumFlows == 0 {
+		st.NumFlows = uint64(rs.Len)
+	}
+	if st.MaxFlows == 0 {
+		st.MaxFlows = uint64(rs.Capacity)
+	}
+	if st.SeenFlows == 0 {
+		st.SeenFlows = rs.Written
+	}
+	if st.UptimeNs == 0 {
+		st.UptimeNs = uint64(time.Since(s.started))
+	}
+	if st.FlowsRate == 0 {
+		st.FlowsRate = flowRate(s.opts.Ring.Last(rs.Capacity), rs.Overwritten > 0, time.Now())
+	}
+	if st.Version == "" {
+		st.Version = Version
+	}
+	return st, nil
+}
+
+// flowRate is the number of flows per second over the last minute, or over
+// the time the ring covers when it wrapped within that minute (as Cilium
+// computes it).
+func flowRate(events []*observerpb.GetFlowsResponse, wrapped bool, now time.Time) float64 {
+	since := now.Add(-time.Minute)
+	count := 0
+	var oldest time.Time
+	for i := len(events) - 1; i >= 0; i-- {
+		e := events[i]
+		if e.GetFlow() == nil {
+			continue
+		}
+		ts := e.GetTime().AsTime()
+		if ts.Before(since) {
+			wrapped = false // the ring covers the whole minute
+			break
+		}
+		oldest = ts
+		count++
+	}
+	if wrapped && !oldest.IsZero() {
+		since = oldest
+	}
+	window := now.Sub(since).Seconds()
+	if window <= 0 {
+		return 0
+	}
+	return float64(count) / window
+}
+
+// GetNodes lists the nodes this server speaks for.
+func (s *Server) GetNodes(context.Context, *observerpb.GetNodesRequest) (*observerpb.GetNodesResponse, error) {
+	var nodes []*observerpb.Node
+	if s.opts.Nodes != nil {
+		nodes = s.opts.Nodes()
+	}
+	return &observerpb.GetNodesResponse{Nodes: nodes}, nil
+}
+
+// GetFlows streams the events of the ring that req asks for: the last
+// Number (or, with First, the oldest Number) matching flows, all of them
+// when Number is 0, within Since/Until; with Follow, then every new one.
+// Lost events are never filtered and never counted against Number.
+func (s *Server) GetFlows(req *observerpb.GetFlowsRequest, stream observerpb.Observer_GetFlowsServer) error {
+	q, err := newQuery(req)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+
+	send := func(e *observerpb.GetFlowsResponse) error {
+		return stream.Send(q.project(e))
+	}
+
+	// Following from now needs no history.
+	if req.GetFollow() && req.GetNumber() == 0 && req.GetSince() == nil {
+		sub := s.opts.Ring.Subscribe(ctx, s.opts.FollowBuffer)
+		return s.follow(ctx, q, sub, send)
+	}
+
+	var (
+		history []*observerpb.GetFlowsResponse
+		sub     *ring.Subscription[*observerpb.GetFlowsResponse]
+	)
+	capacity := s.opts.Ring.Capacity()
+	if req.GetFollow() {
+		history, sub = s.opts.Ring.LastAndSubscribe(ctx, capacity, s.opts.FollowBuffer)
+	} else {
+		history = s.opts.Ring.Last(capacity)
+	}
+	sent := uint64(0)
+	for _, e := range history[q.start(history):] {
+		if !q.inRange(e) {
+			continue
+		}
+		if !req.GetFollow() && q.limit > 0 && sent >= q.limit && isFlow(e) {
+			break
+		}
+		if err := send(e); err != nil {
+			return err
+		}
+		if isFlow(e) {
+			sent++
+		}
+	}
+	if sub == nil {
+		return nil
+	}
+	return s.follow(ctx, q, sub, send)
+}
+
+// follow sends every new matching event until the client leaves, the
+// server stops, or an event passes Until. When the follower lagged and lost
+// events, it says so with a LostEvent (source HUBBLE_RING_BUFFER) before
+// going on.
+func (s *Server) follow(ctx context.Context, q *query, sub *ring.Subscription[*observerpb.GetFlowsResponse], send func(*observerpb.GetFlowsResponse) error) error {
+	var reported uint64
+	for {
+		var e *observerpb.GetFlowsResponse
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.done:
+			return s.drain(q, sub, send)
+		case ev, ok := <-sub.Events():
+			if !ok {
+				return nil
+			}
+			e = ev
+		}
+		if q.until != nil && isFlow(e) && e.GetTime().AsTime().After(*q.until) {
+			return nil
+		}
+		if q.inRange(e) {
+			if err := send(e); err != nil {
+				return err
+			}
+		}
+		if lost := sub.Lost(); lost > reported {
+			if err := send(s.lostEvent(flowpb.LostEventSource_HUBBLE_RING_BUFFER, lost-reported)); err != nil {
+				return err
+			}
+			s.opts.Log.Debug("follower lagged", "lost", lost-reported)
+			reported = lost
+		}
+	}
+}
+
+// drain sends what sub has buffered, without waiting for more.
+func (s *Server) drain(q *query, sub *ring.Subscription[*observerpb.GetFlowsResponse], send func(*observerpb.GetFlowsResponse) error) error {
+	for {
+		select {
+		case e, ok := <-sub.Events():
+			if !ok {
+				return nil
+			}
+			if q.inRange(e) {
+				if err := send(e); err != nil {
+					return err
+				}
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+func (s *Server) lostEvent(src flowpb.LostEventSource, n uint64) *observerpb.GetFlowsResponse {
+	now := timestamppb.Now()
+	return &observerpb.GetFlowsResponse{
+		Time:     now,
+		NodeName: s.opts.Node,
+		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{
+			LostEvents: &flowpb.LostEvent{Source: src, NumEventsLost: n},
+		},
+	}
+}
+
+func isFlow(e *observerpb.GetFlowsResponse) bool { return e.GetFlow() != nil }
+
+// errInvalid marks an error in the request.
+func errInvalid(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}
+
+// asStatus returns err as a gRPC status error, InvalidArgument unless it
+// already carries a code.
+func asStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.GRPCStatus().Err()
+	}
+	return errInvalid("%v", err)
+}

@@ -1,0 +1,286 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sextant/sextant/certs"
+)
+
+// callTimeout bounds the unary calls a session starts with.
+const callTimeout = 5 * time.Second
+
+// statusInterval is how often a connected agent's ServerStatus is polled
+// for GetNodes.
+const statusInterval = 5 * time.Second
+
+// peerKey identifies one address of one --agent target.
+type peerKey struct{ target, addr string }
+
+// peer is the client of one agent address: it keeps a GetFlows stream open,
+// redialing with exponential backoff when it breaks.
+type peer struct {
+	r          *Relay
+	key        peerKey
+	serverName string
+	cancel     context.CancelFunc
+	done       chan struct{}
+
+	// named (guarded by r.mu): the agent told its node name at least once,
+	// so GetNodes lists the node rather than this address.
+	named bool
+
+	settleOnce sync.Once
+}
+
+func (r *Relay) addPeer(ctx context.Context, k peerKey, serverName string) *peer {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &peer{r: r, key: k, serverName: serverName, cancel: cancel, done: make(chan struct{})}
+	r.mu.Lock()
+	r.peers[k] = p
+	r.mu.Unlock()
+	// Registered before the goroutine starts so that the merger knows of
+	// every peer of the initial set before any event arrives.
+	r.in <- arrival{peer: p, pending: true}
+	go func() {
+		defer close(p.done)
+		defer p.settle()
+		p.run(ctx)
+	}()
+	return p
+}
+
+// removePeer stops p; the node it spoke for leaves GetNodes unless another
+// address of it took over.
+func (r *Relay) removePeer(p *peer) {
+	p.cancel()
+	<-p.done
+	r.mu.Lock()
+	delete(r.peers, p.key)
+	for _, n := range r.nodes {
+		if n.lastPeer == p && n.holder == nil {
+			n.gone = true
+		}
+	}
+	r.mu.Unlock()
+}
+
+func (p *peer) wait() { <-p.done }
+
+// settle tells the merger, once, that p connected or failed.
+func (p *peer) settle() {
+	p.settleOnce.Do(func() { p.r.in <- arrival{peer: p, pending: false} })
+}
+
+func (p *peer) run(ctx context.Context) {
+	log := p.r.log.With("agent", p.key.target, "address", p.key.addr)
+	creds := insecure.NewCredentials()
+	if tc := p.r.opts.AgentTLS; tc != nil {
+		tc = tc.Clone()
+		if tc.ServerName == "" {
+			tc.ServerName = p.serverName
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(p.key.addr,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: p.r.opts.BackoffMin, Multiplier: 2, Jitter: 0.2, MaxDelay: p.r.opts.BackoffMax},
+			MinConnectTimeout: callTimeout,
+		}))
+	if err != nil {
+		// Only a malformed target gets here; New validated it.
+		log.Error("agent client", "error", err)
+		return
+	}
+	defer conn.Close()
+	client := observerpb.NewObserverClient(conn)
+
+	delay := p.r.opts.BackoffMin
+	for {
+		began := time.Now()
+		err := p.session(ctx, client)
+		p.settle()
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("agent unavailable", "error", err, "retry_in", delay)
+		// A session that lasted proves the agent healthy: start the
+		// backoff over rather than punish the next failure.
+		if time.Since(began) > p.r.opts.BackoffMax {
+			delay = p.r.opts.BackoffMin
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, p.r.opts.BackoffMax)
+	}
+}
+
+// session asks the agent who it is, claims its node and follows its events
+// until the stream breaks.
+func (p *peer) session(ctx context.Context, client observerpb.ObserverClient) error {
+	if p.r.opts.AgentTLS == nil {
+		if err := certs.CheckPlaintext(p.key.addr, p.r.opts.AllowInsecure); err != nil {
+			return err
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	nodes, err := client.GetNodes(cctx, &observerpb.GetNodesRequest{})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("get nodes: %w", err)
+	}
+	// An agent speaks for exactly one node; anything else (a relay behind a
+	// relay) is named by its address.
+	name := p.key.addr
+	if ns := nodes.GetNodes(); len(ns) == 1 && ns[0].GetName() != "" {
+		name = ns[0].GetName()
+	}
+	n, err := p.r.claim(name, p)
+	if err != nil {
+		return err
+	}
+	defer p.r.release(n, p)
+	p.refreshStatus(ctx, client, n)
+
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	since := n.resumeFrom(p.r.opts.Since)
+	stream, err := client.GetFlows(sctx, &observerpb.GetFlowsRequest{Follow: true, Since: timestamppb.New(since)})
+	if err != nil {
+		return fmt.Errorf("get flows: %w", err)
+	}
+	p.r.setConnected(n, p, true)
+	p.settle()
+	defer p.r.setConnected(n, p, false)
+	sinceNs := since.UnixNano()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer scancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(statusInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+				p.refreshStatus(sctx, client, n)
+			}
+		}
+	}()
+
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("agent ended the stream")
+			}
+			return fmt.Errorf("receive flows: %w", err)
+		}
+		t := eventTime(resp)
+		// The agent sends its lost events whatever since says; those
+		// older than the resume point were delivered before (or belong
+		// to history the relay did not ask for).
+		if t < sinceNs && resp.GetFlow() == nil {
+			continue
+		}
+		if n.duplicate(resp, t) {
+			p.r.duplicates.Add(1)
+			continue
+		}
+		select {
+		case n.credit <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case p.r.in <- arrival{node: n, resp: resp, time: t}:
+		case <-ctx.Done():
+			<-n.credit
+			return ctx.Err()
+		}
+	}
+}
+
+func (p *peer) refreshStatus(ctx context.Context, client observerpb.ObserverClient, n *node) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	st, err := client.ServerStatus(cctx, &observerpb.ServerStatusRequest{})
+	cancel()
+	if err != nil {
+		return // the stream tells about availability; figures just get older
+	}
+	p.r.mu.Lock()
+	n.status, n.statusAt = st, time.Now()
+	p.r.mu.Unlock()
+}
+
+// claim makes p the one peer that streams node name. Two addresses of one
+// agent (a dual-stack DNS name) would otherwise deliver every event twice.
+func (r *Relay) claim(name string, p *peer) (*node, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p.named = true
+	n := r.nodes[name]
+	if n == nil {
+		n = newNode(name, r.opts.DedupeHorizon, r.opts.MaxHeld)
+		r.nodes[name] = n
+	}
+	if n.holder != nil && n.holder != p {
+		return nil, fmt.Errorf("node %s is already followed through %s", name, n.holder.key.addr)
+	}
+	n.holder, n.lastPeer, n.gone = p, p, false
+	n.address = p.key.addr
+	n.tls = &observerpb.TLS{Enabled: r.opts.AgentTLS != nil, ServerName: p.serverName}
+	return n, nil
+}
+
+func (r *Relay) release(n *node, p *peer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n.holder == p {
+		n.holder = nil
+	}
+}
+
+// setConnected records n's availability and tells the merger, which waits
+// for connected nodes only.
+func (r *Relay) setConnected(n *node, p *peer, up bool) {
+	r.mu.Lock()
+	state := relaypb.NodeState_NODE_UNAVAILABLE
+	if up {
+		state = relaypb.NodeState_NODE_CONNECTED
+	}
+	n.state, n.stateSince = state, time.Now()
+	r.mu.Unlock()
+	r.log.Info("agent state", "node", n.name, "address", p.key.addr, "state", state)
+	// The merger must hear of it even when the relay is stopping, or it
+	// could wait for a node that is gone; it drains r.in until then.
+	r.in <- arrival{node: n, state: state}
+}
+
+func eventTime(resp *observerpb.GetFlowsResponse) int64 {
+	ts := resp.GetTime()
+	if ts == nil {
+		return 0
+	}
+	return ts.GetSeconds()*int64(time.Second) + int64(ts.GetNanos())
+}
