@@ -259,23 +259,17 @@ func (s *Server) follow(ctx context.Context, q *query, sub *ring.Subscription[*o
 	}
 }
 
-// drain sends what sub has buffered, without waiting for more.
+// drain sends what was written to the ring before the server stopped.
 func (s *Server) drain(q *query, sub *ring.Subscription[*observerpb.GetFlowsResponse], send func(*observerpb.GetFlowsResponse) error) error {
-	for {
-		select {
-		case e, ok := <-sub.Events():
-			if !ok {
-				return nil
+	sub.Stop()
+	for e := range sub.Events() {
+		if q.inRange(e) {
+			if err := send(e); err != nil {
+				return err
 			}
-			if q.inRange(e) {
-				if err := send(e); err != nil {
-					return err
-				}
-			}
-		default:
-			return nil
 		}
 	}
+	return nil
 }
 
 func (s *Server) lostEvent(src flowpb.LostEventSource, n uint64) *observerpb.GetFlowsResponse {

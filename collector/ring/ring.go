@@ -2,9 +2,9 @@
 // of them) in a fixed-capacity buffer and fans new entries out to followers.
 //
 // The writer (the collector) must never wait for a reader: a follower that
-// does not keep up loses entries, and every loss is counted, per follower
-// and in total, so that "nothing was printed" can always be told apart from
-// "something was dropped".
+// falls a whole ring behind loses entries, and every loss is counted, per
+// follower and in total, so that "nothing was printed" can always be told
+// apart from "something was dropped".
 //
 // Entries are shared between the ring and every reader: once written, an
 // entry must be treated as read-only.
@@ -29,8 +29,9 @@ const DefaultSubscriberBuffer = 1024
 type Ring[T any] struct {
 	mu      sync.Mutex
 	buf     []T
-	written uint64 // total entries ever written; buf[written%len(buf)] is the next slot
-	subs    map[*Subscription[T]]struct{}
+	written uint64        // total entries ever written; buf[written%len(buf)] is the next slot
+	wake    chan struct{} // closed by the next Write when a follower waits for it
+	subs    int
 
 	lost atomic.Uint64 // entries lost by all followers, including departed ones
 }
@@ -51,19 +52,16 @@ func New[T any](capacity int) *Ring[T] {
 	if capacity <= 0 {
 		capacity = DefaultCapacity
 	}
-	return &Ring[T]{
-		buf:  make([]T, capacity),
-		subs: make(map[*Subscription[T]]struct{}),
-	}
+	return &Ring[T]{buf: make([]T, capacity)}
 }
 
 // Capacity returns the number of entries the ring holds at most.
 func (r *Ring[T]) Capacity() int { return len(r.buf) }
 
 // Write stores v, overwriting the oldest entry when the ring is full, and
-// offers v to every follower without waiting: a follower whose buffer is
-// full loses v. A nil pointer (or nil interface, map, slice, channel) is
-// ignored: readers never have to check for holes.
+// wakes waiting followers; it never waits for them. A nil pointer (or nil
+// interface, map, slice, channel) is ignored: readers never have to check
+// for holes.
 func (r *Ring[T]) Write(v T) {
 	if isNil(v) {
 		return
@@ -71,13 +69,9 @@ func (r *Ring[T]) Write(v T) {
 	r.mu.Lock()
 	r.buf[r.written%uint64(len(r.buf))] = v
 	r.written++
-	for s := range r.subs {
-		select {
-		case s.ch <- v:
-		default:
-			s.lost.Add(1)
-			r.lost.Add(1)
-		}
+	if r.wake != nil {
+		close(r.wake)
+		r.wake = nil
 	}
 	r.mu.Unlock()
 }
@@ -134,7 +128,7 @@ func (r *Ring[T]) Stats() Stats {
 		Len:         r.lenLocked(),
 		Written:     r.written,
 		Lost:        r.lost.Load(),
-		Subscribers: len(r.subs),
+		Subscribers: r.subs,
 	}
 	if r.written > uint64(len(r.buf)) {
 		st.Overwritten = r.written - uint64(len(r.buf))
@@ -142,19 +136,27 @@ func (r *Ring[T]) Stats() Stats {
 	return st
 }
 
-// Subscription is one follower: it receives every entry written after it
-// was created, unless its buffer was full at the time of the write.
+// Subscription is one follower. It reads the ring from its own position,
+// as Hubble's ring reader does, so a slow follower only loses entries when
+// the writer laps it (more than the ring's capacity behind); a channel of
+// buffer entries sits between that reader and the consumer.
 type Subscription[T any] struct {
-	ch   chan T
-	lost atomic.Uint64
+	ch       chan T
+	lost     atomic.Uint64
+	stop     chan struct{}
+	stopOnce sync.Once
 }
+
+// Stop ends the subscription once it has delivered every entry written
+// before the call: its channel is closed after them.
+func (s *Subscription[T]) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
 
 // Events returns the stream of new entries. It is closed when the context
 // given to Subscribe is done.
 func (s *Subscription[T]) Events() <-chan T { return s.ch }
 
-// Lost returns how many entries this follower missed because its buffer
-// was full.
+// Lost returns how many entries this follower missed because the writer
+// overwrote them before it read them.
 func (s *Subscription[T]) Lost() uint64 { return s.lost.Load() }
 
 // Subscribe starts following the ring with a channel of buffer entries
@@ -173,19 +175,73 @@ func (r *Ring[T]) LastAndSubscribe(ctx context.Context, n, buffer int) ([]T, *Su
 	if buffer <= 0 {
 		buffer = DefaultSubscriberBuffer
 	}
-	s := &Subscription[T]{ch: make(chan T, buffer)}
-
+	s := &Subscription[T]{ch: make(chan T, buffer), stop: make(chan struct{})}
 	r.mu.Lock()
 	last := r.lastLocked(n)
-	r.subs[s] = struct{}{}
+	next := r.written
+	r.subs++
 	r.mu.Unlock()
-
-	// Unsubscribe under the lock so that Write never sends on a closed channel.
-	context.AfterFunc(ctx, func() {
-		r.mu.Lock()
-		delete(r.subs, s)
-		close(s.ch)
-		r.mu.Unlock()
-	})
+	go r.pump(ctx, s, next)
 	return last, s
+}
+
+// pump copies entries from position next on into the subscription.
+func (r *Ring[T]) pump(ctx context.Context, s *Subscription[T], next uint64) {
+	defer func() {
+		r.mu.Lock()
+		r.subs--
+		r.mu.Unlock()
+		close(s.ch)
+	}()
+	for {
+		v, lost, ok := r.read(ctx, s.stop, &next)
+		switch {
+		case !ok:
+			return
+		case lost > 0:
+			s.lost.Add(lost)
+			r.lost.Add(lost)
+			continue
+		}
+		select {
+		case s.ch <- v:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// read returns the entry at *next and advances it, waiting for the writer
+// when there is none yet (unless stop is closed). When the writer has
+// overwritten *next, it moves *next to the oldest entry held and returns
+// how many were skipped.
+func (r *Ring[T]) read(ctx context.Context, stop <-chan struct{}, next *uint64) (v T, lost uint64, ok bool) {
+	for {
+		r.mu.Lock()
+		size := uint64(len(r.buf))
+		if r.written > size && *next < r.written-size {
+			lost = r.written - size - *next
+			*next = r.written - size
+			r.mu.Unlock()
+			return v, lost, true
+		}
+		if *next < r.written {
+			v = r.buf[*next%size]
+			*next++
+			r.mu.Unlock()
+			return v, 0, true
+		}
+		if r.wake == nil {
+			r.wake = make(chan struct{})
+		}
+		wake := r.wake
+		r.mu.Unlock()
+		select {
+		case <-wake:
+		case <-stop:
+			return v, 0, false
+		case <-ctx.Done():
+			return v, 0, false
+		}
+	}
 }
