@@ -117,7 +117,14 @@ func (a *observerAPI) convert() {
 			a.writeLost(flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, lost-reported)
 			reported = lost
 		}
-		for _, ev := range hubble.Events(f) {
+		evs := hubble.Events(f)
+		// The last event carries the whole flow for the relay's exporters.
+		if len(evs) > 0 {
+			if err := hubble.AttachFlow(evs[len(evs)-1], f); err != nil {
+				a.log.Warn("attach flow", "err", err)
+			}
+		}
+		for _, ev := range evs {
 			a.ring.Write(&observerpb.GetFlowsResponse{
 				Time:          ev.GetTime(),
 				NodeName:      ev.GetNodeName(),
