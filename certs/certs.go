@@ -116,7 +116,7 @@ func CheckPlaintext(addr string, allowInsecure bool) error {
 	if allowInsecure || IsLoopback(addr) {
 		return nil
 	}
-	return fmt.Errorf("%s: %w: turn on mTLS (certificate flags; 'sextant certs' makes a dev set) or allow it explicitly with --allow-insecure", addr, ErrPlaintext)
+	return fmt.Errorf("%s: %w: turn on mTLS (certificate flags; 'sextant certs' makes a dev set) or allow it explicitly with --allow-insecure-tcp", addr, ErrPlaintext)
 }
 
 // IsLoopback reports whether addr ("host:port" or a bare host) names the

@@ -134,10 +134,10 @@ func nodeCgroup(t *testing.T, rel string) string {
 	return dir
 }
 
-// runInCgroup runs the http-client peer inside cgroup dir: a shell moves
-// itself there, then execs the peer, so that every connection of the
+// startInCgroup starts the http-client peer inside cgroup dir: a shell
+// moves itself there, then execs the peer, so that every connection of the
 // workload belongs to the node from its first byte.
-func runInCgroup(t *testing.T, dir, name string, args clientArgs) clientResult {
+func startInCgroup(t *testing.T, dir, name string, args clientArgs) *proc {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -149,16 +149,21 @@ func runInCgroup(t *testing.T, dir, name string, args clientArgs) clientResult {
 	}
 	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$0" -test.run='^$'`, exe, filepath.Join(dir, "cgroup.procs"))
 	cmd.Env = append(os.Environ(), peerEnv+"=http-client", peerArgsEnv+"="+string(raw))
-	p := startProc(t, name, cmd)
+	return startProc(t, name, cmd)
+}
+
+// finishClient waits for the client's result and requires every request
+// to have succeeded.
+func finishClient(t *testing.T, p *proc, args clientArgs) {
+	t.Helper()
 	var res clientResult
 	p.expectJSON(&res, 60*time.Second)
 	p.waitExit(10 * time.Second)
 	for i, r := range res.Results {
 		if r.Err != "" || r.Status != 200 {
-			t.Fatalf("%s request %d (%s): status %d error %q", name, i, args.Reqs[i].Path, r.Status, r.Err)
+			t.Fatalf("%s request %d (%s): status %d error %q", p.name, i, args.Reqs[i].Path, r.Status, r.Err)
 		}
 	}
-	return res
 }
 
 // relayStream follows the relay's merged stream.
@@ -384,42 +389,61 @@ func TestRelayMultiNode(t *testing.T) {
 	awaitNodes(t, client, connected, 90*time.Second)
 	stream := followRelay(t, client)
 
-	// workload runs reqs sequential requests on one HTTP/2 connection from
-	// each of the given nodes at once, each request marked with its node,
-	// phase and index.
+	// A workload runs reqs sequential requests on one HTTP/2 connection
+	// from each of the given nodes at once, each request marked with its
+	// node, phase and index.
+	//
+	// The agent learns a connection's cgroup from /proc when it decodes the
+	// connection's first record; a client that has exited by then is
+	// nobody's (a collector limit). So each client pauses after its first
+	// request until the relay delivered it, which also proves the node is
+	// observed before the bulk of its traffic.
 	all := map[string]bool{}
-	workload := func(phase string, reqs int, on ...string) map[string]bool {
+	type running struct {
+		markers map[string]bool
+		procs   []*proc
+		args    []clientArgs
+	}
+	startWorkload := func(phase string, reqs int, on ...string) *running {
 		t.Helper()
-		markers := map[string]bool{}
-		var wg sync.WaitGroup
+		w := &running{markers: map[string]bool{}}
 		for _, n := range on {
-			var specs []reqSpec
+			args := clientArgs{Addr: serverAddrStr, H2C: true, PauseAfter: 1}
 			for i := range reqs {
 				m := fmt.Sprintf("%s-%s-%d", n, phase, i)
-				markers[m], all[m] = true, true
-				specs = append(specs, reqSpec{Method: "GET", Path: "/s/200/64/" + m})
+				w.markers[m], all[m] = true, true
+				args.Reqs = append(args.Reqs, reqSpec{Method: "GET", Path: "/s/200/64/" + m})
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				runInCgroup(t, cgroups[n], n+" "+phase, clientArgs{Addr: serverAddrStr, H2C: true, Reqs: specs})
-			}()
+			w.procs = append(w.procs, startInCgroup(t, cgroups[n], n+" "+phase, args))
+			w.args = append(w.args, args)
 		}
-		wg.Wait()
-		return markers
+		for i, p := range w.procs {
+			p.expect("PAUSED", 60*time.Second)
+			first := w.args[i].Reqs[0].Path
+			stream.awaitMarked(t, map[string]bool{first[strings.LastIndexByte(first, '/')+1:]: true})
+		}
+		for _, p := range w.procs {
+			p.send("go")
+		}
+		return w
+	}
+	finish := func(w *running) map[string]bool {
+		t.Helper()
+		for i, p := range w.procs {
+			finishClient(t, p, w.args[i])
+		}
+		return w.markers
 	}
 
 	// Phase 1: all three nodes at once.
-	p1 := workload("p1", 30, nodes...)
+	p1 := finish(startWorkload("p1", 30, nodes...))
 	checkExactlyOnce(t, stream.awaitMarked(t, p1), p1)
 
 	// Phase 2: node2's agent dies while the others keep streaming; the
 	// relay keeps serving them and reports node2 unavailable.
-	done := make(chan map[string]bool)
-	go func() { done <- workload("p2", 30, "node1", "node3") }()
-	time.Sleep(100 * time.Millisecond)
+	w2 := startWorkload("p2", 200, "node1", "node3")
 	agents["node2"].kill()
-	p2 := <-done
+	p2 := finish(w2)
 	awaitNodes(t, client, map[string]relaypb.NodeState{
 		"node1": relaypb.NodeState_NODE_CONNECTED, "node2": relaypb.NodeState_NODE_UNAVAILABLE, "node3": relaypb.NodeState_NODE_CONNECTED,
 	}, 30*time.Second)
@@ -439,7 +463,7 @@ func TestRelayMultiNode(t *testing.T) {
 	// reconnects, and all three nodes' flows flow again, none twice.
 	agents["node2"] = startNodeAgent("node2")
 	awaitNodes(t, client, connected, 90*time.Second)
-	p3 := workload("p3", 30, nodes...)
+	p3 := finish(startWorkload("p3", 30, nodes...))
 	checkExactlyOnce(t, stream.awaitMarked(t, p3), p3)
 
 	// The whole merged stream: every workload event once, in time order.

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"hash/fnv"
 	"time"
 
 	observerpb "github.com/cilium/cilium/api/v1/observer"
@@ -95,25 +94,30 @@ func (n *node) evict() {
 // identity tells events apart: flows by their UUID (unique per event),
 // anything else (lost events, a flow without UUID) by its whole content.
 func identity(resp *observerpb.GetFlowsResponse) uint64 {
-	h := fnv.New64a()
 	if id := resp.GetFlow().GetUuid(); id != "" {
-		h.Write([]byte(id))
-		return h.Sum64()
+		return fnv64a(fnvOffset, id)
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(resp)
 	if err != nil {
 		// Unmarshalable means it came off the wire broken; the time
 		// alone is the best identity left.
-		var t [8]byte
-		ts := uint64(eventTime(resp))
-		for i := range t {
-			t[i] = byte(ts >> (8 * i))
-		}
-		h.Write(t[:])
-		return h.Sum64()
+		return uint64(eventTime(resp))
 	}
-	h.Write(b)
-	return h.Sum64()
+	return fnv64a(fnvOffset, string(b))
+}
+
+// FNV-1a, inline: hash/fnv allocates per call, and this runs per event.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func fnv64a(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
 }
 
 // describe is the node's GetNodes entry (called with Relay.mu held).

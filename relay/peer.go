@@ -109,6 +109,7 @@ func (p *peer) run(ctx context.Context) {
 	client := observerpb.NewObserverClient(conn)
 
 	delay := p.r.opts.BackoffMin
+	var lastErr string
 	for {
 		began := time.Now()
 		err := p.session(ctx, client)
@@ -116,7 +117,14 @@ func (p *peer) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("agent unavailable", "error", err, "retry_in", delay)
+		// Say it once per outage (and when the reason changes), not on
+		// every retry.
+		if msg := err.Error(); msg != lastErr || time.Since(began) > p.r.opts.BackoffMax {
+			log.Warn("agent unavailable", "error", err, "retry_in", delay)
+			lastErr = msg
+		} else {
+			log.Debug("agent still unavailable", "error", err, "retry_in", delay)
+		}
 		// A session that lasted proves the agent healthy: start the
 		// backoff over rather than punish the next failure.
 		if time.Since(began) > p.r.opts.BackoffMax {
