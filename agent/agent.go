@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sextant/sextant/certs"
 	"github.com/sextant/sextant/collector"
 	"github.com/sextant/sextant/probes"
 )
@@ -33,6 +35,10 @@ type Config struct {
 	// unless AllowInsecureTCP: the API is plaintext.
 	ListenTCP        string
 	AllowInsecureTCP bool
+	// TLS, when its files are named, serves the TCP listener with mTLS:
+	// clients (the relay, sextant observe, hubble) must present a
+	// certificate signed by TLS.CA.
+	TLS certs.Files
 	// RingSize is how many recent events (a flow is a request and a
 	// response event) are kept (default ring.DefaultCapacity).
 	RingSize int
@@ -43,6 +49,8 @@ type Config struct {
 	StatusInterval time.Duration
 	// Collector tunes decoding; its Node is taken from Node.
 	Collector collector.Config
+	// Metrics configures Prometheus /metrics (off when Metrics.Listen is "").
+	Metrics MetricsConfig
 	Logger    *slog.Logger
 }
 
@@ -70,6 +78,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := listenMetrics(cfg.Metrics, log)
+	if err != nil {
+		for _, ln := range listeners {
+			ln.Close()
+		}
+		return err
+	}
+	defer metrics.close()
 	defer func() {
 		for _, ln := range listeners {
 			ln.Close() // already closed by Serve on the normal path
@@ -97,7 +113,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return totalDrops(drops[:])
 	})
 	defer server.closeFeed()
-	pipe := &pipeline{c: collector.New(cfg.Collector, server.write)}
+	pipe := &pipeline{c: collector.New(cfg.Collector, metrics.fanOut(server.write))}
+	metrics.serve(p, server, pipe)
 
 	status := func() Status {
 		ps := p.Stats()
@@ -152,6 +169,7 @@ func Run(ctx context.Context, cfg Config) error {
 	<-probesDone
 	pipe.flush()
 	server.closeFeed()
+	metrics.close()
 
 	stopAPI()
 	if err := <-apiDone; err != nil && runErr == nil {
@@ -192,7 +210,7 @@ func listen(cfg Config) ([]net.Listener, error) {
 	}
 	listeners := []net.Listener{ln}
 	if cfg.ListenTCP != "" {
-		tcp, err := ListenTCP(cfg.ListenTCP, cfg.AllowInsecureTCP)
+		tcp, err := listenTCP(cfg)
 		if err != nil {
 			ln.Close()
 			return nil, err
@@ -200,6 +218,29 @@ func listen(cfg Config) ([]net.Listener, error) {
 		listeners = append(listeners, tcp)
 	}
 	return listeners, nil
+}
+
+// listenTCP serves mTLS when certificates are configured; plaintext only
+// on loopback unless explicitly allowed.
+func listenTCP(cfg Config) (net.Listener, error) {
+	if cfg.TLS.Empty() {
+		if err := certs.CheckPlaintext(cfg.ListenTCP, cfg.AllowInsecureTCP); err != nil {
+			return nil, fmt.Errorf("listen %s: %w", cfg.ListenTCP, err)
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.ListenTCP)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenTCP, err)
+	}
+	if cfg.TLS.Empty() {
+		return ln, nil
+	}
+	tc, err := certs.ServerConfig(cfg.TLS)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("TLS for %s: %w", cfg.ListenTCP, err)
+	}
+	return tls.NewListener(ln, tc), nil
 }
 
 func isPermission(err error) bool {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -106,29 +105,4 @@ func removeStaleSocket(path string) error {
 		return fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
 	return nil
-}
-
-// ListenTCP listens on a TCP address. Without allowInsecure only loopback
-// addresses ("127.0.0.1:4244", "[::1]:4244", "localhost:4244") are
-// accepted: the API is plaintext and unauthenticated, so it must not be
-// reachable from other hosts unless the operator says so explicitly.
-func ListenTCP(addr string, allowInsecure bool) (net.Listener, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("TCP listen address %q: %w", addr, err)
-	}
-	if !allowInsecure {
-		if host == "localhost" {
-			host = "127.0.0.1"
-		}
-		ip, err := netip.ParseAddr(host)
-		if err != nil || !ip.IsLoopback() {
-			return nil, fmt.Errorf("TCP listen address %q: only loopback addresses are allowed for plaintext (127.0.0.1, ::1, localhost); pass --allow-insecure-tcp to serve other hosts without TLS", addr)
-		}
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	return ln, nil
 }

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/sextant/sextant/certs"
 )
 
 func TestListenUnixCreatesPrivateSocket(t *testing.T) {
@@ -79,30 +83,81 @@ func TestListenUnixRefusesNonSocket(t *testing.T) {
 
 func TestListenTCPLoopbackOnly(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:0", "example.com:0", "nonsense"} {
-		if ln, err := ListenTCP(addr, false); err == nil {
+		if ln, err := listenTCP(Config{ListenTCP: addr}); err == nil {
 			ln.Close()
-			t.Errorf("ListenTCP(%q) succeeded, want refusal", addr)
+			t.Errorf("listenTCP(%q) succeeded, want refusal", addr)
 		}
 	}
 	for _, addr := range []string{"127.0.0.1:0", "localhost:0"} {
-		ln, err := ListenTCP(addr, false)
+		ln, err := listenTCP(Config{ListenTCP: addr})
 		if err != nil {
-			t.Errorf("ListenTCP(%q): %v", addr, err)
+			t.Errorf("listenTCP(%q): %v", addr, err)
 			continue
 		}
 		if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
-			t.Errorf("ListenTCP(%q) bound %v", addr, ip)
+			t.Errorf("listenTCP(%q) bound %v", addr, ip)
 		}
 		ln.Close()
 	}
 }
 
 func TestListenTCPInsecureAllowed(t *testing.T) {
-	ln, err := ListenTCP("0.0.0.0:0", true)
+	ln, err := listenTCP(Config{ListenTCP: "0.0.0.0:0", AllowInsecureTCP: true})
 	if err != nil {
-		t.Fatalf("ListenTCP with allowInsecure: %v", err)
+		t.Fatalf("listenTCP with AllowInsecureTCP: %v", err)
 	}
 	ln.Close()
+}
+
+// With certificates the agent serves mTLS on any address, and a client
+// without a certificate from the CA is turned away.
+func TestListenTCPMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := certs.Generate(dir, certs.GenerateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	files := func(role string) certs.Files {
+		return certs.Files{Cert: filepath.Join(dir, role+".crt"), Key: filepath.Join(dir, role+".key"), CA: filepath.Join(dir, "ca.crt")}
+	}
+	ln, err := listenTCP(Config{ListenTCP: "127.0.0.1:0", TLS: files("server")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.(*tls.Conn).Handshake()
+				c.Write([]byte("ok"))
+				c.Close()
+			}()
+		}
+	}()
+	good, err := certs.ClientConfig(files("client"), "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", ln.Addr().String(), good)
+	if err != nil {
+		t.Fatalf("client with a certificate: %v", err)
+	}
+	if b, err := io.ReadAll(c); err != nil || string(b) != "ok" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	c.Close()
+	noCert := good.Clone()
+	noCert.Certificates = nil
+	if c, err := tls.Dial("tcp", ln.Addr().String(), noCert); err == nil {
+		_, err = io.ReadAll(c)
+		c.Close()
+		if err == nil {
+			t.Fatal("client without a certificate was served")
+		}
+	}
 }
 
 func TestListenUnixGroup(t *testing.T) {

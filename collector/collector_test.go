@@ -2,6 +2,9 @@ package collector
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,5 +80,29 @@ func TestInScope(t *testing.T) {
 		if got := inScope(c.path, c.scope); got != c.want {
 			t.Errorf("inScope(%q, %q) = %v", c.path, c.scope, got)
 		}
+	}
+}
+
+// The cgroup path comes from the kernel's cgroup id: the inode of the
+// cgroup v2 directory. Checked against this process's own cgroup.
+func TestCgroupPathFromID(t *testing.T) {
+	c := newCgroupPaths("/proc")
+	if c.root == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no cgroup v2 hierarchy mounted")
+		}
+		t.Skip("no cgroup v2 hierarchy mounted")
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := unifiedCgroup(b)
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(c.root, want), &st); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.path(st.Ino); got != want {
+		t.Fatalf("path(%d) = %q, want %q", st.Ino, got, want)
 	}
 }

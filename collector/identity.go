@@ -30,12 +30,13 @@ type identityKey struct {
 // identities resolves a process's executable, cgroup and container from
 // /proc while it is alive (when its connection is first seen).
 type identities struct {
-	proc  string
-	cache map[identityKey]flow.Process
+	proc    string
+	cache   map[identityKey]flow.Process
+	cgroups *cgroupPaths
 }
 
 func newIdentities(procRoot string) *identities {
-	return &identities{proc: procRoot, cache: make(map[identityKey]flow.Process)}
+	return &identities{proc: procRoot, cache: make(map[identityKey]flow.Process), cgroups: newCgroupPaths(procRoot)}
 }
 
 func (ids *identities) lookup(pid uint32, cgroupID uint64, comm string) flow.Process {
@@ -51,11 +52,16 @@ func (ids *identities) lookup(pid uint32, cgroupID uint64, comm string) flow.Pro
 	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
 		p.Exe = strings.TrimSuffix(exe, " (deleted)")
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
-		p.Cgroup = unifiedCgroup(b)
-		if m := containerID.FindStringSubmatch(p.Cgroup); m != nil {
-			p.ContainerID = m[1]
+	// The kernel's cgroup id names the cgroup the process was in when it
+	// used the socket, and needs no live process; /proc is the fallback.
+	p.Cgroup = ids.cgroups.path(cgroupID)
+	if p.Cgroup == "" {
+		if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
+			p.Cgroup = unifiedCgroup(b)
 		}
+	}
+	if m := containerID.FindStringSubmatch(p.Cgroup); m != nil {
+		p.ContainerID = m[1]
 	}
 	ids.cache[k] = p
 	return p

@@ -44,10 +44,16 @@ Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
 	f.StringVar(&cfg.Socket, "socket", agent.DefaultSocket, "unix socket of the Observer API (mode 0600)")
 	f.StringVar(&cfg.SocketGroup, "socket-group", "", "group (name or gid) that may also use the socket (mode 0660)")
 	f.StringVar(&cfg.ListenTCP, "listen", agent.DefaultListen, "also serve the Observer API on this TCP address, loopback only unless --allow-insecure-tcp ('' for none)")
-	f.BoolVar(&cfg.AllowInsecureTCP, "allow-insecure-tcp", false, "allow --listen on a non-loopback address: plaintext, unauthenticated")
+	f.BoolVar(&cfg.AllowInsecureTCP, "allow-insecure-tcp", false, "allow --listen on a non-loopback address without TLS: plaintext, unauthenticated")
+	f.StringVar(&cfg.TLS.Cert, "tls-cert", "", "agent's server certificate (PEM); with --tls-key and --tls-ca serves --listen with mTLS")
+	f.StringVar(&cfg.TLS.Key, "tls-key", "", "private key of --tls-cert (PEM)")
+	f.StringVar(&cfg.TLS.CA, "tls-ca", "", "CA that signs client certificates (PEM)")
 	f.StringVar(&cfg.Node, "node", hostname, "node name recorded in every flow")
 	f.StringVar(&cfg.Collector.CgroupScope, "cgroup", "", "observe only processes in this cgroup v2 subtree, e.g. /sextant/node1 (default: every process)")
 	f.IntVar(&cfg.RingSize, "ring-size", ring.DefaultCapacity, "number of recent events kept in memory (two per exchange)")
+	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", agent.DefaultMetricsListen, "serve Prometheus metrics on http://<this address>/metrics ('' for none)")
+	f.StringArrayVar(&cfg.Metrics.Routes, "metrics-route", nil, "http_route template tried before automatic collapsing, e.g. '/api/users/{id}' (repeatable; see docs/metrics.md)")
+	f.IntVar(&cfg.Metrics.MaxSeries, "metrics-max-series", 2000, "series limit per metric; beyond it observations go to an _overflow_ series")
 	f.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error (debug adds a status line every 10s)")
 	return cmd
 }
