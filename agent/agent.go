@@ -51,7 +51,7 @@ type Config struct {
 	Collector collector.Config
 	// Metrics configures Prometheus /metrics (off when Metrics.Listen is "").
 	Metrics MetricsConfig
-	Logger    *slog.Logger
+	Logger  *slog.Logger
 }
 
 // tickInterval is how often the collector releases records that waited out

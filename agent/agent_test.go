@@ -14,6 +14,8 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sextant/sextant/certs"
 )
 
 // requireRoot skips without root, except in CI where a skip would hide
@@ -116,7 +118,7 @@ func TestRunRefusesNonLoopbackTCP(t *testing.T) {
 		ListenTCP: "0.0.0.0:4245",
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err == nil || !strings.Contains(err.Error(), "only loopback") {
+	if !errors.Is(err, certs.ErrPlaintext) {
 		t.Fatalf("err = %v, want a loopback-only refusal", err)
 	}
 }
