@@ -153,6 +153,7 @@ var (
 	collRecordsDesc  = desc("collector_records_total", "Records the collector handled.")
 	collFlowsDesc    = desc("collector_flows_total", "Flows (request/response exchanges) the collector emitted.")
 	collConnsDesc    = desc("collector_connections", "Connections tracked now.")
+	collStreamsDesc  = desc("collector_streams", "Exchanges in flight now: open HTTP/2 streams and HTTP/1 requests awaiting their response.")
 	collEvictedDesc  = desc("collector_connections_evicted_total", "Connections closed to stay under the limit, or whose process was gone.")
 	collOrphanDesc   = desc("collector_orphan_records_total", "Records of connections without state (first record lost, or out of scope).")
 	collSeqGapsDesc  = desc("collector_sequence_gaps_total", "Record losses detected from sequence gaps.")
@@ -173,7 +174,7 @@ var (
 func (s *selfMetrics) Describe(ch chan<- *prom.Desc) {
 	for _, d := range []*prom.Desc{
 		probeRecordsDesc, probeDropsDesc, probeInvalidDesc, probeRunDesc, probeRunsDesc,
-		collRecordsDesc, collFlowsDesc, collConnsDesc, collEvictedDesc, collOrphanDesc, collSeqGapsDesc,
+		collRecordsDesc, collFlowsDesc, collConnsDesc, collStreamsDesc, collEvictedDesc, collOrphanDesc, collSeqGapsDesc,
 		decodeErrorsDesc, hpackUnknownDesc, h2StreamsDesc, h1EventsDesc,
 		ringEventsDesc, ringCapacityDesc, ringWrittenDesc, ringOverwrittenDesc, ringLostDesc, ringFollowersDesc, feedLostDesc,
 	} {
@@ -215,6 +216,7 @@ func collectorStats(cs collector.Stats, counter func(*prom.Desc, uint64, ...stri
 	counter(collRecordsDesc, cs.Events)
 	counter(collFlowsDesc, cs.Flows)
 	gauge(collConnsDesc, cs.Conns)
+	gauge(collStreamsDesc, cs.Streams)
 	counter(collEvictedDesc, cs.ConnsEvicted)
 	counter(collOrphanDesc, cs.OrphanRecords)
 	counter(collSeqGapsDesc, cs.SeqGaps)

@@ -55,6 +55,7 @@ type Stats struct {
 	Events        uint64 // records handled
 	Flows         uint64 // flows emitted
 	Conns         int    // connections tracked now
+	Streams       int    // exchanges in flight now (open HTTP/2 streams, HTTP/1 requests awaiting a response)
 	ConnsEvicted  uint64 // closed to stay under MaxConns, or whose process is gone
 	OrphanRecords uint64 // records of a connection we have no state for (its first record was lost, or it is out of scope)
 	SeqGaps       uint64 // losses detected from sequence gaps
@@ -94,6 +95,14 @@ func New(cfg Config, out func(*flow.Flow)) *Collector {
 func (c *Collector) Stats() Stats {
 	s := c.stats
 	s.Conns = len(c.conns)
+	for _, cn := range c.conns {
+		switch {
+		case cn.h2 != nil:
+			s.Streams += cn.h2.OpenStreams()
+		case cn.h1 != nil:
+			s.Streams += cn.h1.Pending()
+		}
+	}
 	s.HTTP1 = c.h1.Stats()
 	return s
 }

@@ -347,7 +347,7 @@ func TestRelayMultiNode(t *testing.T) {
 	nodeCgroup(t, "sextant-e2e") // parent first: cleanups run in reverse
 	startNodeAgent := func(n string) *daemon {
 		return startDaemon(t, "agent "+n, bin, "agent", "--node", n, "--cgroup", "/sextant-e2e/"+n,
-			"--listen", agentAddr[n], "--socket", filepath.Join(tmp, n+".sock"), "--log-level", "debug")
+			"--listen", agentAddr[n], "--metrics-listen", "", "--socket", filepath.Join(tmp, n+".sock"), "--log-level", "debug")
 	}
 	for _, n := range nodes {
 		cgroups[n] = nodeCgroup(t, filepath.Join("sextant-e2e", n))

@@ -200,6 +200,9 @@ type Conn struct {
 	closed bool
 }
 
+// Pending is the number of exchanges whose response has not ended yet.
+func (c *Conn) Pending() int { return len(c.queue) }
+
 // Feed decodes one read or write: head is its first min(total, 1024)
 // bytes, tail its last bytes when total > len(head). Inputs are not kept.
 func (c *Conn) Feed(dir Direction, t time.Time, head []byte, total uint32, tail []byte) {
