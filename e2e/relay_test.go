@@ -356,7 +356,7 @@ func TestRelayMultiNode(t *testing.T) {
 	}
 
 	relayAddr := freeAddr(t)
-	args := []string{"relay", "--listen", relayAddr, "--log-level", "debug"}
+	args := []string{"relay", "--listen", relayAddr, "--log-level", "debug", "--embedded-store=false"}
 	for _, n := range nodes {
 		args = append(args, "--agent", agentAddr[n])
 	}

@@ -93,7 +93,7 @@ Start an agent (as root), then watch what it sees:
 		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newAgentCmd(), newObserveCmd(), newRelayCmd(), newCertsCmd(), newDemoCmd())
+	root.AddCommand(newAgentCmd(), newObserveCmd(), newRelayCmd(), newCertsCmd(), newDemoCmd(), newQueryCmd())
 	return root
 }
 

@@ -28,6 +28,7 @@ func newRelayCmd() *cobra.Command {
 		allowInsecure bool
 		history       time.Duration
 		opts          relay.Options
+		exps          relayExporters
 		logLevel      = "info"
 	)
 	cmd := &cobra.Command{
@@ -80,6 +81,11 @@ dev set) or accept the risk with --allow-insecure-tcp.`,
 			if err != nil {
 				return usageErrorf("%v", err)
 			}
+			stop, err := exps.start(cmd.Context(), r, log)
+			if err != nil {
+				return err
+			}
+			defer stop() // after the relay stopped: exporters drain the merged stream, then flush
 			return serveRelay(cmd.Context(), r, listen, serverTLS)
 		},
 	}
@@ -100,6 +106,7 @@ dev set) or accept the risk with --allow-insecure-tcp.`,
 	f.DurationVar(&opts.ResolveInterval, "resolve-interval", relay.DefaultResolveInterval, "how often agent DNS names are resolved again")
 	f.DurationVar(&history, "history", 0, "on first contact, also fetch each agent's flows of this long before the relay started")
 	f.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error")
+	exps.flags(f)
 	return cmd
 }
 
