@@ -50,13 +50,13 @@ func (x *relayExporters) flags(f *pflag.FlagSet) {
 
 // start opens what is configured and subscribes it to r; stop flushes and
 // closes everything once r has stopped.
-func (x *relayExporters) start(ctx context.Context, r *relay.Relay, log *slog.Logger) (stop func(), err error) {
+func (x *relayExporters) start(ctx context.Context, r *relay.Relay, log *slog.Logger) (func(), error) {
 	var (
 		exps    exporters.Fanout
 		closers []func() error
 		admin   *http.Server
 	)
-	stop = func() {
+	closeAll := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if admin != nil {
@@ -71,7 +71,7 @@ func (x *relayExporters) start(ctx context.Context, r *relay.Relay, log *slog.Lo
 			}
 		}
 	}
-	fail := func(err error) (func(), error) { stop(); return nil, err }
+	fail := func(err error) (func(), error) { closeAll(); return nil, err }
 
 	store, err := x.openStore(ctx)
 	if err != nil {
@@ -101,7 +101,7 @@ func (x *relayExporters) start(ctx context.Context, r *relay.Relay, log *slog.Lo
 		exps = append(exps, exp)
 	}
 	if len(exps) == 0 {
-		return stop, nil
+		return closeAll, nil
 	}
 	sub := r.Subscribe(0)
 	var wg sync.WaitGroup
@@ -109,7 +109,7 @@ func (x *relayExporters) start(ctx context.Context, r *relay.Relay, log *slog.Lo
 		n, bad := relay.Export(sub, exps, log)
 		log.Info("exporters stopped", "flows", n, "undecodable", bad, "dropped", sub.Dropped())
 	})
-	return func() { wg.Wait(); stop() }, nil
+	return func() { wg.Wait(); closeAll() }, nil
 }
 
 func (x *relayExporters) openStore(ctx context.Context) (clickhouse.Store, error) {
