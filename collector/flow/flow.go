@@ -8,6 +8,7 @@ package flow
 
 import (
 	"net/netip"
+	"path"
 	"time"
 )
 
@@ -142,4 +143,36 @@ func (o *Outcome) UnmarshalText(b []byte) error {
 	}
 	*o = OutcomeComplete
 	return nil
+}
+
+// shortContainerID is how many hex digits of a container id name a
+// service: the length docker ps and crictl ps show.
+const shortContainerID = 12
+
+// Service names the observed workload by the most stable identity the flow
+// has: its container (replicas share an image, not a pid), else its
+// executable's base name, else the kernel's comm. Every exporter names
+// services this way, so metrics, spans and dashboards agree.
+func (p Process) Service() string {
+	switch {
+	case p.ContainerID != "":
+		return p.ContainerID[:min(len(p.ContainerID), shortContainerID)]
+	case p.Exe != "":
+		return path.Base(p.Exe)
+	}
+	return p.Comm
+}
+
+// ProtocolVersion is the semconv network.protocol.version of Protocol
+// ("2", "1.1", "1.0"; "" when unknown).
+func (f *Flow) ProtocolVersion() string {
+	switch f.Protocol {
+	case "HTTP/2":
+		return "2"
+	case "HTTP/1.1":
+		return "1.1"
+	case "HTTP/1.0":
+		return "1.0"
+	}
+	return ""
 }

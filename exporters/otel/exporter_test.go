@@ -24,6 +24,8 @@ func status(c uint32) *uint32 { return &c }
 
 const (
 	containerID = "4f1c3a5e9d2b7c8a6e0f1d2c3b4a59687766554433221100ffeeddccbbaa9988"
+	// containerService is the service a container is named by (flow.Process.Service).
+	containerService = "4f1c3a5e9d2b"
 	// One request seen by both ends: the caller's traceparent.
 	tidShared    = "4bf92f3577b34da6a3ce929d0e0e4736"
 	callerShared = "00f067aa0ba902b7"
@@ -187,7 +189,7 @@ func TestJaeger(t *testing.T) {
 		"process.executable.name": "frontend", "process.command": "frontend", "host.name": "node-a",
 	}, "container.id")
 	checkAttrs(t, "server resource", server.Resource, map[string]string{
-		"service.name": containerID, "container.id": containerID, "process.pid": "202",
+		"service.name": containerService, "container.id": containerID, "process.pid": "202",
 		"process.executable.path": "/srv/backend", "process.linux.cgroup": "/kubepods/pod1/" + containerID, "host.name": "node-b",
 	})
 
@@ -268,7 +270,7 @@ func TestJaeger(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", name, labels, got, want)
 		}
 	}
-	srvLabels := map[string]string{"service_name": containerID, "http_request_method": "GET", "http_route": "/users/{id}",
+	srvLabels := map[string]string{"service_name": containerService, "http_request_method": "GET", "http_route": "/users/{id}",
 		"http_response_status_code": "200", "server_address": "backend", "server_port": "8080", "network_protocol_version": "2"}
 	m("http_server_request_duration_seconds_count", srvLabels, 1)
 	m("http_server_request_duration_seconds_sum", srvLabels, 0.010)
@@ -280,9 +282,9 @@ func TestJaeger(t *testing.T) {
 	m("http_client_request_duration_seconds_sum", cliLabels, 0.012)
 	m("http_client_request_duration_seconds_count", map[string]string{"service_name": "frontend", "http_response_status_code": "404", "error_type": "404"}, 1)
 	m("http_server_request_duration_seconds_count", map[string]string{"service_name": "shop-srv", "http_request_method": "POST", "error_type": "503", "network_protocol_version": "1.1"}, 1)
-	m("rpc_server_call_duration_seconds_count", map[string]string{"service_name": containerID, "rpc_system": "grpc",
+	m("rpc_server_call_duration_seconds_count", map[string]string{"service_name": containerService, "rpc_system": "grpc",
 		"rpc_service": "helloworld.Greeter", "rpc_method": "SayHello", "rpc_grpc_status_code": "14", "error_type": "UNAVAILABLE"}, 1)
-	m("rpc_server_call_duration_seconds_sum", map[string]string{"service_name": containerID, "rpc_grpc_status_code": "14"}, 0.040)
+	m("rpc_server_call_duration_seconds_sum", map[string]string{"service_name": containerService, "rpc_grpc_status_code": "14"}, 0.040)
 	m("rpc_client_call_duration_seconds_count", map[string]string{"service_name": "frontend", "rpc_grpc_status_code": "5", "error_type": "NOT_FOUND"}, 1)
 	if _, ok := scrape(j.metrics, "http_server_request_duration_seconds_count", map[string]string{"rpc_system": "grpc"}); ok {
 		t.Error("gRPC flows recorded in the HTTP histograms")

@@ -193,7 +193,7 @@ func appendCommonMetricAttrs(attrs []attribute.KeyValue, f *flow.Flow) []attribu
 			attrs = append(attrs, semconv.ServerPort(port))
 		}
 	}
-	if v := protocolVersion(f.Protocol); v != "" {
+	if v := f.ProtocolVersion(); v != "" {
 		attrs = append(attrs, semconv.NetworkProtocolName("http"), semconv.NetworkProtocolVersion(v))
 	}
 	if et := errorType(f); et != "" {

@@ -32,18 +32,11 @@ func serviceOf(f *flow.Flow) service {
 	}
 }
 
-// serviceName names a service by the most stable identity the flow has: the
-// container (replicas of a workload share an image, not a pid), else the
-// executable's base name, else the kernel's comm (truncated to 15 bytes by
-// Linux), else OTel's own placeholder.
+// serviceName is the flow's service (flow.Process.Service), or OTel's own
+// placeholder when the flow names none.
 func (s service) serviceName() string {
-	switch {
-	case s.containerID != "":
-		return s.containerID
-	case s.exe != "":
-		return path.Base(s.exe)
-	case s.comm != "":
-		return s.comm
+	if n := (flow.Process{ContainerID: s.containerID, Exe: s.exe, Comm: s.comm}).Service(); n != "" {
+		return n
 	}
 	return "unknown_service"
 }

@@ -171,18 +171,6 @@ func httpMethod(m string) (string, bool) {
 	return "_OTHER", false
 }
 
-// protocolVersion maps flow.Protocol to network.protocol.version.
-func protocolVersion(p string) string {
-	switch p {
-	case "HTTP/2":
-		return "2"
-	case "HTTP/1.1":
-		return "1.1"
-	case "HTTP/1.0":
-		return "1.0"
-	}
-	return ""
-}
 
 // serverAddr returns server.address and server.port: from :authority / Host
 // as the conventions ask, the port from the socket when the authority has
@@ -288,7 +276,7 @@ func (b *spanBuilder) attributes(f *flow.Flow, route string) []attribute.KeyValu
 		peer = f.Destination
 	}
 	a = addrAttrs(a, peer, semconv.NetworkPeerAddress, semconv.NetworkPeerPort)
-	if v := protocolVersion(f.Protocol); v != "" {
+	if v := f.ProtocolVersion(); v != "" {
 		a = append(a, semconv.NetworkProtocolName("http"), semconv.NetworkProtocolVersion(v))
 	}
 

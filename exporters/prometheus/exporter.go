@@ -218,7 +218,7 @@ func (e *Exporter) observe(f *flow.Flow) {
 	}
 	e.exported.Add(1)
 
-	svc := service(&f.Process)
+	svc := f.Process.Service()
 	peer := e.peers.learn(f, svc)
 	addr := authorityHost(f.Authority)
 	if addr == "" {
@@ -245,7 +245,7 @@ func (e *Exporter) observe(f *flow.Flow) {
 	}
 	h := e.httpFams[side].get(httpKey{
 		service: svc, peer: peer, method: method(f.Method), status: status, route: route,
-		addr: addr, port: port, proto: protocolVersion(f.Protocol), errType: errType,
+		addr: addr, port: port, proto: f.ProtocolVersion(), errType: errType,
 	})
 	e.observeDuration(h, secs, tid)
 	h.obs[1].Observe(float64(f.RequestBytes))

@@ -2,7 +2,6 @@ package prometheus
 
 import (
 	"net/netip"
-	"path"
 	"strconv"
 	"strings"
 
@@ -54,37 +53,6 @@ func code(c uint32, known bool) string {
 	return strconv.FormatUint(uint64(c), 10)
 }
 
-// protocolVersion is semconv network.protocol.version.
-func protocolVersion(p string) string {
-	switch p {
-	case "HTTP/2":
-		return "2"
-	case "HTTP/1.1":
-		return "1.1"
-	case "HTTP/1.0":
-		return "1.0"
-	}
-	return ""
-}
-
-// shortContainerID is how many hex digits of a container id name the
-// service: the length docker ps and crictl ps show.
-const shortContainerID = 12
-
-// service names the observed workload: its container (short id) when the
-// process runs in one, else its executable's base name, else its comm.
-func service(p *flow.Process) string {
-	if id := p.ContainerID; id != "" {
-		if len(id) > shortContainerID {
-			return id[:shortContainerID]
-		}
-		return id
-	}
-	if p.Exe != "" {
-		return path.Base(p.Exe)
-	}
-	return p.Comm
-}
 
 // authorityHost is the host part of an :authority or Host value
 // ("example.com:8080" → "example.com", "[::1]:80" → "::1").
