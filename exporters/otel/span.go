@@ -171,7 +171,6 @@ func httpMethod(m string) (string, bool) {
 	return "_OTHER", false
 }
 
-
 // serverAddr returns server.address and server.port: from :authority / Host
 // as the conventions ask, the port from the socket when the authority has
 // none (the observed connection's destination is the server's socket).

@@ -53,7 +53,6 @@ func code(c uint32, known bool) string {
 	return strconv.FormatUint(uint64(c), 10)
 }
 
-
 // authorityHost is the host part of an :authority or Host value
 // ("example.com:8080" → "example.com", "[::1]:80" → "::1").
 func authorityHost(a string) string {
