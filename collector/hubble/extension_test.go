@@ -40,3 +40,23 @@ func TestFlowRoundTrip(t *testing.T) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, f)
 	}
 }
+
+// BenchmarkEventsWithFlow is what the agent pays per exchange before its
+// events reach the ring: conversion plus the attached flow.
+func BenchmarkEventsWithFlow(b *testing.B) {
+	f := &flow.Flow{
+		Time: time.Unix(1700000000, 0), Latency: 3 * time.Millisecond, Node: "node-1", Observer: flow.SideServer,
+		Protocol: "HTTP/2", Method: "POST", Scheme: "http", Authority: "127.0.0.1:50051", Path: "/helloworld.Greeter/SayHello",
+		Status: 200, Source: netip.MustParseAddrPort("127.0.0.1:40000"), Destination: netip.MustParseAddrPort("127.0.0.1:50051"),
+		Process:         flow.Process{PID: 7, Comm: "greeter", Exe: "/usr/bin/greeter", Cgroup: "/system.slice/greeter.service"},
+		RequestHeaders:  []flow.Header{{Name: "content-type", Value: "application/grpc"}, {Name: "user-agent", Value: "grpc-go/1.85.0"}},
+		ResponseHeaders: []flow.Header{{Name: "content-type", Value: "application/grpc"}, {Name: "grpc-status", Value: "0"}},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		evs := Events(f)
+		if err := AttachFlow(evs[len(evs)-1], f); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
