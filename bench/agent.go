@@ -74,15 +74,33 @@ type runningAgent struct {
 	stdin io.WriteCloser
 	lines chan string
 
-	before snapshot
+	childEvents, childDrops, childGaps uint64
+
+	metricsURL string     // binary agent: its /metrics
+	apiPort    int        // binary agent: Observer API on TCP (for a relay), 0 if none
+	relay      *relayProc // modeFull
+	before     snapshot
 }
 
-func (a agentLauncher) start(ctx context.Context, dir string) (*runningAgent, error) {
+func (a agentLauncher) start(ctx context.Context, dir string, withRelay bool) (*runningAgent, error) {
 	ra := &runningAgent{exited: make(chan struct{}), lines: make(chan string, 16)}
 	var cmd *exec.Cmd
 	socket := filepath.Join(dir, "agent.sock")
 	if a.binary != "" {
-		args := append([]string{"agent", "--socket", socket, "--listen", ""}, a.flags...)
+		metricsPort, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ra.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+		listen := ""
+		if withRelay {
+			if ra.apiPort, err = freePort(); err != nil {
+				return nil, err
+			}
+			listen = fmt.Sprintf("127.0.0.1:%d", ra.apiPort)
+		}
+		args := append([]string{"agent", "--socket", socket, "--listen", listen,
+			"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, a.flags...)
 		cmd = exec.Command(a.binary, args...)
 		cmd.Stdout = os.Stderr // the agent's logs are not the bench's output
 		cmd.Stderr = os.Stderr
@@ -122,6 +140,18 @@ func (a agentLauncher) start(ctx context.Context, dir string) (*runningAgent, er
 	if err := ra.waitReady(ctx); err != nil {
 		ra.stop()
 		return nil, err
+	}
+	if withRelay {
+		if a.binary == "" {
+			ra.stop()
+			return nil, errors.New("mode agent+relay needs the sextant binary (-agent), not inproc")
+		}
+		rp, err := startRelay(ctx, a.binary, dir, ra.apiPort)
+		if err != nil {
+			ra.stop()
+			return nil, err
+		}
+		ra.relay = rp
 	}
 	return ra, nil
 }
@@ -164,6 +194,9 @@ func (ra *runningAgent) waitReady(ctx context.Context) error {
 }
 
 func (ra *runningAgent) stop() {
+	if ra.relay != nil {
+		ra.relay.stop()
+	}
 	_ = ra.cmd.Process.Signal(syscall.SIGTERM)
 	if ra.stdin != nil {
 		ra.stdin.Close()
@@ -185,6 +218,11 @@ type snapshot struct {
 	programs   int
 	flows      uint64
 	perProg    map[string]progRun // by program name
+	// from the agent's /metrics (or the inproc child): records read from
+	// the ring buffer, kernel drops, events lost between collector and
+	// followers, sequence gaps the collector detected
+	events, kernelDrops, ringLost, seqGaps uint64
+	relayCPU                               time.Duration
 }
 
 // progRun is the bpf_stats of one program (summed over programs that share
@@ -228,6 +266,26 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 	if s.flows, err = ra.flowsSeen(); err != nil {
 		return s, err
 	}
+	if ra.metricsURL != "" {
+		m, err := promCounters(ra.metricsURL)
+		if err != nil {
+			return s, err
+		}
+		// Exchanges, not Observer API events (SeenFlows counts a request
+		// and a response event per exchange): comparable with inproc.
+		s.flows = uint64(m["sextant_collector_flows_total"])
+		s.events = uint64(m["sextant_probe_records_total"])
+		s.kernelDrops = uint64(m["sextant_probe_drops_total"])
+		s.ringLost = uint64(m["sextant_ring_follower_lost_total"] + m["sextant_feed_lost_flows_total"])
+		s.seqGaps = uint64(m["sextant_collector_sequence_gaps_total"])
+	} else {
+		s.events, s.kernelDrops, s.seqGaps = ra.childCounters()
+	}
+	if ra.relay != nil {
+		if s.relayCPU, err = processCPU(ra.relay.cmd.Process.Pid); err != nil {
+			return s, err
+		}
+	}
 	return s, nil
 }
 
@@ -248,14 +306,19 @@ func (ra *runningAgent) flowsSeen() (uint64, error) {
 	}
 	select {
 	case line := <-ra.lines:
-		n, err := strconv.ParseUint(strings.TrimPrefix(line, "FLOWS "), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("agent child said %q, want FLOWS n", line)
+		var n uint64
+		if _, err := fmt.Sscanf(line, "FLOWS %d EVENTS %d DROPS %d GAPS %d", &n, &ra.childEvents, &ra.childDrops, &ra.childGaps); err != nil {
+			return 0, fmt.Errorf("agent child said %q, want FLOWS n EVENTS e DROPS d GAPS g", line)
 		}
 		return n, nil
 	case <-time.After(10 * time.Second):
 		return 0, errors.New("agent child did not answer count")
 	}
+}
+
+// childCounters are what the inproc child said with its last flow count.
+func (ra *runningAgent) childCounters() (events, drops, gaps uint64) {
+	return ra.childEvents, ra.childDrops, ra.childGaps
 }
 
 func (ra *runningAgent) begin() (err error) {
@@ -273,6 +336,11 @@ type agentUsage struct {
 	peakRSSBytes uint64
 	flows        uint64
 	perProg      map[string]progRun
+
+	events, kernelDrops, ringLost, seqGaps uint64
+	relayCPU                               time.Duration
+	relayRSS, relayPeakRSS                 uint64 // 0 without a relay
+	runs                                   int    // runs summed in
 }
 
 func (ra *runningAgent) end(requests int) (*agentUsage, error) {
@@ -282,13 +350,24 @@ func (ra *runningAgent) end(requests int) (*agentUsage, error) {
 	}
 	b := ra.before
 	u := &agentUsage{
-		cpu:        after.cpu - b.cpu,
-		wall:       after.at.Sub(b.at),
-		kernelNs:   after.kernelNs - b.kernelNs,
-		kernelRuns: after.kernelRuns - b.kernelRuns,
-		programs:   after.programs,
-		flows:      after.flows - b.flows,
-		perProg:    map[string]progRun{},
+		cpu:         after.cpu - b.cpu,
+		wall:        after.at.Sub(b.at),
+		kernelNs:    after.kernelNs - b.kernelNs,
+		kernelRuns:  after.kernelRuns - b.kernelRuns,
+		programs:    after.programs,
+		flows:       after.flows - b.flows,
+		perProg:     map[string]progRun{},
+		events:      after.events - b.events,
+		kernelDrops: after.kernelDrops - b.kernelDrops,
+		ringLost:    after.ringLost - b.ringLost,
+		seqGaps:     after.seqGaps - b.seqGaps,
+		relayCPU:    after.relayCPU - b.relayCPU,
+		runs:        1,
+	}
+	if ra.relay != nil {
+		if u.relayRSS, u.relayPeakRSS, err = processRSS(ra.relay.cmd.Process.Pid); err != nil {
+			return nil, err
+		}
 	}
 	for name, a := range after.perProg {
 		pb := b.perProg[name]
@@ -307,6 +386,14 @@ func (u *agentUsage) add(o *agentUsage) {
 	u.rssBytes += o.rssBytes
 	u.peakRSSBytes = max(u.peakRSSBytes, o.peakRSSBytes)
 	u.flows += o.flows
+	u.events += o.events
+	u.kernelDrops += o.kernelDrops
+	u.ringLost += o.ringLost
+	u.seqGaps += o.seqGaps
+	u.relayCPU += o.relayCPU
+	u.relayRSS += o.relayRSS
+	u.relayPeakRSS = max(u.relayPeakRSS, o.relayPeakRSS)
+	u.runs += o.runs
 	if u.perProg == nil {
 		u.perProg = map[string]progRun{}
 	}
@@ -487,7 +574,15 @@ func runChildAgent() error {
 				return <-done
 			}
 			if line == "count" {
-				fmt.Printf("FLOWS %d\n", flows.Load())
+				st := p.Stats()
+				var drops uint64
+				for _, d := range st.Drops {
+					drops += d
+				}
+				mu.Lock()
+				gaps := c.Stats().SeqGaps
+				mu.Unlock()
+				fmt.Printf("FLOWS %d EVENTS %d DROPS %d GAPS %d\n", flows.Load(), st.Events, drops, gaps)
 			}
 		case <-term:
 			cancel()

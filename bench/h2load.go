@@ -21,16 +21,20 @@ import (
 type server struct {
 	cmd  *exec.Cmd
 	port int
-	url  string
 }
 
-func startNghttpd(ctx context.Context, dir string, bodyBytes int) (*server, error) {
+// bodyName is the document nghttpd serves with n bytes.
+func bodyName(n int) string { return fmt.Sprintf("body-%d", n) }
+
+func startNghttpd(ctx context.Context, dir string, bodySizes []int) (*server, error) {
 	docroot := filepath.Join(dir, "htdocs")
 	if err := os.MkdirAll(docroot, 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(docroot, "body"), bytes.Repeat([]byte{'s'}, bodyBytes), 0o644); err != nil {
-		return nil, err
+	for _, n := range bodySizes {
+		if err := os.WriteFile(filepath.Join(docroot, bodyName(n)), bytes.Repeat([]byte{'s'}, n), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	// nghttpd cannot listen on port 0 and tell us the port: pick a free one
 	// and retry if someone else takes it first.
@@ -51,7 +55,7 @@ func startNghttpd(ctx context.Context, dir string, bodyBytes int) (*server, erro
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
-		s := &server{cmd: cmd, port: port, url: fmt.Sprintf("http://127.0.0.1:%d/body", port)}
+		s := &server{cmd: cmd, port: port}
 		if err := waitListening(fmt.Sprintf("127.0.0.1:%d", port), exited); err != nil {
 			lastErr = fmt.Errorf("nghttpd on port %d: %w (%s)", port, err, strings.TrimSpace(stderr.String()))
 			_ = cmd.Process.Kill()
@@ -93,10 +97,11 @@ func waitListening(addr string, exited <-chan error) error {
 // h2loadRun is the fixed-rate load.
 type h2loadRun struct {
 	url                   string
-	clients, rps, streams int
-	bodyBytes             int
+	clients, rps, streams int // rps per client; 0: saturation
 	dir                   string
 }
+
+var h2loadFinished = regexp.MustCompile(`finished in ([0-9.]+[a-zµ]+),`)
 
 var h2loadDone = regexp.MustCompile(`requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored`)
 
@@ -123,6 +128,12 @@ func (h h2loadRun) run(ctx context.Context, name string, n int) (latencies, time
 	want := strconv.Itoa(n)
 	if m == nil || m[1] != want || m[4] != want {
 		return nil, 0, fmt.Errorf("h2load %s: not all %d requests succeeded:\n%s", name, n, out)
+	}
+	// h2load's own clock excludes its start-up and the connection set-up.
+	if f := h2loadFinished.FindStringSubmatch(string(out)); f != nil {
+		if d, err := time.ParseDuration(f[1]); err == nil && d > 0 {
+			wall = d
+		}
 	}
 	lat, err := readH2loadLog(logPath)
 	if err != nil {

@@ -20,21 +20,19 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -44,15 +42,20 @@ import (
 type config struct {
 	short      bool
 	agent      string // path of the sextant binary, or "inproc"
+	modes      []mode
+	workloads  []workload
+	capacity   []int // agent-mode capacity steps, req/s (0: saturation)
 	rounds     int
-	requests   int // per run
+	perRun     time.Duration // fixed-rate run length
+	satN       int           // requests of a saturation run
 	clients    int
-	rps        int // per client
 	streams    int
-	bodyBytes  int
 	warmup     int
 	keepTmp    bool
 	agentFlags string
+	mdPath     string
+	svgPath    string
+	command    string
 }
 
 func main() {
@@ -64,20 +67,38 @@ func main() {
 		return
 	}
 	var cfg config
-	flag.BoolVar(&cfg.short, "short", false, "smoke run: one round of a few hundred requests (CI)")
-	flag.StringVar(&cfg.agent, "agent", "bin/sextant", `sextant binary run as "<binary> agent", or "inproc" for the probes+collector pipeline in a child process`)
+	var modes, workloads, capacity string
+	flag.BoolVar(&cfg.short, "short", false, "smoke run: every mode once with a few hundred requests, nothing written (CI)")
+	flag.StringVar(&cfg.agent, "agent", "bin/sextant", `sextant binary run as "<binary> agent", or "inproc" for the probes+collector pipeline in a child process (no relay mode)`)
 	flag.StringVar(&cfg.agentFlags, "agent-flags", "--log-level warn", "extra flags for `sextant agent` (space separated)")
-	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds; each round runs once without and once with the agent")
-	flag.IntVar(&cfg.requests, "n", 20000, "requests per run")
+	flag.StringVar(&modes, "modes", "baseline,agent,agent+relay,proxy", "modes, interleaved in every round: baseline (nothing observes), agent (agent alone with /metrics), agent+relay (a relay follows every flow), proxy (nghttpx in the path, no agent)")
+	flag.StringVar(&workloads, "workloads", "1000:small,5000:small,5000:16k,0:small", "workloads rate:size (rate in req/s, 0 = saturation; size small = 128 B, 16k = 16 KiB, or bytes)")
+	flag.StringVar(&capacity, "capacity", "5000,10000,15000,20000,0", "request rates stepped with the agent to find the highest lossless one ('' to skip)")
+	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs every mode once per workload, order rotated per round")
+	flag.DurationVar(&cfg.perRun, "d", 5*time.Second, "length of a fixed-rate run (requests = rate × d)")
+	flag.IntVar(&cfg.satN, "sat-n", 60000, "requests of a saturation run")
 	flag.IntVar(&cfg.clients, "c", 4, "h2load clients (connections)")
-	flag.IntVar(&cfg.rps, "rps", 500, "requests per second per client (fixed rate); 0: as fast as the server answers (saturation: latency then measures queueing, throughput is the figure)")
 	flag.IntVar(&cfg.streams, "m", 8, "max concurrent streams per connection")
-	flag.IntVar(&cfg.bodyBytes, "size", 1024, "response body bytes")
 	flag.IntVar(&cfg.warmup, "warmup", 2000, "requests of an unmeasured warm-up run")
 	flag.BoolVar(&cfg.keepTmp, "keep", false, "keep the temporary directory (h2load logs)")
+	flag.StringVar(&cfg.mdPath, "md", "docs/benchmarks.md", "write the results between the bench markers of this Markdown file ('' for none; -short: none)")
+	flag.StringVar(&cfg.svgPath, "svg", "docs/benchmarks.svg", "write the latency plot here ('' for none; -short: none)")
 	flag.Parse()
 	if cfg.short {
-		cfg.rounds, cfg.requests, cfg.rps, cfg.warmup = 1, 400, 100, 100
+		workloads, capacity = "500:small,0:small", "1000"
+		cfg.rounds, cfg.perRun, cfg.satN, cfg.warmup = 1, time.Second, 500, 100
+		cfg.mdPath, cfg.svgPath = "", ""
+	}
+	cfg.command = strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " "))
+	var err error
+	if cfg.modes, err = parseModes(modes); err == nil {
+		if cfg.workloads, err = parseWorkloads(workloads); err == nil {
+			cfg.capacity, err = parseRates(capacity)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -87,13 +108,91 @@ func main() {
 	}
 }
 
+// workload is one load shape: a total request rate (0: saturation) and a
+// response size.
+type workload struct {
+	rate      int
+	bodyBytes int
+}
+
+func (w workload) String() string {
+	rate := "saturation"
+	if w.rate > 0 {
+		rate = fmt.Sprintf("%d req/s", w.rate)
+	}
+	return fmt.Sprintf("%s, %s", rate, sizeName(w.bodyBytes))
+}
+
+func sizeName(n int) string {
+	if n >= 1024 && n%1024 == 0 {
+		return fmt.Sprintf("%d KiB", n/1024)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func parseWorkloads(s string) ([]workload, error) {
+	var ws []workload
+	for _, f := range strings.Split(s, ",") {
+		rate, size, ok := strings.Cut(strings.TrimSpace(f), ":")
+		if !ok {
+			return nil, fmt.Errorf("workload %q: want rate:size", f)
+		}
+		r, err := strconv.Atoi(rate)
+		if err != nil || r < 0 {
+			return nil, fmt.Errorf("workload %q: bad rate", f)
+		}
+		var b int
+		switch size {
+		case "small":
+			b = 128
+		case "16k":
+			b = 16 << 10
+		default:
+			if b, err = strconv.Atoi(size); err != nil || b <= 0 {
+				return nil, fmt.Errorf("workload %q: bad size", f)
+			}
+		}
+		ws = append(ws, workload{rate: r, bodyBytes: b})
+	}
+	return ws, nil
+}
+
+func parseRates(s string) ([]int, error) {
+	var rs []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		r, err := strconv.Atoi(f)
+		if err != nil || r < 0 {
+			return nil, fmt.Errorf("rate %q", f)
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
 // result is one measured h2load run.
 type result struct {
+	w         workload
+	mode      mode
 	round     int
-	agent     bool
+	requests  int
 	lat       latencies
 	wall      time.Duration
 	agentStat *agentUsage // nil without the agent
+}
+
+func (r result) throughput() float64 { return float64(r.requests) / r.wall.Seconds() }
+
+// bench holds what every run shares.
+type bench struct {
+	cfg   config
+	agent agentLauncher
+	srv   *server
+	dir   string
+	out   io.Writer
+	runs  int // numbers the h2load logs: h2load appends to an existing log
 }
 
 func run(ctx context.Context, cfg config, out io.Writer) error {
@@ -118,85 +217,153 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-
-	srv, err := startNghttpd(ctx, tmp, cfg.bodyBytes)
+	var sizes []int
+	for _, w := range cfg.workloads {
+		sizes = append(sizes, w.bodyBytes)
+	}
+	sizes = append(sizes, 128) // capacity steps
+	srv, err := startNghttpd(ctx, tmp, sizes)
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
+	b := &bench{cfg: cfg, agent: agent, srv: srv, dir: tmp, out: out}
+	env := describeMachine()
+	fmt.Fprintf(out, "sextant bench: h2load (%d clients, -m %d) → nghttpd 127.0.0.1:%d; modes %v; %d round(s); agent: %s\n",
+		cfg.clients, cfg.streams, srv.port, cfg.modes, cfg.rounds, agent)
+	fmt.Fprintf(out, "machine: %s; load average at start %s\n", env.machine, env.loadStart)
 
-	if cfg.rps == 0 {
-		fmt.Fprintln(out, "saturation run (-rps 0): compare requests/s; latency includes queueing")
-	}
-	fmt.Fprintf(out, "sextant bench: h2load → nghttpd (127.0.0.1:%d), %d requests/run at %d req/s (%d clients × %d rps, -m %d), %d-byte responses, %d round(s), agent: %s\n",
-		srv.port, cfg.requests, cfg.clients*cfg.rps, cfg.clients, cfg.rps, cfg.streams, cfg.bodyBytes, cfg.rounds, agent)
-
-	load := h2loadRun{url: srv.url, clients: cfg.clients, rps: cfg.rps, streams: cfg.streams, bodyBytes: cfg.bodyBytes, dir: tmp}
 	if cfg.warmup > 0 {
-		if _, _, err := load.run(ctx, "warmup", cfg.warmup); err != nil {
+		if _, _, err := b.load(cfg.workloads[0], srv.port).run(ctx, "warmup", cfg.warmup); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
 
 	var results []result
-	for round := 1; round <= cfg.rounds; round++ {
-		order := []bool{false, true}
-		if round%2 == 0 {
-			order = []bool{true, false}
+	kernel := map[workload]*agentUsage{}
+	for _, w := range cfg.workloads {
+		fmt.Fprintf(out, "\n== %s\n", w)
+		for round := 1; round <= cfg.rounds; round++ {
+			// Rotate the order so that no mode always runs first or
+			// right after the agent started.
+			order := slices.Clone(cfg.modes)
+			k := (round - 1) % len(order)
+			order = append(order[k:], order[:k]...)
+			for _, m := range order {
+				r, err := b.measure(ctx, w, m, round)
+				if err != nil {
+					return err
+				}
+				results = append(results, r)
+				printRun(out, r)
+			}
 		}
-		for _, withAgent := range order {
-			r, err := measure(ctx, cfg, agent, load, round, withAgent)
+		// bpf_stats (run time per program) is a kernel-wide switch that
+		// costs every program run two clock reads: latency runs go
+		// without it, as users run, and one more agent run measures the
+		// kernel time.
+		if slices.ContainsFunc(cfg.modes, mode.withAgent) {
+			statsFD, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+			if err != nil {
+				return fmt.Errorf("enable bpf_stats: %w", err)
+			}
+			kr, err := b.measure(ctx, w, modeMetrics, 0)
+			statsFD.Close()
 			if err != nil {
 				return err
 			}
-			results = append(results, r)
-			printRun(out, r, cfg.requests)
+			fmt.Fprintf(out, "kernel-time run (bpf_stats on, not in the latency figures): ")
+			printRun(out, kr)
+			kernel[w] = kr.agentStat
 		}
 	}
-	// bpf_stats (run time per program) is a kernel-wide switch that costs
-	// every program run two clock reads (≈65 ns here): latency rounds run
-	// without it, as users do, and one more run with the agent measures
-	// the kernel time.
-	statsFD, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
-	if err != nil {
-		return fmt.Errorf("enable bpf_stats: %w", err)
+
+	var capacity []result
+	if len(cfg.capacity) > 0 && slices.ContainsFunc(cfg.modes, mode.withAgent) {
+		fmt.Fprintf(out, "\n== capacity: agent mode, %s responses, rates stepped until capture is lossy\n", sizeName(128))
+		for _, rate := range cfg.capacity {
+			r, err := b.measure(ctx, workload{rate: rate, bodyBytes: 128}, modeMetrics, 0)
+			if err != nil {
+				return err
+			}
+			printRun(out, r)
+			capacity = append(capacity, r)
+		}
 	}
-	kr, err := measure(ctx, cfg, agent, load, 0, true)
-	statsFD.Close()
-	if err != nil {
-		return err
+	env.loadEnd = loadAverage()
+	rep := buildReport(cfg, results, kernel, capacity, env)
+	fmt.Fprintln(out)
+	rep.text(out)
+	if cfg.mdPath != "" {
+		if err := rep.writeMarkdown(filepath.Join(moduleRoot(), cfg.mdPath), cfg.svgPath); err != nil {
+			return err
+		}
+		fmt.Fprintln(out, "wrote", cfg.mdPath)
 	}
-	fmt.Fprintf(out, "kernel-time run (bpf_stats on, not in the latency figures):\n")
-	printRun(out, kr, cfg.requests)
-	report(out, cfg, results, kr.agentStat)
+	if cfg.svgPath != "" {
+		if err := os.WriteFile(filepath.Join(moduleRoot(), cfg.svgPath), rep.svg(), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintln(out, "wrote", cfg.svgPath)
+	}
 	return nil
 }
 
-// measure runs h2load once, with or without a freshly started agent.
-func measure(ctx context.Context, cfg config, launcher agentLauncher, load h2loadRun, round int, withAgent bool) (result, error) {
-	r := result{round: round, agent: withAgent}
-	name := fmt.Sprintf("r%d-off", round)
+func (b *bench) load(w workload, port int) h2loadRun {
+	rps := 0
+	if w.rate > 0 {
+		rps = max(w.rate/b.cfg.clients, 1)
+	}
+	return h2loadRun{
+		url:     fmt.Sprintf("http://127.0.0.1:%d/%s", port, bodyName(w.bodyBytes)),
+		clients: b.cfg.clients, rps: rps, streams: b.cfg.streams, dir: b.dir,
+	}
+}
+
+func (b *bench) requests(w workload) int {
+	if w.rate == 0 {
+		return b.cfg.satN
+	}
+	return max(int(float64(w.rate)*b.cfg.perRun.Seconds()), 1)
+}
+
+// measure runs h2load once in a mode: with a freshly started agent (and
+// relay), through a freshly started proxy, or direct.
+func (b *bench) measure(ctx context.Context, w workload, m mode, round int) (result, error) {
+	n := b.requests(w)
+	r := result{w: w, mode: m, round: round, requests: n}
+	port := b.srv.port
 	var ag *runningAgent
-	if withAgent {
-		name = fmt.Sprintf("r%d-on", round)
+	switch m {
+	case modeMetrics, modeFull:
 		var err error
-		if ag, err = launcher.start(ctx, load.dir); err != nil {
+		if ag, err = b.agent.start(ctx, b.dir, m == modeFull); err != nil {
 			return r, err
 		}
 		defer ag.stop()
 		if err := ag.begin(); err != nil {
 			return r, err
 		}
+	case modeProxy:
+		px, err := startProxy(ctx, b.dir, b.srv.port)
+		if err != nil {
+			return r, err
+		}
+		defer px.stop()
+		port = px.port
 	}
-	lat, wall, err := load.run(ctx, name, cfg.requests)
+	b.runs++
+	name := fmt.Sprintf("%03d-%d-%d-%s-r%d", b.runs, w.rate, w.bodyBytes, strings.ReplaceAll(string(m), "+", "-"), round)
+	lat, wall, err := b.load(w, port).run(ctx, name, n)
 	if err != nil {
 		return r, err
 	}
 	r.lat, r.wall = lat, wall
 	if ag != nil {
-		// Let the agent drain what the kernel queued before measuring it.
+		// Let the agent (and relay) drain what the kernel queued before
+		// measuring them.
 		time.Sleep(500 * time.Millisecond)
-		u, err := ag.end(cfg.requests)
+		u, err := ag.end(n)
 		if err != nil {
 			return r, err
 		}
@@ -205,72 +372,25 @@ func measure(ctx context.Context, cfg config, launcher agentLauncher, load h2loa
 	return r, nil
 }
 
-func printRun(out io.Writer, r result, requests int) {
-	mode := "without agent"
-	if r.agent {
-		mode = "with agent   "
-	}
-	fmt.Fprintf(out, "round %d %s  p50 %-9v p95 %-9v p99 %-9v (%d requests in %v, %.0f req/s)",
-		r.round, mode, r.lat.pct(50), r.lat.pct(95), r.lat.pct(99), len(r.lat), r.wall.Round(time.Millisecond),
-		float64(len(r.lat))/r.wall.Seconds())
+func printRun(out io.Writer, r result) {
+	fmt.Fprintf(out, "round %d %-11s  p50 %-9v p95 %-9v p99 %-9v max %-9v (%d requests in %v, %.0f req/s)",
+		r.round, r.mode, r.lat.pct(50), r.lat.pct(95), r.lat.pct(99), r.lat.pct(100), len(r.lat), r.wall.Round(time.Millisecond),
+		r.throughput())
 	if u := r.agentStat; u != nil {
 		if u.kernelRuns > 0 {
-			fmt.Fprintf(out, "  kernel %.0f ns/req", u.kernelNsPerRequest(requests))
+			fmt.Fprintf(out, "  kernel %.0f ns/req", u.kernelNsPerRequest(r.requests))
+			if r.round > 0 {
+				// bpf_stats is kernel-wide: another process turned it on.
+				fmt.Fprint(out, " (bpf_stats was on during a latency run: enabled by another process)")
+			}
 		}
-		fmt.Fprintf(out, "  agent CPU %.1f%%  RSS %.1f MiB  flows %d/%d",
-			u.cpuPercent(), float64(u.rssBytes)/(1<<20), u.flows, 2*requests)
-	}
-	fmt.Fprintln(out)
-}
-
-// report prints the summary: percentiles pooled over every run of a mode,
-// their ratio, and the agent's costs averaged over its runs.
-func report(out io.Writer, cfg config, results []result, kernel *agentUsage) {
-	var off, on latencies
-	var usages []*agentUsage
-	for _, r := range results {
-		if r.agent {
-			on = append(on, r.lat...)
-			usages = append(usages, r.agentStat)
-		} else {
-			off = append(off, r.lat...)
+		fmt.Fprintf(out, "  agent CPU %.1f%%  RSS %.1f MiB  flows %d/%d  events %d  drops %d  lost %d",
+			u.cpuPercent(), float64(u.rssBytes)/(1<<20), u.flows, 2*r.requests, u.events, u.kernelDrops, u.ringLost)
+		if u.relayRSS > 0 {
+			fmt.Fprintf(out, "  relay CPU %.1f%%  RSS %.1f MiB", 100*u.relayCPU.Seconds()/u.wall.Seconds(), float64(u.relayRSS)/(1<<20))
 		}
 	}
-	off.sort()
-	on.sort()
 	fmt.Fprintln(out)
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "latency\tp50\tp95\tp99\tmean\trequests\t")
-	fmt.Fprintf(tw, "without agent\t%v\t%v\t%v\t%v\t%d\t\n", off.pct(50), off.pct(95), off.pct(99), off.mean(), len(off))
-	fmt.Fprintf(tw, "with agent\t%v\t%v\t%v\t%v\t%d\t\n", on.pct(50), on.pct(95), on.pct(99), on.mean(), len(on))
-	fmt.Fprintf(tw, "ratio with/without\t%.3f\t%.3f\t%.3f\t%.3f\t\t\n",
-		ratio(on.pct(50), off.pct(50)), ratio(on.pct(95), off.pct(95)), ratio(on.pct(99), off.pct(99)), ratio(on.mean(), off.mean()))
-	tw.Flush()
-
-	var sum agentUsage
-	for _, u := range usages {
-		sum.add(u)
-	}
-	requests := cfg.requests * len(usages)
-	fmt.Fprintln(out)
-	fmt.Fprintf(out, "kernel: %.0f ns per request (sum of run_time_ns of the agent's %d programs / requests, kernel-time run), %.0f ns per program run, %.1f runs per request\n",
-		kernel.kernelNsPerRequest(cfg.requests), kernel.programs, kernel.nsPerRun(), float64(kernel.kernelRuns)/float64(max(cfg.requests, 1)))
-	fmt.Fprintf(out, "        (the programs run on every read/write-family syscall of the host: other processes' syscalls during a run count too)\n")
-	names := slices.Sorted(maps.Keys(kernel.perProg))
-	slices.SortStableFunc(names, func(a, b string) int { return cmp.Compare(kernel.perProg[b].ns, kernel.perProg[a].ns) })
-	for _, name := range names {
-		r := kernel.perProg[name]
-		if r.runs == 0 {
-			continue
-		}
-		fmt.Fprintf(out, "        %-16s %7.0f ns/req  %5.2f runs/req  %5.0f ns/run\n", name,
-			float64(r.ns)/float64(max(cfg.requests, 1)), float64(r.runs)/float64(max(cfg.requests, 1)), float64(r.ns)/float64(r.runs))
-	}
-	fmt.Fprintf(out, "agent:  CPU %.2f%% of one core (%.1f ms per 1000 requests), RSS %.1f MiB at end, peak %.1f MiB\n",
-		sum.cpuPercent(), float64(sum.cpu.Milliseconds())*1000/float64(max(requests, 1)),
-		float64(sum.rssBytes)/float64(max(len(usages), 1))/(1<<20), float64(sum.peakRSSBytes)/(1<<20))
-	fmt.Fprintf(out, "flows:  %d seen by the agent for %d requests (2 per request expected: h2load and nghttpd are both observed; other traffic on the host adds to it)\n",
-		sum.flows, requests)
 }
 
 func ratio(a, b time.Duration) float64 {

@@ -10,13 +10,17 @@ import (
 )
 
 // TestBenchSmoke runs `bench -short` (what CI runs of `task bench`) so the
-// harness keeps working: it must finish, print every figure, and the agent
-// must have seen the load (2 flows per request at least). No timing is
-// asserted: numbers from a shared 2-core machine prove nothing.
+// harness keeps working: every mode (baseline, agent, agent+relay, proxy)
+// runs once at a fixed rate and once at saturation with a few hundred
+// requests, plus one kernel-time run and one capacity step. It must finish,
+// print every figure, and the agent must have seen the load (2 flows per
+// request at least) without kernel drops. No timing is asserted: numbers
+// from a shared 2-core machine prove nothing.
 func TestBenchSmoke(t *testing.T) {
 	requireRoot(t)
 	requireTool(t, "h2load")
 	requireTool(t, "nghttpd")
+	requireTool(t, "nghttpx")
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -33,45 +37,62 @@ func TestBenchSmoke(t *testing.T) {
 	bench := filepath.Join(tmp, "bench")
 	build(bench, "./bench")
 
-	agents := map[string]string{"inproc": "inproc"}
+	// The in-process pipeline has no relay: it runs the other modes.
+	runs := map[string][]string{"inproc": {"-agent", "inproc", "-modes", "baseline,agent,proxy"}}
 	if _, err := os.Stat(filepath.Join(root, "cmd", "sextant")); err == nil {
 		sextant := filepath.Join(tmp, "sextant")
 		build(sextant, "./cmd/sextant")
-		agents["binary"] = sextant
+		runs["binary"] = []string{"-agent", sextant}
 	} else if inCI() {
 		t.Fatalf("cmd/sextant missing: the bench cannot run the real agent")
 	}
-	for name, agent := range agents {
+	for name, args := range runs {
 		t.Run(name, func(t *testing.T) {
-			cmd := exec.Command(bench, "-short", "-agent", agent)
+			cmd := exec.Command(bench, append([]string{"-short"}, args...)...)
 			cmd.Dir = root
 			out, err := cmd.CombinedOutput()
-			t.Logf("bench -short -agent %s:\n%s", agent, out)
+			t.Logf("bench -short %v:\n%s", args, out)
 			if err != nil {
 				t.Fatalf("bench -short: %v", err)
 			}
-			for _, re := range []string{
-				`(?m)^round 1 without agent +p50 \S+ +p95 \S+ +p99 \S+`,
-				`(?m)^round 1 with agent +p50 \S+ +p95 \S+ +p99 \S+`,
-				`(?m)ratio with/without +[0-9.]+ +[0-9.]+ +[0-9.]+`,
-				`(?m)^agent: +CPU [0-9.]+% of one core .* RSS [0-9.]+ MiB`,
-			} {
-				if !regexp.MustCompile(re).Match(out) {
-					t.Errorf("output lacks %s", re)
+			modes := []string{"baseline", "agent", "proxy"}
+			if name == "binary" {
+				modes = append(modes, `agent\+relay`)
+			}
+			for _, m := range modes {
+				for _, workload := range []string{`500 req/s, 128 B`, `saturation, 128 B`} {
+					re := `(?m)^ *` + workload + ` +` + m + ` +\d+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ `
+					if !regexp.MustCompile(re).Match(out) {
+						t.Errorf("summary lacks the %s row of %s", m, workload)
+					}
 				}
 			}
-			m := regexp.MustCompile(`(?m)^kernel: (\d+) ns per request`).FindSubmatch(out)
-			if m == nil || string(m[1]) == "0" {
+			if name == "binary" {
+				// The relay's CPU and RSS are measured in agent+relay rows.
+				if !regexp.MustCompile(`(?m)^ *500 req/s, 128 B +agent\+relay( +\S+){7} +\d+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ `).Match(out) {
+					t.Errorf("agent+relay row lacks relay CPU/RSS")
+				}
+			}
+			// Per agent row: kernel ns/req (bpf_stats run) … kernel drops,
+			// ring lost, flows/expected.
+			agentRow := regexp.MustCompile(`(?m)^ *500 req/s, 128 B +agent +(?:\S+ +){7}(\d+) +[0-9.]+ +[0-9.]+ +\S+ +\S+ +\d+ +(\d+) +(\d+) +(\d+)/(\d+) *$`)
+			m := agentRow.FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("summary lacks a complete agent row")
+			}
+			if string(m[1]) == "0" {
 				t.Errorf("no kernel time per request measured (bpf_stats)")
 			}
-			m = regexp.MustCompile(`(?m)^flows: +(\d+) seen by the agent for (\d+) requests`).FindSubmatch(out)
-			if m == nil {
-				t.Fatalf("output lacks the flow count")
+			if string(m[2]) != "0" {
+				t.Errorf("kernel drops at 500 req/s: %s", m[2])
 			}
-			flows, _ := strconv.Atoi(string(m[1]))
-			requests, _ := strconv.Atoi(string(m[2]))
-			if requests == 0 || flows < 2*requests {
-				t.Errorf("agent saw %d flows for %d requests, want at least %d (client and server side)", flows, requests, 2*requests)
+			flows, _ := strconv.Atoi(string(m[4]))
+			want, _ := strconv.Atoi(string(m[5]))
+			if want == 0 || flows < want {
+				t.Errorf("agent saw %d flows, want at least %d (client and server side of every request)", flows, want)
+			}
+			if !regexp.MustCompile(`(?m)^capacity: (lossless up to \d+ req/s|no step was lossless)`).Match(out) {
+				t.Errorf("output lacks the capacity verdict")
 			}
 		})
 	}

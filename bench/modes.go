@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// mode is one way the traffic is served while h2load measures it.
+type mode string
+
+const (
+	// modeBaseline: nothing observes the traffic.
+	modeBaseline mode = "baseline"
+	// modeMetrics: the agent alone, serving /metrics, nobody following its
+	// flows. The agent has no "metrics only" switch (it always decodes
+	// every exchange into flows and its ring); this is the closest.
+	modeMetrics mode = "agent"
+	// modeFull: the agent plus a relay following all of its flows (the
+	// relay's exporters that need no external service: Observer API,
+	// route templating; no embedded store, no OTLP collector).
+	modeFull mode = "agent+relay"
+	// modeProxy: no agent, but nghttpx (nghttp2-proxy) in the path as the
+	// stand-in for a sidecar proxy: h2load → nghttpx → nghttpd.
+	modeProxy mode = "proxy"
+)
+
+func parseModes(s string) ([]mode, error) {
+	var ms []mode
+	for _, f := range strings.Split(s, ",") {
+		m := mode(strings.TrimSpace(f))
+		switch m {
+		case modeBaseline, modeMetrics, modeFull, modeProxy:
+			ms = append(ms, m)
+		case "":
+		default:
+			return nil, fmt.Errorf("unknown mode %q (baseline, agent, agent+relay, proxy)", m)
+		}
+	}
+	if len(ms) == 0 {
+		return nil, errors.New("no modes")
+	}
+	return ms, nil
+}
+
+func (m mode) withAgent() bool { return m == modeMetrics || m == modeFull }
+
+// freePort asks the kernel for a free loopback port. Tools that cannot
+// listen on port 0 and report it get this one; a race with another process
+// is possible but rare and shows as a start failure.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// proxy is a running nghttpx between h2load and nghttpd.
+type proxy struct {
+	cmd  *exec.Cmd
+	port int
+}
+
+func startProxy(ctx context.Context, dir string, backendPort int) (*proxy, error) {
+	if _, err := exec.LookPath("nghttpx"); err != nil {
+		return nil, fmt.Errorf("nghttpx not found (apt-get install -y nghttp2-proxy): %w", err)
+	}
+	// An empty configuration file: nghttpx reads /etc/nghttpx/nghttpx.conf
+	// otherwise, and rejects /dev/null now and then.
+	conf := filepath.Join(dir, "nghttpx.conf")
+	if err := os.WriteFile(conf, nil, 0o644); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for range 5 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		// One worker (the default), cleartext HTTP/2 on both sides: the
+		// cheapest configuration a sidecar could have.
+		cmd := exec.CommandContext(ctx, "nghttpx",
+			fmt.Sprintf("--frontend=127.0.0.1,%d;no-tls", port),
+			fmt.Sprintf("--backend=127.0.0.1,%d;;proto=h2", backendPort),
+			"--workers=1", "--no-ocsp", "--no-via", "--no-add-x-forwarded-proto",
+			"--accesslog-file=/dev/null", "--errorlog-file=/dev/stderr", "--log-level=WARN",
+			"--conf="+conf)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start nghttpx: %w", err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		if err := waitListening(fmt.Sprintf("127.0.0.1:%d", port), exited); err != nil {
+			lastErr = fmt.Errorf("nghttpx on port %d: %w (%s)", port, err, strings.TrimSpace(stderr.String()))
+			_ = cmd.Process.Kill()
+			continue
+		}
+		return &proxy{cmd: cmd, port: port}, nil
+	}
+	return nil, lastErr
+}
+
+func (p *proxy) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _, _ = p.cmd.Process.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+	}
+}
+
+// relayProc is a running `sextant relay` following one agent.
+type relayProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	conn   *grpc.ClientConn
+	before time.Duration // CPU at begin
+}
+
+func startRelay(ctx context.Context, binary, dir string, agentPort int) (*relayProc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dataDir := filepath.Join(dir, "relay")
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, "relay",
+		"--agent", fmt.Sprintf("127.0.0.1:%d", agentPort),
+		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--query-listen", "", "--embedded-store=false", "--data-dir", dataDir,
+		"--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start relay: %w", err)
+	}
+	rp := &relayProc{cmd: cmd, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(rp.exited) }()
+	rp.conn, err = grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		rp.stop()
+		return nil, err
+	}
+	client := observerpb.NewObserverClient(rp.conn)
+	// Ready when the relay says it follows the agent.
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case <-rp.exited:
+			return nil, fmt.Errorf("relay exited before it was ready (%v)", cmd.ProcessState)
+		case <-ctx.Done():
+			rp.stop()
+			return nil, ctx.Err()
+		default:
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := client.ServerStatus(sctx, &observerpb.ServerStatusRequest{})
+		cancel()
+		if err == nil && st.GetNumConnectedNodes().GetValue() >= 1 {
+			return rp, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	rp.stop()
+	return nil, errors.New("relay not connected to the agent after 1m")
+}
+
+func (rp *relayProc) stop() {
+	if rp.conn != nil {
+		rp.conn.Close()
+	}
+	_ = rp.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-rp.exited:
+	case <-time.After(15 * time.Second):
+		_ = rp.cmd.Process.Kill()
+		<-rp.exited
+	}
+}
+
+// promCounters reads the agent's /metrics and sums each sextant_ metric over
+// its labels: the figures the bench needs are totals.
+func promCounters(url string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scrape %s: %s", url, resp.Status)
+	}
+	sums := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "sextant_") {
+			continue
+		}
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		name := line[:sp]
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			name = name[:i]
+		}
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			continue
+		}
+		sums[name] += v
+	}
+	return sums, sc.Err()
+}
