@@ -3,7 +3,9 @@ package clickhouse
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
@@ -68,6 +70,7 @@ func openChDB(libPath, dir string) (*chdbConn, error) {
 	if err := loadChDB(libPath); err != nil {
 		return nil, err
 	}
+	quietStdin.Do(giveQuietStdin)
 	chdbOpen.Lock()
 	defer chdbOpen.Unlock()
 	if chdbOpen.path != "" {
@@ -123,3 +126,29 @@ func (c *chdbConn) close() {
 	chdbOpen.path = ""
 	chdbOpen.Unlock()
 }
+
+// quietStdin: the embedded engine, like clickhouse-local, takes a standard
+// input that is not a terminal or pipe (a daemon's or CI's /dev/null) as
+// external data for INSERT … FORMAT, and then refuses inserts that carry
+// their rows inline ("both inlined and external data"). A pipe nobody
+// writes to is an input with no data: give the process one, once.
+var quietStdin sync.Once
+
+func giveQuietStdin() {
+	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeNamedPipe != 0 {
+		return
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return
+	}
+	if err := syscall.Dup2(int(r.Fd()), 0); err != nil {
+		r.Close()
+		w.Close()
+		return
+	}
+	r.Close()
+	quietStdinWriter = w // kept open for the life of the process: reads block, never EOF
+}
+
+var quietStdinWriter *os.File

@@ -1,0 +1,520 @@
+package dashboards
+
+// Every PromQL expression of the Prometheus dashboards (panels and
+// variables), with the variables substituted by real values, runs against
+// a real Prometheus 2.42 scraping a real `sextant agent` while this test
+// sends known traffic, and must return non-empty results of the expected
+// magnitude: the error ratio is the share of failing requests sent, the
+// latency quantiles fall in the bucket of the known sleeps, the rates
+// match the requests sent.
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// daemon starts a process for the test's lifetime (its own process group,
+// killed at the end); its output goes to a file shown on failure.
+func daemon(t *testing.T, name, bin string, args ...string) {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	out, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); out.Close(); close(done) }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			if len(b) > 4000 {
+				b = b[len(b)-4000:]
+			}
+			t.Logf("%s log (tail):\n%s", name, b)
+		}
+	})
+}
+
+func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
+
+func sextantBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("SEXTANT_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "sextant")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sextant")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/sextant: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func await(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+type prom struct {
+	t    *testing.T
+	base string
+}
+
+func (p prom) api(path string, params url.Values, v any) error {
+	resp, err := http.Get(p.base + path + "?" + params.Encode())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var env struct {
+		Status, Error string
+		Data          json.RawMessage
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return fmt.Errorf("%s: %s", path, body)
+	}
+	if env.Status != "success" {
+		return fmt.Errorf("%s %v: %s", path, params, env.Error)
+	}
+	return json.Unmarshal(env.Data, v)
+}
+
+type sample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+	Values [][2]any          `json:"values"`
+}
+
+func (s sample) v() float64 {
+	str, _ := s.Value[1].(string)
+	f, _ := strconv.ParseFloat(str, 64)
+	return f
+}
+
+func (p prom) instant(q string, at time.Time) ([]sample, error) {
+	var data struct {
+		Result []sample `json:"result"`
+	}
+	err := p.api("/api/v1/query", url.Values{"query": {q}, "time": {promTime(at)}}, &data)
+	return data.Result, err
+}
+
+func (p prom) rangeQuery(q string, start, end time.Time, step time.Duration) ([]sample, error) {
+	var data struct {
+		Result []sample `json:"result"`
+	}
+	err := p.api("/api/v1/query_range", url.Values{"query": {q}, "start": {promTime(start)}, "end": {promTime(end)},
+		"step": {fmt.Sprint(int(step.Seconds()))}}, &data)
+	return data.Result, err
+}
+
+func promTime(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
+}
+
+// promVars are the values substituted for the dashboard variables.
+type promVars map[string]string
+
+func (v promVars) expand(t *testing.T, q string) string {
+	t.Helper()
+	for name, val := range v {
+		q = strings.ReplaceAll(q, "${"+name+"}", val)
+		q = strings.ReplaceAll(q, "$"+name, val)
+	}
+	if m := regexp.MustCompile(`\$\{?\w+`).FindString(q); m != "" {
+		t.Fatalf("unexpanded %s in %s", m, q)
+	}
+	return q
+}
+
+var labelValuesRe = regexp.MustCompile(`^label_values\((.*), (\w+)\)$`)
+
+// promPanelResults keep range results for the preview, by dashboard uid and panel title.
+var promPanelResults = map[string]map[string][]sample{}
+
+func TestPrometheusPanels(t *testing.T) {
+	if os.Geteuid() != 0 {
+		missing(t, "needs root (the agent loads eBPF programs)")
+	}
+	promBin := os.Getenv("SEXTANT_PROMETHEUS")
+	if promBin == "" {
+		var err error
+		if promBin, err = exec.LookPath("prometheus"); err != nil {
+			missing(t, "prometheus not installed (apt-get install -y --no-install-recommends prometheus): %v", err)
+		}
+	}
+	bin := sextantBinary(t)
+	exe, _ := os.Executable()
+	service := filepath.Base(exe) // the service label of this process's exchanges
+
+	// The workload: h2c and gRPC servers in this process.
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hsrv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("sleep"))
+		time.Sleep(d)
+		code, _ := strconv.Atoi(r.URL.Query().Get("status"))
+		w.WriteHeader(code)
+		_, _ = io.WriteString(w, "hello")
+	}), &http2.Server{})}
+	go func() { _ = hsrv.Serve(hl) }()
+	t.Cleanup(func() { hsrv.Close() })
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gsrv := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gsrv, hs)
+	go func() { _ = gsrv.Serve(gl) }()
+	t.Cleanup(gsrv.Stop)
+
+	metricsAddr := freeAddr(t)
+	daemon(t, "agent", bin, "agent", "--node", "dashboards", "--socket", filepath.Join(t.TempDir(), "agent.sock"),
+		"--listen", "", "--metrics-listen", metricsAddr, "--metrics-route", "/api/users/{id}")
+	await(t, "agent /metrics", 60*time.Second, func() bool {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sextant\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n    static_configs:\n      - targets: [%q]\n", metricsAddr)
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	promAddr := freeAddr(t)
+	daemon(t, "prometheus", promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr, "--log.level=warn")
+	p := prom{t: t, base: "http://" + promAddr}
+	await(t, "prometheus scraping the agent", 30*time.Second, func() bool {
+		s, err := p.instant(`up{job="sextant"}`, time.Now())
+		return err == nil && len(s) == 1 && s[0].v() == 1
+	})
+
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}}
+	defer client.CloseIdleConnections()
+	cc, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+
+	// One round: 8 fast 200s, 2 × 503 after 300 ms (HTTP), 3 OK and 1
+	// NOT_FOUND health checks (gRPC, also counted in http_* as a route).
+	const fast, slow, rpcOK, rpcNotFound = 8, 2, 3, 1
+	var errMu sync.Mutex
+	var workErr error
+	round := func(n int) {
+		var wg sync.WaitGroup
+		get := func(path string, sleep time.Duration, code int) {
+			defer wg.Done()
+			resp, err := client.Get(fmt.Sprintf("http://%s%s?sleep=%s&status=%d", hl.Addr(), path, sleep, code))
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != code {
+					err = fmt.Errorf("%s: status %d", path, resp.StatusCode)
+				}
+			}
+			if err != nil {
+				errMu.Lock()
+				workErr = err
+				errMu.Unlock()
+			}
+		}
+		for i := range fast {
+			wg.Add(1)
+			go get(fmt.Sprintf("/api/users/%d", n*100+i), 0, 200)
+		}
+		for i := range slow {
+			wg.Add(1)
+			go get(fmt.Sprintf("/orders/%d", n*100+i), 300*time.Millisecond, 503)
+		}
+		for range rpcOK {
+			if _, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+				t.Errorf("health check: %v", err)
+			}
+		}
+		for range rpcNotFound {
+			if _, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "nope"}); status.Code(err) != codes.NotFound {
+				t.Errorf("health check of an unknown service: %v", err)
+			}
+		}
+		wg.Wait()
+	}
+	count := func(q string) float64 {
+		s, err := p.instant(q, time.Now())
+		if err != nil || len(s) != 1 {
+			return -1
+		}
+		return s[0].v()
+	}
+	// Warm-up: every series exists (rate() needs a first sample).
+	round(0)
+	sel := fmt.Sprintf(`service=%q`, service)
+	await(t, "warm-up scraped", 30*time.Second, func() bool {
+		return count(`sum(http_server_request_duration_seconds_count{`+sel+`})`) == fast+slow+rpcOK+rpcNotFound &&
+			count(`sum(rpc_server_call_duration_seconds_count{`+sel+`})`) == rpcOK+rpcNotFound
+	})
+	// The window starts after every series has a sample: all series of a
+	// target are scraped at the same instants, so rate() extrapolates them
+	// alike and ratios of rates are the ratios of the requests sent.
+	time.Sleep(2 * time.Second)
+	start := time.Now()
+	// The window (whole seconds up to end) starts within 1 s after start:
+	// 2 s later, so that it holds flat samples before the first request.
+	time.Sleep(2 * time.Second)
+	const rounds = 10
+	for n := 1; n <= rounds; n++ {
+		round(n)
+		time.Sleep(400 * time.Millisecond)
+	}
+	if workErr != nil {
+		t.Fatalf("workload: %v", workErr)
+	}
+	perRound := float64(fast + slow + rpcOK + rpcNotFound)
+	await(t, "traffic scraped", 30*time.Second, func() bool {
+		return count(`sum(http_server_request_duration_seconds_count{`+sel+`})`) == perRound*(rounds+1)
+	})
+	time.Sleep(1500 * time.Millisecond)
+	end := time.Now()
+	// The rate window: from the warm-up (flat before the traffic) to now.
+	window := end.Sub(start).Truncate(time.Second)
+	perSecond := func(n float64) float64 { return n * rounds / window.Seconds() }
+
+	vars := promVars{"node": metricsAddr, "service": service, "route": ".*",
+		"observer": "server", "rpc_service": ".*", "rpc_method": ".*", "__rate_interval": fmt.Sprintf("%ds", int(window.Seconds()))}
+
+	// The expectations: per panel title and target, a check of every
+	// sample (labels → value).
+	type check func(labels map[string]string, v float64) bool
+	near := func(want, tol float64) check {
+		return func(_ map[string]string, v float64) bool { return math.Abs(v-want) <= tol }
+	}
+	// rates: extrapolation to the window's edges adds up to ~2 scrape intervals.
+	rateOf := func(n float64) check {
+		return func(_ map[string]string, v float64) bool { return v >= perSecond(n)*0.95 && v <= perSecond(n)*1.35 }
+	}
+	in := func(lo, hi float64) check {
+		return func(_ map[string]string, v float64) bool { return v >= lo && v <= hi }
+	}
+	// byLabel: one series per wanted label value, each as expected.
+	mustSee := map[string]map[string]bool{} // label=value seen, per check
+	byLabel := func(label string, want map[string]check) check {
+		id := fmt.Sprintf("%s%v", label, len(mustSee))
+		mustSee[id] = map[string]bool{}
+		for v := range want {
+			mustSee[id][label+"="+v] = false
+		}
+		return func(l map[string]string, v float64) bool {
+			c, ok := want[l[label]]
+			mustSee[id][label+"="+l[label]] = true
+			return ok && c(l, v)
+		}
+	}
+	httpErrShare := float64(slow+rpcNotFound) / perRound
+	rpcErrShare := float64(rpcNotFound) / float64(rpcOK+rpcNotFound)
+	expect := map[string]check{
+		"Golden signals/Requests/s/A":                          rateOf(perRound),
+		"Golden signals/Error ratio/A":                         near(httpErrShare, 0.02),
+		"Golden signals/p95 latency/A":                         in(0.25, 0.5),
+		"Golden signals/Active streams/A":                      in(0, 1000),
+		"Golden signals/Request rate by route/A":               byLabel("http_route", map[string]check{"/api/users/{id}": rateOf(fast), "/orders/{id}": rateOf(slow), "/grpc.health.v1.Health/Check": rateOf(rpcOK + rpcNotFound)}),
+		"Golden signals/Error ratio by service/A":              near(httpErrShare, 0.02),
+		"Golden signals/Errors by type/A":                      byLabel("error_type", map[string]check{"503": rateOf(slow)}),
+		"Golden signals/Errors by type/B":                      byLabel("error_type", map[string]check{"5": rateOf(rpcNotFound)}),
+		"Golden signals/Latency p50 / p95 / p99/A":             in(0, 0.1),
+		"Golden signals/Latency p50 / p95 / p99/B":             in(0.25, 0.5),
+		"Golden signals/Latency p50 / p95 / p99/C":             in(0.25, 0.5),
+		"Golden signals/p95 latency by route/A":                byLabel("http_route", map[string]check{"/api/users/{id}": in(0, 0.1), "/orders/{id}": in(0.25, 0.5), "/grpc.health.v1.Health/Check": in(0, 0.1)}),
+		"Golden signals/Saturation: streams and connections/A": in(0, 1000),
+		"Golden signals/Saturation: streams and connections/B": in(1, 1000),
+		"gRPC/Calls/s/A":                                       rateOf(rpcOK + rpcNotFound),
+		"gRPC/Non-OK ratio/A":                                  near(rpcErrShare, 0.02),
+		"gRPC/p99 latency/A":                                   in(0, 0.1),
+		"gRPC/Call rate by method/A":                           byLabel("rpc_method", map[string]check{"Check": rateOf(rpcOK + rpcNotFound)}),
+		"gRPC/Status codes/A":                                  byLabel("rpc_grpc_status_code", map[string]check{"0": rateOf(rpcOK), "5": rateOf(rpcNotFound)}),
+		"gRPC/Non-OK ratio by method/A":                        near(rpcErrShare, 0.02),
+		"gRPC/Latency p50 / p95 / p99 by method/A":             in(0, 0.1),
+		"gRPC/Latency p50 / p95 / p99 by method/B":             in(0, 0.1),
+		"gRPC/Latency p50 / p95 / p99 by method/C":             in(0, 0.1),
+		"Health/Events/s/A":                                    in(1, 1e6),
+		"Health/Kernel drops/s/A":                              near(0, 0),
+		"Health/Tracked connections/A":                         in(1, 1e5),
+		"Health/Agent memory/A":                                in(1<<20, 4<<30),
+		"Health/Events/s (per agent)/A":                        in(1, 1e6),
+		"Health/Kernel and ring losses/A":                      near(0, 0),
+		"Health/Kernel and ring losses/B":                      near(0, 0),
+		"Health/Kernel and ring losses/C":                      in(0, 1e6), // see the report: the agent counts lost feed flows under this load
+		"Health/Kernel and ring losses/D":                      in(0, 1e6),
+		"Health/Decode errors and HPACK unknowns/A":            in(0, 1e6),
+		"Health/Decode errors and HPACK unknowns/B":            in(0, 1e6),
+		"Health/Decode errors and HPACK unknowns/C":            near(0, 0),
+		"Health/Tracked connections and streams/A":             in(1, 1e5),
+		"Health/Tracked connections and streams/B":             in(0, 1e5),
+		"Health/Exporter queue/A":                              in(0, 1),
+		"Health/Exporter drops/s/A":                            near(0, 0),
+		"Health/Agent CPU/A":                                   in(1e-6, 2),
+		"Health/Agent memory (RSS, heap)/A":                    in(1<<20, 4<<30),
+		"Health/Agent memory (RSS, heap)/B":                    in(1<<10, 4<<30),
+	}
+	used := map[string]bool{}
+	for _, d := range All() {
+		if d.Kind() != Prometheus {
+			continue
+		}
+		short := strings.TrimPrefix(d.Title, "sextant / ")
+		// Variables: label_values(selector, label) as Grafana runs it
+		// (the series API), each must offer the value substituted above.
+		for _, v := range d.Templating.List {
+			m := labelValuesRe.FindStringSubmatch(v.Query)
+			if v.Type != "query" || m == nil {
+				continue
+			}
+			var vals []string
+			if err := p.api("/api/v1/label/"+m[2]+"/values", url.Values{"match[]": {vars.expand(t, m[1])},
+				"start": {fmt.Sprint(start.Unix())}, "end": {fmt.Sprint(end.Unix())}}, &vals); err != nil {
+				t.Errorf("%s variable %s: %v", short, v.Name, err)
+				continue
+			}
+			want := map[string]string{"node": metricsAddr, "service": service, "route": "/orders/{id}", "rpc_service": "grpc.health.v1.Health", "rpc_method": "Check"}[v.Name]
+			if !contains(vals, want) {
+				t.Errorf("%s variable %s: %v, want %q among them", short, v.Name, vals, want)
+			}
+		}
+		promPanelResults[d.UID] = map[string][]sample{}
+		for _, pn := range d.Panels {
+			for _, tg := range pn.Targets {
+				q := vars.expand(t, tg.Expr)
+				title := pn.Title
+				if title == "Events/s" && pn.Type == "timeseries" {
+					title = "Events/s (per agent)"
+				}
+				if title == "Agent memory" && pn.Type == "timeseries" {
+					title = "Agent memory (RSS, heap)"
+				}
+				key := short + "/" + title + "/" + tg.RefID
+				used[key] = true
+				got, err := p.instant(q, end)
+				if err != nil {
+					t.Errorf("%s: %v", key, err)
+					continue
+				}
+				if len(got) == 0 {
+					t.Errorf("%s: no result for\n%s", key, q)
+					continue
+				}
+				c, ok := expect[key]
+				if !ok {
+					t.Errorf("%s: no expectation", key)
+					continue
+				}
+				for _, s := range got {
+					if !c(s.Metric, s.v()) || math.IsNaN(s.v()) {
+						t.Errorf("%s: %v = %v, not as expected (window %v)\n%s", key, s.Metric, s.v(), window, q)
+					}
+				}
+				if pn.Type == "timeseries" {
+					if r, err := p.rangeQuery(strings.ReplaceAll(q, vars["__rate_interval"], "5s"), start.Add(-5*time.Second), end, time.Second); err == nil {
+						for i := range r {
+							r[i].Metric["__legend"] = legend(tg.LegendFormat, r[i].Metric)
+						}
+						promPanelResults[d.UID][pn.Title] = append(promPanelResults[d.UID][pn.Title], r...)
+					}
+				} else {
+					for i := range got {
+						got[i].Metric["__legend"] = legend(tg.LegendFormat, got[i].Metric)
+					}
+					promPanelResults[d.UID][pn.Title] = append(promPanelResults[d.UID][pn.Title], got...)
+				}
+			}
+		}
+	}
+	for _, seen := range mustSee {
+		for lv, ok := range seen {
+			if !ok {
+				t.Errorf("no series with %s", lv)
+			}
+		}
+	}
+	for k := range expect {
+		if !used[k] {
+			t.Errorf("expectation %s matches no panel", k)
+		}
+	}
+}
+
+func contains(vals []string, want string) bool {
+	for _, v := range vals {
+		if v == want {
+			return true
+		}
+	}
+	return false
+}
+
+var legendRe = regexp.MustCompile(`\{\{\s*(\w+)\s*\}\}`)
+
+func legend(format string, labels map[string]string) string {
+	return legendRe.ReplaceAllStringFunc(format, func(m string) string {
+		return labels[legendRe.FindStringSubmatch(m)[1]]
+	})
+}
