@@ -1,0 +1,599 @@
+package e2e
+
+// The exporters end to end: real traffic → one `sextant agent` → two
+// `sextant relay`s → every sink a user reads, each a real system:
+//
+//   - Prometheus 2.42 scraping the agent's /metrics,
+//   - relay A: ClickHouse 18.16 (native protocol) and Jaeger v2 (OTLP gRPC),
+//   - relay B: the embedded store (chDB), read with `sextant query`.
+//
+// The agent is scoped to one cgroup holding the workload, so that other
+// traffic on the host cannot load the relays. The workload is known: h2c
+// requests carrying one traceparent, both ends in the cgroup (each request
+// seen twice, client and server), and the grpc-go interop client's calls
+// from outside the cgroup (seen once, at the server). Every sink must count
+// exactly the exchanges sent per observed side, no more and no less, and
+// still so after a grace period.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	observerpb "github.com/cilium/cilium/api/v1/observer"
+	relaypb "github.com/cilium/cilium/api/v1/relay"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sextant/sextant/exporters/clickhouse"
+)
+
+// expTimeout bounds every wait for a sink to show the expected counts.
+const expTimeout = 60 * time.Second
+
+func TestExporters(t *testing.T) {
+	requireRoot(t)
+	promBin := prometheusBinary(t)
+	jaegerBin := expJaegerBinary(t)
+	if _, err := os.Stat(expClickHouseServer); err != nil {
+		skipOrFail(t, "ClickHouse server not installed (apt-get install -y clickhouse-server): %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(clickhouse.DefaultChDBDir(), "node_modules")); err != nil {
+		skipOrFail(t, "chDB not fetched into %s (go tool task setup): %v", clickhouse.DefaultChDBDir(), err)
+	}
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.procs")); err != nil {
+		skipOrFail(t, "no cgroup v2 hierarchy at %s: %v", cgroupRoot, err)
+	}
+	bin := sextantBinary(t)
+	tmp := t.TempDir()
+	// The agent observes only the workload's cgroup: other processes'
+	// traffic on a busy host (other tests, benchmarks) would otherwise load
+	// both relays and every backend with flows the test does not count.
+	cg := nodeCgroup(t, "sextant-e2e-exp")
+
+	// The backends.
+	ch := expStartClickHouse(t)
+	jg := expStartJaeger(t, jaegerBin)
+
+	// One agent, observing every process but itself.
+	agentAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	startDaemon(t, "agent", bin, "agent", "--node", "e2e-exp", "--cgroup", "/sextant-e2e-exp", "--listen", agentAddr,
+		"--socket", filepath.Join(tmp, "agent.sock"), "--metrics-listen", metricsAddr)
+	awaitMetrics(t, "http://"+metricsAddr+"/metrics") // answers once the probes are attached
+	prom := startPrometheus(t, promBin, metricsAddr)
+	prom.await(`up{job="sextant"}`, 1, 30*time.Second)
+
+	// Relay A: ClickHouse 18.16 and Jaeger. Relay B: the embedded store.
+	relayA, relayB, queryB := freeAddr(t), freeAddr(t), freeAddr(t)
+	startDaemon(t, "relay A", bin, "relay", "--agent", agentAddr, "--listen", relayA,
+		"--clickhouse-addr", ch.addr(), "--otlp-endpoint", jg.otlpGRPC, "--otlp-insecure",
+		"--data-dir", filepath.Join(tmp, "relay-a"), "--query-listen", "")
+	startDaemon(t, "relay B", bin, "relay", "--agent", agentAddr, "--listen", relayB,
+		"--data-dir", filepath.Join(tmp, "relay-b"), "--query-listen", queryB)
+	// A relay subscribes its exporters before it serves, and follows the
+	// agent from "now": connected means every later flow reaches them.
+	expAwaitRelay(t, relayA)
+	expAwaitRelay(t, relayB)
+
+	// The workload: the h2c client and server and the gRPC server run in
+	// the observed cgroup; the gRPC client outside it, so its calls are
+	// seen from the server side only (and prove the scope holds).
+	h2srv := expStartInCgroup(t, cg, "h2c-server", nil)
+	h2addr, h2port := serverAddr(t, h2srv)
+	gsrv := expStartInCgroup(t, cg, "grpc-server", nil)
+	gaddr, gport := serverAddr(t, gsrv)
+
+	// n h2c requests on one connection, all in one trace (one parent span
+	// each), so Jaeger can return them by trace id. The agent learns a
+	// connection's cgroup from /proc when it decodes its first record, so
+	// the client pauses after its first request until the agent counted it
+	// (a client gone by then would be nobody's; see TestRelayMultiNode).
+	const n = 40
+	traceID := promHex(16)
+	args := clientArgs{Addr: h2addr, H2C: true, PauseAfter: 1}
+	for i := range n {
+		args.Reqs = append(args.Reqs, reqSpec{Method: "GET", Path: fmt.Sprintf("/s/200/64/e2e-exp/%d", i),
+			Header: map[string]string{"traceparent": "00-" + traceID + "-" + promHex(8) + "-01"}})
+	}
+	h2cli := expStartInCgroup(t, cg, "http-client", args)
+	h2cli.expect("PAUSED", 60*time.Second)
+	prom.await(fmt.Sprintf(`sum(http_client_request_duration_seconds_count{server_port="%d"})`, h2port), 1, expTimeout)
+	h2cli.send("go")
+	finishClient(t, h2cli, args)
+
+	// The grpc-go interop client: unary, streaming, errors, a deadline.
+	g0 := time.Now()
+	gcli := startPeer(t, "grpc-client", grpcArgs{Addr: gaddr})
+	var calls []grpcCall
+	gcli.expectJSON(&calls, 2*time.Minute)
+	gcli.waitExit(30 * time.Second)
+	g1 := time.Now()
+	m := int64(len(calls))
+	if m == 0 {
+		t.Fatal("grpc client made no calls")
+	}
+	t.Logf("sent %d h2c requests to %s and %d gRPC calls to %s", n, h2addr, m, gaddr)
+
+	// Each sink, as a function returning its counts; want is what the
+	// workload implies. Every check polls until equal, and all are checked
+	// again after a grace period (late duplicates would show then).
+	httpWhere := fmt.Sprintf("destination_port = %d AND path LIKE '/s/200/64/e2e-exp/%%'", h2port)
+	grpcWhere := fmt.Sprintf("destination_port = %d AND grpc_service = 'grpc.testing.TestService'", gport)
+	sqlCounts := func(table string) string {
+		return fmt.Sprintf("SELECT countIf(%[2]s), countIf(%[2]s AND observer = 'server'), countIf(%[2]s AND trace_id = '%[3]s'), "+
+			"countIf(%[4]s), countIf(%[4]s AND observer = 'server') FROM %[1]s", table, httpWhere, traceID, grpcWhere)
+	}
+	checks := []struct {
+		name string
+		want []int64
+		got  func() ([]int64, error)
+	}{
+		{"prometheus http_{server,client}_request_duration_seconds_count", []int64{n, n}, func() ([]int64, error) {
+			return expPromCounts(prom, fmt.Sprintf(`http_%%s_request_duration_seconds_count{server_port="%d"}`, h2port))
+		}},
+		// The client side is out of scope: no series at all.
+		{"prometheus rpc_{server,client}_call_duration_seconds_count", []int64{m, -1}, func() ([]int64, error) {
+			return expPromCounts(prom, fmt.Sprintf(`rpc_%%s_call_duration_seconds_count{server_port="%d"}`, gport))
+		}},
+		// http: all, server side, in the trace; grpc: all, server side.
+		{"clickhouse 18.16 sextant.flows", []int64{2 * n, n, 2 * n, m, m}, func() ([]int64, error) {
+			return ch.counts(sqlCounts("sextant.flows"))
+		}},
+		// http: spans in the trace, server spans, with the service name;
+		// grpc: spans of the service in the client's time window, server spans.
+		{"jaeger spans", []int64{2 * n, n, 2 * n, m, m}, func() ([]int64, error) {
+			return jg.counts(traceID, h2port, gport, g0.Add(-time.Second), g1.Add(time.Second))
+		}},
+		{"embedded store (sextant query)", []int64{2 * n, n, 2 * n, m, m}, func() ([]int64, error) {
+			return expQueryCounts(bin, queryB, sqlCounts("flows"))
+		}},
+	}
+	// Every sink is checked even when an earlier one failed: the report
+	// then says which parts of the pipeline work.
+	passed := make([]bool, len(checks))
+	for i, c := range checks {
+		deadline := time.Now().Add(expTimeout)
+		for {
+			got, err := c.got()
+			if err == nil && fmt.Sprint(got) == fmt.Sprint(c.want) {
+				t.Logf("%s: %v", c.name, got)
+				passed[i] = true
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s: %v (err %v) after %v, want %v", c.name, got, err, expTimeout, c.want)
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	time.Sleep(grace + time.Second) // > one Prometheus scrape and one export batch
+	for i, c := range checks {
+		if !passed[i] {
+			continue
+		}
+		if got, err := c.got(); err != nil || fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s after a grace period: %v (err %v), want %v", c.name, got, err, c.want)
+		}
+	}
+}
+
+// expPromCounts evaluates the server and the client side of a counter
+// selector (%s = side), summed; an absent series counts as -1.
+func expPromCounts(p *promServer, selector string) ([]int64, error) {
+	var out []int64
+	for _, side := range []string{"server", "client"} {
+		v := p.value("sum("+fmt.Sprintf(selector, side)+")", time.Now())
+		if v != v { // NaN: no series yet
+			out = append(out, -1)
+			continue
+		}
+		out = append(out, int64(v))
+	}
+	return out, nil
+}
+
+// expStartInCgroup starts a peer inside cgroup dir: a shell moves itself
+// there, then execs the peer, so that every connection of the peer belongs
+// to the cgroup from its first byte.
+func expStartInCgroup(t *testing.T, dir, role string, args any) *proc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$0" -test.run='^$'`, exe, filepath.Join(dir, "cgroup.procs"))
+	cmd.Env = append(os.Environ(), peerEnv+"="+role, peerArgsEnv+"="+string(raw))
+	return startProc(t, role, cmd)
+}
+
+// expAwaitRelay waits until the relay serves and reports the agent connected.
+func expAwaitRelay(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := observerpb.NewObserverClient(conn)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := client.ServerStatus(ctx, &observerpb.ServerStatusRequest{})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay %s not serving after 90s: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	awaitNodes(t, client, map[string]relaypb.NodeState{"e2e-exp": relaypb.NodeState_NODE_CONNECTED}, 90*time.Second)
+}
+
+// expQueryCounts runs SQL through `sextant query -o json` against a relay
+// and returns the first row as integers.
+func expQueryCounts(bin, relay, sql string) ([]int64, error) {
+	cmd := exec.Command(bin, "query", "--relay", relay, "--timeout", "20s", "-o", "json", sql)
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("sextant query: %w (%s)", err, out)
+	}
+	var res clickhouse.Result
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", out, err)
+	}
+	if len(res.Rows) != 1 {
+		return nil, fmt.Errorf("%d rows: %s", len(res.Rows), out)
+	}
+	var vals []int64
+	for _, v := range res.Rows[0] {
+		x, err := strconv.ParseFloat(fmt.Sprint(v), 64)
+		if err != nil {
+			return nil, fmt.Errorf("value %v: %w", v, err)
+		}
+		vals = append(vals, int64(x))
+	}
+	return vals, nil
+}
+
+// ---------------------------------------------------------------------------
+// ClickHouse 18.16 (Debian's), on free loopback ports, data in a temp dir.
+
+const expClickHouseServer = "/usr/sbin/clickhouse-server"
+
+type expClickHouse struct{ tcpPort, httpPort uint16 }
+
+func (c *expClickHouse) addr() string { return fmt.Sprintf("127.0.0.1:%d", c.tcpPort) }
+
+func expStartClickHouse(t *testing.T) *expClickHouse {
+	t.Helper()
+	dir := t.TempDir()
+	c := &expClickHouse{tcpPort: freePort(t), httpPort: freePort(t)}
+	config := fmt.Sprintf(`<yandex>
+  <logger><level>warning</level><log>%[1]s/server.log</log><errorlog>%[1]s/error.log</errorlog></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>%[2]d</tcp_port>
+  <http_port>%[3]d</http_port>
+  <path>%[1]s/data/</path>
+  <tmp_path>%[1]s/tmp/</tmp_path>
+  <user_files_path>%[1]s/user_files/</user_files_path>
+  <format_schema_path>%[1]s/format_schemas/</format_schema_path>
+  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>536870912</mark_cache_size>
+</yandex>
+`, dir, c.tcpPort, c.httpPort)
+	cfg := filepath.Join(dir, "config.xml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Not startDaemon: the server runs in its data dir, in its own process
+	// group, and is killed (its data is thrown away anyway).
+	logs := &lockedBuffer{}
+	cmd := exec.Command(expClickHouseServer, "--config-file="+cfg)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logs, logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", expClickHouseServer, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Logf("clickhouse output:\n%s\nerror.log:\n%s", logs.String(), log)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ping", c.httpPort))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return c
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("clickhouse-server exited early (log in the cleanup output)")
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("clickhouse-server not ready after 30s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// counts runs a one-row query over the HTTP interface (independent of the
+// code under test) and returns its values.
+func (c *expClickHouse) counts(sql string) ([]int64, error) {
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/", c.httpPort), "text/plain", strings.NewReader(sql))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("clickhouse: %s", body) // e.g. the table is not created yet
+	}
+	var vals []int64
+	for _, f := range strings.Fields(string(body)) {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse answered %q: %w", body, err)
+		}
+		vals = append(vals, v)
+	}
+	return vals, nil
+}
+
+// ---------------------------------------------------------------------------
+// Jaeger v2 (bin/jaeger from tools/jaeger), memory storage, all on loopback.
+
+func expJaegerBinary(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "bin", "jaeger")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	if !inCI() {
+		t.Skipf("%s missing: build it with `go tool task tools` or `cd tools/jaeger && go build -o ../../bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger`", bin)
+	}
+	t.Logf("building %s (several minutes when cold)", bin)
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/jaegertracing/jaeger/cmd/jaeger")
+	cmd.Dir = filepath.Join(root, "tools", "jaeger")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build jaeger: %v\n%s", err, out)
+	}
+	return bin
+}
+
+const expJaegerConfig = `service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [jaeger_storage_exporter]
+    metrics:
+      receivers: [otlp]
+      exporters: [prometheus]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 127.0.0.1:%d
+  jaeger_query:
+    storage:
+      traces: mem
+    http:
+      endpoint: 127.0.0.1:%d
+    grpc:
+      endpoint: 127.0.0.1:%d
+  jaeger_storage:
+    backends:
+      mem:
+        memory:
+          max_traces: 1000000
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:%d
+      http:
+        endpoint: 127.0.0.1:%d
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: mem
+  prometheus:
+    endpoint: 127.0.0.1:%d
+`
+
+type expJaeger struct {
+	otlpGRPC string
+	query    string // base URL of the query API
+}
+
+func expStartJaeger(t *testing.T, bin string) *expJaeger {
+	t.Helper()
+	health, query, queryGRPC, grpcPort, httpPort, promPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, expJaegerConfig, health, query, queryGRPC, grpcPort, httpPort, promPort), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j := &expJaeger{otlpGRPC: fmt.Sprintf("127.0.0.1:%d", grpcPort), query: fmt.Sprintf("http://127.0.0.1:%d", query)}
+	d := startDaemon(t, "jaeger", bin, "--config", "file:"+cfg)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-d.exited:
+			t.Fatalf("jaeger exited early: %v\n%s", d.err, d.logs.String())
+		default:
+		}
+		var st struct{ Healthy bool }
+		if expGetJSON(fmt.Sprintf("http://127.0.0.1:%d/status", health), &st) == nil && st.Healthy && expDialable(j.otlpGRPC) {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jaeger not ready after 60s:\n%s", d.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func expDialable(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+func expGetJSON(u string, v any) error {
+	resp, err := http.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET %s: %s %s", u, resp.Status, body)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// expSpan is a span of the query API v3 (OTLP/JSON), reduced to what the
+// counts need.
+type expSpan struct {
+	kind    int // OTLP: 2 server, 3 client
+	attrs   map[string]string
+	service string
+}
+
+func expSpans(u string) ([]expSpan, error) {
+	type kv struct {
+		Key   string `json:"key"`
+		Value struct {
+			String *string `json:"stringValue"`
+			Int    *string `json:"intValue"`
+		} `json:"value"`
+	}
+	flat := func(kvs []kv) map[string]string {
+		m := map[string]string{}
+		for _, a := range kvs {
+			switch {
+			case a.Value.String != nil:
+				m[a.Key] = *a.Value.String
+			case a.Value.Int != nil:
+				m[a.Key] = *a.Value.Int
+			}
+		}
+		return m
+	}
+	var r struct {
+		Result struct {
+			ResourceSpans []struct {
+				Resource struct {
+					Attributes []kv `json:"attributes"`
+				} `json:"resource"`
+				ScopeSpans []struct {
+					Spans []struct {
+						Kind       int  `json:"kind"`
+						Attributes []kv `json:"attributes"`
+					} `json:"spans"`
+				} `json:"scopeSpans"`
+			} `json:"resourceSpans"`
+		} `json:"result"`
+	}
+	if err := expGetJSON(u, &r); err != nil {
+		return nil, err
+	}
+	var out []expSpan
+	for _, rs := range r.Result.ResourceSpans {
+		svc := flat(rs.Resource.Attributes)["service.name"]
+		for _, ss := range rs.ScopeSpans {
+			for _, s := range ss.Spans {
+				out = append(out, expSpan{kind: s.Kind, attrs: flat(s.Attributes), service: svc})
+			}
+		}
+	}
+	return out, nil
+}
+
+// counts returns, for the h2c requests: spans in the trace, server spans,
+// spans whose service is the workload's executable (e2e.test: the test
+// binary re-executed; docs/otel.md's service.name rule gives its exe base
+// name, or comm, which is the same); and for the gRPC calls: spans of
+// service e2e.test in [from, to] to the gRPC server's port, server spans.
+func (j *expJaeger) counts(traceID string, h2port, gport uint16, from, to time.Time) ([]int64, error) {
+	const service = "e2e.test"
+	spans, err := expSpans(j.query + "/api/v3/traces/" + traceID + "?raw_traces=true")
+	if err != nil && !strings.Contains(err.Error(), "404") {
+		return nil, err
+	}
+	var all, server, named int64
+	for _, s := range spans {
+		if s.attrs["server.port"] != strconv.Itoa(int(h2port)) || !strings.HasPrefix(s.attrs["url.path"], "/s/200/64/e2e-exp/") {
+			continue
+		}
+		all++
+		if s.kind == 2 {
+			server++
+		}
+		if s.service == service {
+			named++
+		}
+	}
+	q := url.Values{
+		"query.service_name":   {service},
+		"query.start_time_min": {from.UTC().Format(time.RFC3339Nano)},
+		"query.start_time_max": {to.UTC().Format(time.RFC3339Nano)},
+		"query.num_traces":     {"20000"}, // other e2e.test processes may trace too
+		"query.raw_traces":     {"true"},
+	}
+	spans, err = expSpans(j.query + "/api/v3/traces?" + q.Encode())
+	if err != nil && !strings.Contains(err.Error(), "404") {
+		return nil, err
+	}
+	var gall, gserver int64
+	for _, s := range spans {
+		if s.service != service || s.attrs["server.port"] != strconv.Itoa(int(gport)) || s.attrs["rpc.service"] != "grpc.testing.TestService" {
+			continue
+		}
+		gall++
+		if s.kind == 2 {
+			gserver++
+		}
+	}
+	return []int64{all, server, named, gall, gserver}, nil
+}
