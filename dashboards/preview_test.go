@@ -49,7 +49,7 @@ func writePreviews() error {
 				switch p.Type {
 				case "stat":
 					if len(res) > 0 {
-						fmt.Fprintf(&b, `<div class="stat" style="color:%s">%s</div>`, statColor(p, res[0].v()), formatValue(res[0].v(), unit))
+						fmt.Fprintf(&b, `<div class="stat" style="color:%s">%s</div>`, statColor(p, res[0].Float()), formatValue(res[0].Float(), unit))
 					}
 				default:
 					var ss []series

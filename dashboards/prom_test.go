@@ -11,7 +11,6 @@ package dashboards
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -37,6 +36,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 // daemon starts a process for the test's lifetime (its own process group,
@@ -74,8 +75,6 @@ func daemon(t *testing.T, name, bin string, args ...string) {
 	})
 }
 
-func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
-
 func sextantBinary(t *testing.T) string {
 	t.Helper()
 	if bin := os.Getenv("SEXTANT_BIN"); bin != "" {
@@ -101,63 +100,8 @@ func await(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 	}
 }
 
-type prom struct {
-	t    *testing.T
-	base string
-}
-
-func (p prom) api(path string, params url.Values, v any) error {
-	resp, err := http.Get(p.base + path + "?" + params.Encode())
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var env struct {
-		Status, Error string
-		Data          json.RawMessage
-	}
-	if err := json.Unmarshal(body, &env); err != nil {
-		return fmt.Errorf("%s: %s", path, body)
-	}
-	if env.Status != "success" {
-		return fmt.Errorf("%s %v: %s", path, params, env.Error)
-	}
-	return json.Unmarshal(env.Data, v)
-}
-
-type sample struct {
-	Metric map[string]string `json:"metric"`
-	Value  [2]any            `json:"value"`
-	Values [][2]any          `json:"values"`
-}
-
-func (s sample) v() float64 {
-	str, _ := s.Value[1].(string)
-	f, _ := strconv.ParseFloat(str, 64)
-	return f
-}
-
-func (p prom) instant(q string, at time.Time) ([]sample, error) {
-	var data struct {
-		Result []sample `json:"result"`
-	}
-	err := p.api("/api/v1/query", url.Values{"query": {q}, "time": {promTime(at)}}, &data)
-	return data.Result, err
-}
-
-func (p prom) rangeQuery(q string, start, end time.Time, step time.Duration) ([]sample, error) {
-	var data struct {
-		Result []sample `json:"result"`
-	}
-	err := p.api("/api/v1/query_range", url.Values{"query": {q}, "start": {promTime(start)}, "end": {promTime(end)},
-		"step": {fmt.Sprint(int(step.Seconds()))}}, &data)
-	return data.Result, err
-}
-
-func promTime(t time.Time) string {
-	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
-}
+// sample is one series of a query result (kept for the previews).
+type sample = testbed.Sample
 
 // promVars are the values substituted for the dashboard variables.
 type promVars map[string]string
@@ -180,16 +124,8 @@ var labelValuesRe = regexp.MustCompile(`^label_values\((.*), (\w+)\)$`)
 var promPanelResults = map[string]map[string][]sample{}
 
 func TestPrometheusPanels(t *testing.T) {
-	if os.Geteuid() != 0 {
-		missing(t, "needs root (the agent loads eBPF programs)")
-	}
-	promBin := os.Getenv("SEXTANT_PROMETHEUS")
-	if promBin == "" {
-		var err error
-		if promBin, err = exec.LookPath("prometheus"); err != nil {
-			missing(t, "prometheus not installed (apt-get install -y --no-install-recommends prometheus): %v", err)
-		}
-	}
+	testbed.RequireRoot(t)
+	testbed.PrometheusBinary(t)
 	bin := sextantBinary(t)
 	exe, _ := os.Executable()
 	service := filepath.Base(exe) // the service label of this process's exchanges
@@ -219,7 +155,7 @@ func TestPrometheusPanels(t *testing.T) {
 	go func() { _ = gsrv.Serve(gl) }()
 	t.Cleanup(gsrv.Stop)
 
-	metricsAddr := freeAddr(t)
+	metricsAddr := testbed.FreeAddr(t)
 	daemon(t, "agent", bin, "agent", "--node", "dashboards", "--socket", filepath.Join(t.TempDir(), "agent.sock"),
 		"--listen", "", "--metrics-listen", metricsAddr, "--metrics-route", "/api/users/{id}")
 	await(t, "agent /metrics", 60*time.Second, func() bool {
@@ -230,18 +166,10 @@ func TestPrometheusPanels(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-	dir := t.TempDir()
-	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: sextant\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n    static_configs:\n      - targets: [%q]\n", metricsAddr)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	promAddr := freeAddr(t)
-	daemon(t, "prometheus", promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr, "--log.level=warn")
-	p := prom{t: t, base: "http://" + promAddr}
+	p := testbed.StartPrometheus(t, metricsAddr)
 	await(t, "prometheus scraping the agent", 30*time.Second, func() bool {
-		s, err := p.instant(`up{job="sextant"}`, time.Now())
-		return err == nil && len(s) == 1 && s[0].v() == 1
+		s, err := p.Query(`up{job="sextant"}`, time.Now())
+		return err == nil && len(s) == 1 && s[0].Float() == 1
 	})
 
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
@@ -301,11 +229,11 @@ func TestPrometheusPanels(t *testing.T) {
 		wg.Wait()
 	}
 	count := func(q string) float64 {
-		s, err := p.instant(q, time.Now())
+		s, err := p.Query(q, time.Now())
 		if err != nil || len(s) != 1 {
 			return -1
 		}
-		return s[0].v()
+		return s[0].Float()
 	}
 	// Warm-up: every series exists (rate() needs a first sample).
 	round(0)
@@ -430,7 +358,7 @@ func TestPrometheusPanels(t *testing.T) {
 				continue
 			}
 			var vals []string
-			if err := p.api("/api/v1/label/"+m[2]+"/values", url.Values{"match[]": {vars.expand(t, m[1])},
+			if err := p.API("/api/v1/label/"+m[2]+"/values", url.Values{"match[]": {vars.expand(t, m[1])},
 				"start": {fmt.Sprint(start.Unix())}, "end": {fmt.Sprint(end.Unix())}}, &vals); err != nil {
 				t.Errorf("%s variable %s: %v", short, v.Name, err)
 				continue
@@ -453,7 +381,7 @@ func TestPrometheusPanels(t *testing.T) {
 				}
 				key := short + "/" + title + "/" + tg.RefID
 				used[key] = true
-				got, err := p.instant(q, end)
+				got, err := p.Query(q, end)
 				if err != nil {
 					t.Errorf("%s: %v", key, err)
 					continue
@@ -468,12 +396,12 @@ func TestPrometheusPanels(t *testing.T) {
 					continue
 				}
 				for _, s := range got {
-					if !c(s.Metric, s.v()) || math.IsNaN(s.v()) {
-						t.Errorf("%s: %v = %v, not as expected (window %v)\n%s", key, s.Metric, s.v(), window, q)
+					if !c(s.Metric, s.Float()) || math.IsNaN(s.Float()) {
+						t.Errorf("%s: %v = %v, not as expected (window %v)\n%s", key, s.Metric, s.Float(), window, q)
 					}
 				}
 				if pn.Type == "timeseries" {
-					if r, err := p.rangeQuery(strings.ReplaceAll(q, vars["__rate_interval"], "5s"), start.Add(-5*time.Second), end, time.Second); err == nil {
+					if r, err := p.QueryRange(strings.ReplaceAll(q, vars["__rate_interval"], "5s"), start.Add(-5*time.Second), end, time.Second); err == nil {
 						for i := range r {
 							r[i].Metric["__legend"] = legend(tg.LegendFormat, r[i].Metric)
 						}

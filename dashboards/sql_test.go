@@ -20,15 +20,8 @@ import (
 
 	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/exporters/clickhouse"
+	"github.com/sextant/sextant/testbed"
 )
-
-func missing(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf(format, args...)
-	}
-	tb.Skipf(format, args...)
-}
 
 var (
 	chdbOnce  sync.Once
@@ -60,7 +53,7 @@ func embeddedStore(tb testing.TB) *clickhouse.EmbeddedStore {
 		}
 	})
 	if chdbErr != nil {
-		missing(tb, "chDB: %v", chdbErr)
+		testbed.Missing(tb, "chDB: %v", chdbErr)
 	}
 	return chdbStore
 }

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 // TestBenchSmoke runs `bench -short` (what CI runs of `task bench`) so the
@@ -17,7 +19,7 @@ import (
 // request at least) without kernel drops. No timing is asserted: numbers
 // from a shared 2-core machine prove nothing.
 func TestBenchSmoke(t *testing.T) {
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	requireTool(t, "h2load")
 	requireTool(t, "nghttpd")
 	requireTool(t, "nghttpx")
@@ -43,7 +45,7 @@ func TestBenchSmoke(t *testing.T) {
 		sextant := filepath.Join(tmp, "sextant")
 		build(sextant, "./cmd/sextant")
 		runs["binary"] = []string{"-agent", sextant}
-	} else if inCI() {
+	} else if os.Getenv("CI") == "true" {
 		t.Fatalf("cmd/sextant missing: the bench cannot run the real agent")
 	}
 	for name, args := range runs {

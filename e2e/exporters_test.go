@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -28,7 +27,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,23 +36,24 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sextant/sextant/exporters/clickhouse"
+	"github.com/sextant/sextant/testbed"
 )
 
 // expTimeout bounds every wait for a sink to show the expected counts.
 const expTimeout = 60 * time.Second
 
 func TestExporters(t *testing.T) {
-	requireRoot(t)
-	promBin := prometheusBinary(t)
-	jaegerBin := expJaegerBinary(t)
-	if _, err := os.Stat(expClickHouseServer); err != nil {
-		skipOrFail(t, "ClickHouse server not installed (apt-get install -y clickhouse-server): %v", err)
+	testbed.RequireRoot(t)
+	testbed.PrometheusBinary(t)
+	testbed.JaegerBinary(t)
+	if _, err := os.Stat(testbed.ClickHouseServer); err != nil {
+		testbed.Missing(t, "ClickHouse server not installed (apt-get install -y clickhouse-server): %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(clickhouse.DefaultChDBDir(), "node_modules")); err != nil {
-		skipOrFail(t, "chDB not fetched into %s (go tool task setup): %v", clickhouse.DefaultChDBDir(), err)
+		testbed.Missing(t, "chDB not fetched into %s (go tool task setup): %v", clickhouse.DefaultChDBDir(), err)
 	}
 	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.procs")); err != nil {
-		skipOrFail(t, "no cgroup v2 hierarchy at %s: %v", cgroupRoot, err)
+		testbed.Missing(t, "no cgroup v2 hierarchy at %s: %v", cgroupRoot, err)
 	}
 	bin := sextantBinary(t)
 	tmp := t.TempDir()
@@ -64,21 +63,21 @@ func TestExporters(t *testing.T) {
 	cg := nodeCgroup(t, "sextant-e2e-exp")
 
 	// The backends.
-	ch := expStartClickHouse(t)
-	jg := expStartJaeger(t, jaegerBin)
+	ch := testbed.StartClickHouse(t)
+	jg := testbed.StartJaeger(t)
 
 	// One agent, observing every process but itself.
-	agentAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	agentAddr, metricsAddr := testbed.FreeAddr(t), testbed.FreeAddr(t)
 	startDaemon(t, "agent", bin, "agent", "--node", "e2e-exp", "--cgroup", "/sextant-e2e-exp", "--listen", agentAddr,
 		"--socket", filepath.Join(tmp, "agent.sock"), "--metrics-listen", metricsAddr)
 	awaitMetrics(t, "http://"+metricsAddr+"/metrics") // answers once the probes are attached
-	prom := startPrometheus(t, promBin, metricsAddr)
+	prom := startPrometheus(t, metricsAddr)
 	prom.await(`up{job="sextant"}`, 1, 30*time.Second)
 
 	// Relay A: ClickHouse 18.16 and Jaeger. Relay B: the embedded store.
-	relayA, relayB, queryB := freeAddr(t), freeAddr(t), freeAddr(t)
+	relayA, relayB, queryB := testbed.FreeAddr(t), testbed.FreeAddr(t), testbed.FreeAddr(t)
 	startDaemon(t, "relay A", bin, "relay", "--agent", agentAddr, "--listen", relayA,
-		"--clickhouse-addr", ch.addr(), "--otlp-endpoint", jg.otlpGRPC, "--otlp-insecure",
+		"--clickhouse-addr", ch.Addr(), "--otlp-endpoint", jg.OTLPGRPC, "--otlp-insecure",
 		"--data-dir", filepath.Join(tmp, "relay-a"), "--query-listen", "")
 	startDaemon(t, "relay B", bin, "relay", "--agent", agentAddr, "--listen", relayB,
 		"--data-dir", filepath.Join(tmp, "relay-b"), "--query-listen", queryB)
@@ -149,12 +148,12 @@ func TestExporters(t *testing.T) {
 		}},
 		// http: all, server side, in the trace; grpc: all, server side.
 		{"clickhouse 18.16 sextant.flows", []int64{2 * n, n, 2 * n, m, m}, func() ([]int64, error) {
-			return ch.counts(sqlCounts("sextant.flows"))
+			return expClickHouseCounts(ch, sqlCounts("sextant.flows"))
 		}},
 		// http: spans in the trace, server spans, with the service name;
 		// grpc: spans of the service in the client's time window, server spans.
 		{"jaeger spans", []int64{2 * n, n, 2 * n, m, m}, func() ([]int64, error) {
-			return jg.counts(traceID, h2port, gport, g0.Add(-time.Second), g1.Add(time.Second))
+			return expJaegerCounts(jg, traceID, h2port, gport, g0.Add(-time.Second), g1.Add(time.Second))
 		}},
 		{"embedded store (sextant query)", []int64{2 * n, n, 2 * n, m, m}, func() ([]int64, error) {
 			return expQueryCounts(bin, queryB, sqlCounts("flows"))
@@ -275,91 +274,17 @@ func expQueryCounts(bin, relay, sql string) ([]int64, error) {
 }
 
 // ---------------------------------------------------------------------------
-// ClickHouse 18.16 (Debian's), on free loopback ports, data in a temp dir.
+// ClickHouse 18.16 (testbed.StartClickHouse).
 
-const expClickHouseServer = "/usr/sbin/clickhouse-server"
-
-type expClickHouse struct{ tcpPort, httpPort uint16 }
-
-func (c *expClickHouse) addr() string { return fmt.Sprintf("127.0.0.1:%d", c.tcpPort) }
-
-func expStartClickHouse(t *testing.T) *expClickHouse {
-	t.Helper()
-	dir := t.TempDir()
-	c := &expClickHouse{tcpPort: freePort(t), httpPort: freePort(t)}
-	config := fmt.Sprintf(`<yandex>
-  <logger><level>warning</level><log>%[1]s/server.log</log><errorlog>%[1]s/error.log</errorlog></logger>
-  <listen_host>127.0.0.1</listen_host>
-  <tcp_port>%[2]d</tcp_port>
-  <http_port>%[3]d</http_port>
-  <path>%[1]s/data/</path>
-  <tmp_path>%[1]s/tmp/</tmp_path>
-  <user_files_path>%[1]s/user_files/</user_files_path>
-  <format_schema_path>%[1]s/format_schemas/</format_schema_path>
-  <users_config>/etc/clickhouse-server/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <mark_cache_size>536870912</mark_cache_size>
-</yandex>
-`, dir, c.tcpPort, c.httpPort)
-	cfg := filepath.Join(dir, "config.xml")
-	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Not startDaemon: the server runs in its data dir, in its own process
-	// group, and is killed (its data is thrown away anyway).
-	logs := &lockedBuffer{}
-	cmd := exec.Command(expClickHouseServer, "--config-file="+cfg)
-	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", expClickHouseServer, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Logf("clickhouse output:\n%s\nerror.log:\n%s", logs.String(), log)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ping", c.httpPort))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return c
-			}
-		}
-		select {
-		case <-exited:
-			t.Fatalf("clickhouse-server exited early (log in the cleanup output)")
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("clickhouse-server not ready after 30s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// counts runs a one-row query over the HTTP interface (independent of the
-// code under test) and returns its values.
-func (c *expClickHouse) counts(sql string) ([]int64, error) {
-	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/", c.httpPort), "text/plain", strings.NewReader(sql))
+// expClickHouseCounts runs a one-row query over the HTTP interface
+// (independent of the code under test) and returns its values.
+func expClickHouseCounts(c *testbed.ClickHouse, sql string) ([]int64, error) {
+	body, err := c.Query(sql) // fails e.g. while the table is not created yet
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("clickhouse: %s", body) // e.g. the table is not created yet
-	}
 	var vals []int64
-	for _, f := range strings.Fields(string(body)) {
+	for _, f := range strings.Fields(body) {
 		v, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("clickhouse answered %q: %w", body, err)
@@ -370,114 +295,7 @@ func (c *expClickHouse) counts(sql string) ([]int64, error) {
 }
 
 // ---------------------------------------------------------------------------
-// Jaeger v2 (bin/jaeger from tools/jaeger), memory storage, all on loopback.
-
-func expJaegerBinary(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(root, "bin", "jaeger")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if !inCI() {
-		t.Skipf("%s missing: build it with `go tool task tools` or `cd tools/jaeger && go build -o ../../bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger`", bin)
-	}
-	t.Logf("building %s (several minutes when cold)", bin)
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/jaegertracing/jaeger/cmd/jaeger")
-	cmd.Dir = filepath.Join(root, "tools", "jaeger")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build jaeger: %v\n%s", err, out)
-	}
-	return bin
-}
-
-const expJaegerConfig = `service:
-  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [jaeger_storage_exporter]
-    metrics:
-      receivers: [otlp]
-      exporters: [prometheus]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  healthcheckv2:
-    use_v2: true
-    http:
-      endpoint: 127.0.0.1:%d
-  jaeger_query:
-    storage:
-      traces: mem
-    http:
-      endpoint: 127.0.0.1:%d
-    grpc:
-      endpoint: 127.0.0.1:%d
-  jaeger_storage:
-    backends:
-      mem:
-        memory:
-          max_traces: 1000000
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:%d
-      http:
-        endpoint: 127.0.0.1:%d
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: mem
-  prometheus:
-    endpoint: 127.0.0.1:%d
-`
-
-type expJaeger struct {
-	otlpGRPC string
-	query    string // base URL of the query API
-}
-
-func expStartJaeger(t *testing.T, bin string) *expJaeger {
-	t.Helper()
-	health, query, queryGRPC, grpcPort, httpPort, promPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
-	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, expJaegerConfig, health, query, queryGRPC, grpcPort, httpPort, promPort), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	j := &expJaeger{otlpGRPC: fmt.Sprintf("127.0.0.1:%d", grpcPort), query: fmt.Sprintf("http://127.0.0.1:%d", query)}
-	d := startDaemon(t, "jaeger", bin, "--config", "file:"+cfg)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-d.exited:
-			t.Fatalf("jaeger exited early: %v\n%s", d.err, d.logs.String())
-		default:
-		}
-		var st struct{ Healthy bool }
-		if expGetJSON(fmt.Sprintf("http://127.0.0.1:%d/status", health), &st) == nil && st.Healthy && expDialable(j.otlpGRPC) {
-			return j
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jaeger not ready after 60s:\n%s", d.logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func expDialable(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err == nil {
-		c.Close()
-	}
-	return err == nil
-}
+// Jaeger v2 (testbed.StartJaeger).
 
 func expGetJSON(u string, v any) error {
 	resp, err := http.Get(u)
@@ -555,9 +373,9 @@ func expSpans(u string) ([]expSpan, error) {
 // binary re-executed; docs/otel.md's service.name rule gives its exe base
 // name, or comm, which is the same); and for the gRPC calls: spans of
 // service e2e.test in [from, to] to the gRPC server's port, server spans.
-func (j *expJaeger) counts(traceID string, h2port, gport uint16, from, to time.Time) ([]int64, error) {
+func expJaegerCounts(j *testbed.Jaeger, traceID string, h2port, gport uint16, from, to time.Time) ([]int64, error) {
 	const service = "e2e.test"
-	spans, err := expSpans(j.query + "/api/v3/traces/" + traceID + "?raw_traces=true")
+	spans, err := expSpans(j.Query + "/api/v3/traces/" + traceID + "?raw_traces=true")
 	if err != nil && !strings.Contains(err.Error(), "404") {
 		return nil, err
 	}
@@ -581,7 +399,7 @@ func (j *expJaeger) counts(traceID string, h2port, gport uint16, from, to time.T
 		"query.num_traces":     {"20000"}, // other e2e.test processes may trace too
 		"query.raw_traces":     {"true"},
 	}
-	spans, err = expSpans(j.query + "/api/v3/traces?" + q.Encode())
+	spans, err = expSpans(j.Query + "/api/v3/traces?" + q.Encode())
 	if err != nil && !strings.Contains(err.Error(), "404") {
 		return nil, err
 	}

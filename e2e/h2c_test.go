@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/testbed"
 )
 
 // wantHTTP derives the expected flow of one workload request: the servers
@@ -167,7 +168,7 @@ func TestH2CLargeHeadersContinuation(t *testing.T) {
 // sides, and nothing may be wrong: a field may only be unknown when it
 // depends on HPACK state from before the load.
 func TestH2CConnectionOpenBeforeLoad(t *testing.T) {
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	before := []reqSpec{
 		{Method: "GET", Path: "/s/200/11/alpha"},
 		{Method: "GET", Path: "/s/404/0/beta"},

@@ -213,19 +213,6 @@ func serverAddr(t *testing.T, p *proc) (addr string, port uint16) {
 	return addr, uint16(n)
 }
 
-// freePort finds a port for external servers that cannot listen on :0 and
-// report it (nghttpd). The small race with other binders is acceptable on a
-// test machine; the caller retries when the server cannot bind.
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find free port: %v", err)
-	}
-	defer l.Close()
-	return uint16(l.Addr().(*net.TCPAddr).Port)
-}
-
 // ---------------------------------------------------------------------------
 // Peer side: the roles.
 

@@ -13,6 +13,7 @@ import (
 	"github.com/sextant/sextant/collector"
 	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/probes"
+	"github.com/sextant/sextant/testbed"
 )
 
 // How long the tests wait. Generous: the machine has 2 noisy cores, and
@@ -47,7 +48,7 @@ func startPipeline(t *testing.T) *pipeline {
 
 func startPipelineWith(t *testing.T, cfg collector.Config) *pipeline {
 	t.Helper()
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	p, err := probes.Load(probes.Options{})
 	if err != nil {
 		t.Fatalf("load probes: %v", err)

@@ -14,15 +14,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,87 +35,27 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/sextant/sextant/testbed"
 )
 
-// prometheusBinary is Debian's Prometheus 2.42 (apt-get install -y
-// --no-install-recommends prometheus), or $SEXTANT_PROMETHEUS.
-func prometheusBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SEXTANT_PROMETHEUS"); p != "" {
-		return p
-	}
-	p, err := exec.LookPath("prometheus")
-	if err != nil {
-		skipOrFail(t, "prometheus not installed (apt-get install -y --no-install-recommends prometheus): %v", err)
-	}
-	return p
-}
-
-// promServer is a Prometheus started by the test.
+// promServer is a Prometheus started by the test, with the readers the
+// tests need (each fails the test when Prometheus cannot answer).
 type promServer struct {
-	t    *testing.T
-	base string
+	*testbed.Prometheus
+	t *testing.T
 }
 
-func startPrometheus(t *testing.T, bin, target string) *promServer {
+// startPrometheus runs Prometheus scraping target every second.
+func startPrometheus(t *testing.T, target string) *promServer {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: sextant
-    scrape_interval: 1s
-    scrape_timeout: 900ms
-    static_configs:
-      - targets: [%q]
-`, target)
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeAddr(t)
-	startDaemon(t, "prometheus", bin,
-		"--config.file="+cfgPath,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr,
-		"--enable-feature=exemplar-storage",
-		"--log.level=warn")
-	p := &promServer{t: t, base: "http://" + addr}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(p.base + "/-/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus not ready at %s within 30s: %v", p.base, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return &promServer{Prometheus: testbed.StartPrometheus(t, target), t: t}
 }
 
 func (p *promServer) get(path string, params url.Values, v any) {
 	p.t.Helper()
-	resp, err := http.Get(p.base + path + "?" + params.Encode())
-	if err != nil {
-		p.t.Fatalf("prometheus %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var env struct {
-		Status string          `json:"status"`
-		Error  string          `json:"error"`
-		Data   json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(body, &env); err != nil || env.Status != "success" {
-		p.t.Fatalf("prometheus %s %v: %s %s (%v)", path, params, env.Status, env.Error, err)
-	}
-	if err := json.Unmarshal(env.Data, v); err != nil {
-		p.t.Fatalf("prometheus %s: decode %s: %v", path, env.Data, err)
+	if err := p.API(path, params, v); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
@@ -132,7 +69,7 @@ func (p *promServer) value(query string, at time.Time) float64 {
 			Value [2]any `json:"value"`
 		} `json:"result"`
 	}
-	p.get("/api/v1/query", url.Values{"query": {query}, "time": {promTime(at)}}, &data)
+	p.get("/api/v1/query", url.Values{"query": {query}, "time": {testbed.Time(at)}}, &data)
 	if data.ResultType != "vector" {
 		p.t.Fatalf("query %s: result type %s, want vector", query, data.ResultType)
 	}
@@ -174,7 +111,7 @@ func (p *promServer) dump(query string, at time.Time) string {
 			Value  [2]any            `json:"value"`
 		} `json:"result"`
 	}
-	p.get("/api/v1/query", url.Values{"query": {query}, "time": {promTime(at)}}, &data)
+	p.get("/api/v1/query", url.Values{"query": {query}, "time": {testbed.Time(at)}}, &data)
 	var b strings.Builder
 	for _, r := range data.Result {
 		fmt.Fprintf(&b, "\n  %v = %v", r.Metric, r.Value[1])
@@ -193,12 +130,8 @@ type exemplarSeries struct {
 func (p *promServer) exemplars(query string, start, end time.Time) []exemplarSeries {
 	p.t.Helper()
 	var data []exemplarSeries
-	p.get("/api/v1/query_exemplars", url.Values{"query": {query}, "start": {promTime(start)}, "end": {promTime(end)}}, &data)
+	p.get("/api/v1/query_exemplars", url.Values{"query": {query}, "start": {testbed.Time(start)}, "end": {testbed.Time(end)}}, &data)
 	return data
-}
-
-func promTime(t time.Time) string {
-	return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64)
 }
 
 // The workload server answers /<anything>?sleep=<duration>&status=<code>
@@ -224,8 +157,8 @@ type promCall struct {
 }
 
 func TestPrometheusGoldenSignals(t *testing.T) {
-	requireRoot(t)
-	promBin := prometheusBinary(t)
+	testbed.RequireRoot(t)
+	testbed.PrometheusBinary(t)
 	bin := sextantBinary(t)
 	tmp := t.TempDir()
 
@@ -252,14 +185,14 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 	t.Cleanup(gsrv.Stop)
 	gport := strconv.Itoa(gl.Addr().(*net.TCPAddr).Port)
 
-	metricsAddr := freeAddr(t)
+	metricsAddr := testbed.FreeAddr(t)
 	startDaemon(t, "agent", bin, "agent", "--node", "prom-e2e",
 		"--socket", filepath.Join(tmp, "agent.sock"), "--listen", "",
 		"--metrics-listen", metricsAddr, "--metrics-route", "/api/users/{id}",
 		"--log-level", "debug")
 	// /metrics answers once the probes are attached.
 	awaitMetrics(t, "http://"+metricsAddr+"/metrics")
-	prom := startPrometheus(t, promBin, metricsAddr)
+	prom := startPrometheus(t, metricsAddr)
 	prom.await(`up{job="sextant"}`, 1, 30*time.Second)
 
 	client := &http.Client{Transport: &http2.Transport{

@@ -26,6 +26,8 @@ import (
 	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 // cgroupRoot is where cgroup v2 is mounted on this machine kind.
@@ -105,12 +107,6 @@ func (d *daemon) stop() {
 func (d *daemon) kill() {
 	_ = d.cmd.Process.Kill()
 	<-d.exited
-}
-
-// freeAddr returns a loopback address nobody listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
 }
 
 // nodeCgroup makes the cgroup of one node and removes it at the end (the
@@ -325,9 +321,9 @@ func awaitNodes(t *testing.T, client observerpb.ObserverClient, want map[string]
 }
 
 func TestRelayMultiNode(t *testing.T) {
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.procs")); err != nil {
-		skipOrFail(t, "no cgroup v2 hierarchy at %s: %v", cgroupRoot, err)
+		testbed.Missing(t, "no cgroup v2 hierarchy at %s: %v", cgroupRoot, err)
 	}
 	bin := sextantBinary(t)
 	if out, err := exec.Command(bin, "relay", "--help").CombinedOutput(); err != nil {
@@ -351,11 +347,11 @@ func TestRelayMultiNode(t *testing.T) {
 	}
 	for _, n := range nodes {
 		cgroups[n] = nodeCgroup(t, filepath.Join("sextant-e2e", n))
-		agentAddr[n] = freeAddr(t)
+		agentAddr[n] = testbed.FreeAddr(t)
 		agents[n] = startNodeAgent(n)
 	}
 
-	relayAddr := freeAddr(t)
+	relayAddr := testbed.FreeAddr(t)
 	args := []string{"relay", "--listen", relayAddr, "--log-level", "debug", "--embedded-store=false"}
 	for _, n := range nodes {
 		args = append(args, "--agent", agentAddr[n])

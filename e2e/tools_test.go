@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/testbed"
 )
 
 // runTool runs an external client to completion and returns its pid and
@@ -127,7 +128,7 @@ func startNghttpd(t *testing.T, nghttpd, docroot string) (*proc, uint16) {
 	t.Helper()
 	var last *proc
 	for range 3 {
-		port := freePort(t)
+		port := uint16(testbed.FreePort(t))
 		srv := startProc(t, "nghttpd", exec.Command(nghttpd, "-a", "127.0.0.1", "--no-tls", "-d", docroot, fmt.Sprint(port)))
 		if dialable(fmt.Sprintf("127.0.0.1:%d", port), srv.exited, 30*time.Second) {
 			return srv, port

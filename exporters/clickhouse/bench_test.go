@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 // cpuTime is the CPU time (user + system) this process used so far.
@@ -52,7 +54,7 @@ func benchExport(b *testing.B, store Store, count func() int64) {
 // Export into the ClickHouse 18.16 server over the native protocol.
 // go test -run - -bench ExportLegacyServer -benchtime 1000000x -cpu 1
 func BenchmarkExportLegacyServer(b *testing.B) {
-	srv := startServer(b)
+	srv := testbed.StartClickHouse(b)
 	store, err := OpenNative(NativeConfig{Addr: srv.Addr()})
 	if err != nil {
 		b.Fatal(err)
@@ -62,7 +64,7 @@ func BenchmarkExportLegacyServer(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchExport(b, store, func() int64 {
-		n, _ := strconv.ParseInt(srv.sql(b, "SELECT count() FROM sextant.flows"), 10, 64)
+		n, _ := strconv.ParseInt(srv.SQL(b, "SELECT count() FROM sextant.flows"), 10, 64)
 		return n
 	})
 }
@@ -83,7 +85,7 @@ func BenchmarkExportEmbedded(b *testing.B) {
 // go test -run - -bench VisibleLatency -benchtime 1x
 func BenchmarkVisibleLatency(b *testing.B) {
 	b.Run("legacy-server", func(b *testing.B) {
-		srv := startServer(b)
+		srv := testbed.StartClickHouse(b)
 		store, err := OpenNative(NativeConfig{Addr: srv.Addr()})
 		if err != nil {
 			b.Fatal(err)

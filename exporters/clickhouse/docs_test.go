@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/testbed"
 )
 
 const docTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -184,7 +185,7 @@ func TestDocsQueriesEmbedded(t *testing.T) {
 
 // The same on the 18.16 server, for the queries not marked modern only.
 func TestDocsQueriesLegacy(t *testing.T) {
-	srv := startServer(t)
+	srv := testbed.StartClickHouse(t)
 	s := openNative(t, srv)
 	fs := docFlows()
 	insertFlows(t, s, fs)

@@ -3,154 +3,16 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/testbed"
 )
-
-// missing fails under CI=true (the system must be installed there) and
-// skips elsewhere.
-func missing(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		tb.Fatal(msg)
-	}
-	tb.Skip(msg)
-}
-
-const serverBinary = "/usr/sbin/clickhouse-server"
-
-// chServer is a real ClickHouse server (the 18.16 from Debian) on loopback
-// ports with its data in a temp dir; it can be stopped and started again
-// on the same ports and data.
-type chServer struct {
-	tb      testing.TB
-	dir     string
-	tcpPort int
-	http    int
-	cmd     *exec.Cmd
-	exited  chan struct{}
-}
-
-func (s *chServer) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.tcpPort) }
-
-func freePort(tb testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func startServer(tb testing.TB) *chServer {
-	tb.Helper()
-	if _, err := os.Stat(serverBinary); err != nil {
-		missing(tb, "ClickHouse server not installed (apt-get install -y clickhouse-server clickhouse-client): %v", err)
-	}
-	dir := tb.TempDir()
-	s := &chServer{tb: tb, dir: dir, tcpPort: freePort(tb), http: freePort(tb)}
-	config := fmt.Sprintf(`<yandex>
-  <logger><level>warning</level><log>%[1]s/server.log</log><errorlog>%[1]s/error.log</errorlog></logger>
-  <listen_host>127.0.0.1</listen_host>
-  <tcp_port>%[2]d</tcp_port>
-  <http_port>%[3]d</http_port>
-  <path>%[1]s/data/</path>
-  <tmp_path>%[1]s/tmp/</tmp_path>
-  <user_files_path>%[1]s/user_files/</user_files_path>
-  <format_schema_path>%[1]s/format_schemas/</format_schema_path>
-  <users_config>/etc/clickhouse-server/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <mark_cache_size>536870912</mark_cache_size>
-</yandex>
-`, dir, s.tcpPort, s.http)
-	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(config), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	s.start()
-	tb.Cleanup(s.stop)
-	return s
-}
-
-func (s *chServer) start() {
-	s.tb.Helper()
-	cmd := exec.Command(serverBinary, "--config-file="+filepath.Join(s.dir, "config.xml"))
-	cmd.Dir = s.dir
-	out, err := os.Create(filepath.Join(s.dir, "stdout.log"))
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		s.tb.Fatalf("start %s: %v", serverBinary, err)
-	}
-	s.cmd, s.exited = cmd, make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(s.exited) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ping", s.http))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		select {
-		case <-s.exited:
-			log, _ := os.ReadFile(filepath.Join(s.dir, "error.log"))
-			s.tb.Fatalf("clickhouse-server exited: %s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.tb.Fatal("clickhouse-server not ready after 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop kills the server (SIGKILL: an outage, not a clean shutdown) and
-// waits for it to exit.
-func (s *chServer) stop() {
-	if s.cmd == nil {
-		return
-	}
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.exited
-	s.cmd = nil
-}
-
-// sql runs a statement over the server's HTTP interface (independent of
-// the code under test) and returns the raw answer.
-func (s *chServer) sql(tb testing.TB, q string) string {
-	tb.Helper()
-	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/", s.http), "text/plain", strings.NewReader(q))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if resp.StatusCode != 200 {
-		tb.Fatalf("%s: %s", q, body)
-	}
-	return strings.TrimSpace(string(body))
-}
 
 var (
 	chdbOnce  sync.Once
@@ -179,7 +41,7 @@ func embedded(tb testing.TB) *EmbeddedStore {
 		chdbShare, chdbErr = OpenEmbedded(context.Background(), EmbeddedConfig{Lib: lib, Dir: chdbDir, Retention: 30 * 24 * time.Hour})
 	})
 	if chdbErr != nil {
-		missing(tb, "chDB: %v", chdbErr)
+		testbed.Missing(tb, "chDB: %v", chdbErr)
 	}
 	if err := chdbShare.exec(context.Background(), "TRUNCATE TABLE sextant.flows"); err != nil {
 		tb.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 func rowsOf(tb testing.TB, flowsN int, t0 time.Time) []Row {
@@ -20,7 +22,7 @@ func rowsOf(tb testing.TB, flowsN int, t0 time.Time) []Row {
 	return rows
 }
 
-func openNative(t *testing.T, srv *chServer) *NativeStore {
+func openNative(t *testing.T, srv *testbed.ClickHouse) *NativeStore {
 	t.Helper()
 	s, err := OpenNative(NativeConfig{Addr: srv.Addr(), Retention: 24 * time.Hour})
 	if err != nil {
@@ -36,15 +38,15 @@ func openNative(t *testing.T, srv *chServer) *NativeStore {
 // The wire path against the real 18.16 server: version detection, legacy
 // DDL, every column written and read back exactly.
 func TestNativeLegacyServer(t *testing.T) {
-	srv := startServer(t)
+	srv := testbed.StartClickHouse(t)
 	s := openNative(t, srv)
-	if v := srv.sql(t, "SELECT version()"); !strings.HasPrefix(v, "18.") {
+	if v := srv.SQL(t, "SELECT version()"); !strings.HasPrefix(v, "18.") {
 		t.Fatalf("server version %s: this test is about the 18.x server", v)
 	}
 	if s.Dialect() != Legacy {
 		t.Fatalf("dialect %v, want legacy for 18.16", s.Dialect())
 	}
-	ddl := srv.sql(t, "SHOW CREATE TABLE sextant.flows")
+	ddl := srv.SQL(t, "SHOW CREATE TABLE sextant.flows")
 	for _, want := range []string{"time DateTime(\\'UTC\\')", "time_ns UInt32", "`headers.name` Array(String)", "source_address String",
 		"ReplacingMergeTree", "PARTITION BY toDate(time)", "ORDER BY (service, route, time, batch_id, batch_row)"} {
 		if !strings.Contains(ddl, want) {
@@ -57,11 +59,11 @@ func TestNativeLegacyServer(t *testing.T) {
 	if err := s.Insert(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.sql(t, "SELECT count() FROM sextant.flows"); got != "5000" {
+	if got := srv.SQL(t, "SELECT count() FROM sextant.flows"); got != "5000" {
 		t.Fatalf("count %s, want 5000", got)
 	}
 	// Row 3 is a gRPC call with a status and a message; row 10 has a trace.
-	got := srv.sql(t, `SELECT time, time_ns, node, service, observer, protocol, method, authority, path, route, status,
+	got := srv.SQL(t, `SELECT time, time_ns, node, service, observer, protocol, method, authority, path, route, status,
 		grpc_service, grpc_method, grpc_status, grpc_message, latency_ns, source_address, source_port, destination_address,
 		destination_port, outcome, process_pid, process_comm, container_id, headers.value[indexOf(headers.name, 'x-request-id')],
 		response_headers.name, unknown, conn_id, stream_id, grpc_request_messages
@@ -72,7 +74,7 @@ func TestNativeLegacyServer(t *testing.T) {
 	if got != want {
 		t.Errorf("row 3:\n got %s\nwant %s", got, want)
 	}
-	if got := srv.sql(t, "SELECT trace_id, route, grpc_status FROM sextant.flows WHERE batch_id = 42 AND batch_row = 10 FORMAT TSV"); got != fmt.Sprintf("%032x\t/users/{id}/orders\t\\N", 2) {
+	if got := srv.SQL(t, "SELECT trace_id, route, grpc_status FROM sextant.flows WHERE batch_id = 42 AND batch_row = 10 FORMAT TSV"); got != fmt.Sprintf("%032x\t/users/{id}/orders\t\\N", 2) {
 		t.Errorf("row 10: %s", got)
 	}
 
@@ -95,7 +97,7 @@ func TestNativeLegacyServer(t *testing.T) {
 // A batch whose insert failed ambiguously is not written twice: the replay
 // check finds it.
 func TestNativeReplayIsIdempotent(t *testing.T) {
-	srv := startServer(t)
+	srv := testbed.StartClickHouse(t)
 	s := openNative(t, srv)
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 25, 23, 59, 59, 999000000, time.UTC) // the batch spans two days (partitions)
@@ -107,7 +109,7 @@ func TestNativeReplayIsIdempotent(t *testing.T) {
 	if err := s.Insert(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.sql(t, "SELECT count(), uniqExact(batch_row), uniqExact(toDate(time)) FROM sextant.flows FORMAT TSV"); got != "3000\t3000\t2" {
+	if got := srv.SQL(t, "SELECT count(), uniqExact(batch_row), uniqExact(toDate(time)) FROM sextant.flows FORMAT TSV"); got != "3000\t3000\t2" {
 		t.Fatalf("after replay: %s, want 3000 rows once over 2 days", got)
 	}
 	// Attempted but never written: written now.
@@ -115,7 +117,7 @@ func TestNativeReplayIsIdempotent(t *testing.T) {
 	if err := s.Insert(ctx, b2); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.sql(t, "SELECT count() FROM sextant.flows"); got != "3010" {
+	if got := srv.SQL(t, "SELECT count() FROM sextant.flows"); got != "3010" {
 		t.Fatalf("count %s, want 3010", got)
 	}
 }
@@ -123,7 +125,7 @@ func TestNativeReplayIsIdempotent(t *testing.T) {
 // Migrations run in order, are recorded, survive an interrupted step and
 // keep existing rows.
 func TestNativeMigration(t *testing.T) {
-	srv := startServer(t)
+	srv := testbed.StartClickHouse(t)
 	s, err := OpenNative(NativeConfig{Addr: srv.Addr(), Database: "migr"})
 	if err != nil {
 		t.Fatal(err)
@@ -133,27 +135,27 @@ func TestNativeMigration(t *testing.T) {
 	if err := migrate(ctx, s, "migr", Legacy, 0, 1); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.sql(t, "SELECT count() FROM system.columns WHERE database = 'migr' AND table = 'flows' AND name = 'conn_id'"); got != "0" {
+	if got := srv.SQL(t, "SELECT count() FROM system.columns WHERE database = 'migr' AND table = 'flows' AND name = 'conn_id'"); got != "0" {
 		t.Fatal("version 1 has conn_id")
 	}
-	srv.sql(t, "INSERT INTO migr.flows (time, service, route, batch_id) VALUES ('2026-11-25 10:00:00', 'old', '/r', 1)")
+	srv.SQL(t, "INSERT INTO migr.flows (time, service, route, batch_id) VALUES ('2026-11-25 10:00:00', 'old', '/r', 1)")
 	// A version 2 step that ran before a crash, unrecorded.
-	srv.sql(t, "ALTER TABLE migr.flows ADD COLUMN conn_id UInt64")
+	srv.SQL(t, "ALTER TABLE migr.flows ADD COLUMN conn_id UInt64")
 
 	if err := s.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.sql(t, "SELECT groupArray(version) FROM (SELECT version FROM migr.schema_version ORDER BY version)"); got != "[1,2]" {
+	if got := srv.SQL(t, "SELECT groupArray(version) FROM (SELECT version FROM migr.schema_version ORDER BY version)"); got != "[1,2]" {
 		t.Fatalf("schema versions %s", got)
 	}
 	for _, c := range columns {
 		if c.version == 2 {
-			if got := srv.sql(t, "SELECT type FROM system.columns WHERE database = 'migr' AND table = 'flows' AND name = '"+c.name+"'"); got != c.legacy {
+			if got := srv.SQL(t, "SELECT type FROM system.columns WHERE database = 'migr' AND table = 'flows' AND name = '"+c.name+"'"); got != c.legacy {
 				t.Errorf("column %s: type %q, want %q", c.name, got, c.legacy)
 			}
 		}
 	}
-	if got := srv.sql(t, "SELECT service, conn_id FROM migr.flows FORMAT TSV"); got != "old\t0" {
+	if got := srv.SQL(t, "SELECT service, conn_id FROM migr.flows FORMAT TSV"); got != "old\t0" {
 		t.Errorf("old row: %s", got)
 	}
 	// Idempotent: a second store migrates nothing.
@@ -165,7 +167,7 @@ func TestNativeMigration(t *testing.T) {
 	if err := s2.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.sql(t, "SELECT count() FROM migr.schema_version"); got != "2" {
+	if got := srv.SQL(t, "SELECT count() FROM migr.schema_version"); got != "2" {
 		t.Errorf("schema_version rows %s, want 2", got)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
@@ -25,7 +27,7 @@ func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
 // The server is killed under load and comes back: every flow exported is
 // in the table exactly once.
 func TestOutageUnderLoad(t *testing.T) {
-	srv := startServer(t)
+	srv := testbed.StartClickHouse(t)
 	store, err := OpenNative(NativeConfig{Addr: srv.Addr()})
 	if err != nil {
 		t.Fatal(err)
@@ -54,10 +56,10 @@ func TestOutageUnderLoad(t *testing.T) {
 		}
 	}()
 	time.Sleep(1500 * time.Millisecond)
-	srv.stop()
+	srv.Stop()
 	down := sent.Load()
 	time.Sleep(2 * time.Second)
-	srv.start()
+	srv.Start()
 	up := sent.Load()
 	waitFor(t, "all flows exported", 10*time.Second, func() bool { return sent.Load() == int64(len(flows)) })
 	waitFor(t, "the spool to drain", 30*time.Second, func() bool { st := e.Stats(); return st.SpoolBatches == 0 })
@@ -75,7 +77,7 @@ func TestOutageUnderLoad(t *testing.T) {
 		t.Fatalf("stats %+v: want %d written, none dropped, every spooled flow replayed", st, len(flows))
 	}
 	want := fmt.Sprintf("%d\t%d\t%d", len(flows), len(flows), len(flows))
-	if got := srv.sql(t, "SELECT count(), uniqExact(headers.value[indexOf(headers.name, 'x-request-id')]), uniqExact(batch_id, batch_row) FROM sextant.flows FORMAT TSV"); got != want {
+	if got := srv.SQL(t, "SELECT count(), uniqExact(headers.value[indexOf(headers.name, 'x-request-id')]), uniqExact(batch_id, batch_row) FROM sextant.flows FORMAT TSV"); got != want {
 		t.Fatalf("count, distinct requests, distinct rows = %s, want %s", got, want)
 	}
 }
@@ -159,7 +161,7 @@ func (p *cutProxy) serve() {
 // An insert the server wrote but whose acknowledgement was lost is
 // replayed without a duplicate.
 func TestAmbiguousInsertFailure(t *testing.T) {
-	srv := startServer(t)
+	srv := testbed.StartClickHouse(t)
 	proxy := newCutProxy(t, srv.Addr())
 	store, err := OpenNative(NativeConfig{Addr: proxy.l.Addr().String()})
 	if err != nil {
@@ -193,7 +195,7 @@ func TestAmbiguousInsertFailure(t *testing.T) {
 	if store.skipped.Load() != 1 {
 		t.Errorf("replay found %d written parts, want 1: the cut insert was not written (test did not create the ambiguity)", store.skipped.Load())
 	}
-	if got := srv.sql(t, "SELECT count(), uniqExact(batch_row) FROM sextant.flows FORMAT TSV"); got != "5000\t5000" {
+	if got := srv.SQL(t, "SELECT count(), uniqExact(batch_row) FROM sextant.flows FORMAT TSV"); got != "5000\t5000" {
 		t.Fatalf("count, distinct rows = %s, want 5000 once", got)
 	}
 }
@@ -201,9 +203,9 @@ func TestAmbiguousInsertFailure(t *testing.T) {
 // Batches spooled while the server was down are replayed by the next
 // exporter on the same spool (a relay restart), oldest first.
 func TestSpoolSurvivesRestart(t *testing.T) {
-	srv := startServer(t)
+	srv := testbed.StartClickHouse(t)
 	addr := srv.Addr()
-	srv.stop()
+	srv.Stop()
 	dir := t.TempDir()
 	store, err := OpenNative(NativeConfig{Addr: addr})
 	if err != nil {
@@ -227,7 +229,7 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 		t.Fatalf("stats %+v: want 5 batches spooled", st)
 	}
 
-	srv.start()
+	srv.Start()
 	e2, err := New(Config{SpoolDir: dir}, store)
 	if err != nil {
 		t.Fatal(err)
@@ -238,12 +240,12 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 	}
 	// Batch ids grow with the order the batches were sealed in, and the
 	// replay wrote them in that order: part names end in block numbers.
-	got := srv.sql(t, "SELECT count(), uniqExact(headers.value[indexOf(headers.name, 'x-request-id')]) FROM sextant.flows FORMAT TSV")
+	got := srv.SQL(t, "SELECT count(), uniqExact(headers.value[indexOf(headers.name, 'x-request-id')]) FROM sextant.flows FORMAT TSV")
 	if got != "4500\t4500" {
 		t.Fatalf("count, distinct = %s", got)
 	}
-	order := srv.sql(t, "SELECT groupArray(batch_id) FROM (SELECT batch_id, min(toUInt64(splitByChar('_', _part)[2])) AS block FROM sextant.flows GROUP BY batch_id ORDER BY block)")
-	ids := srv.sql(t, "SELECT groupArray(batch_id) FROM (SELECT DISTINCT batch_id FROM sextant.flows ORDER BY batch_id)")
+	order := srv.SQL(t, "SELECT groupArray(batch_id) FROM (SELECT batch_id, min(toUInt64(splitByChar('_', _part)[2])) AS block FROM sextant.flows GROUP BY batch_id ORDER BY block)")
+	ids := srv.SQL(t, "SELECT groupArray(batch_id) FROM (SELECT DISTINCT batch_id FROM sextant.flows ORDER BY batch_id)")
 	if order != ids {
 		t.Errorf("batches written in order %s, sealed in order %s", order, ids)
 	}

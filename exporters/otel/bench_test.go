@@ -56,7 +56,7 @@ func BenchmarkExportJaeger(b *testing.B) {
 	j := startJaeger(b)
 	for _, proto := range []string{ProtocolGRPC, ProtocolHTTP} {
 		b.Run(proto, func(b *testing.B) {
-			endpoint := map[string]string{ProtocolGRPC: j.otlpGRPC, ProtocolHTTP: j.otlpHTTP}[proto]
+			endpoint := map[string]string{ProtocolGRPC: j.OTLPGRPC, ProtocolHTTP: j.OTLPHTTP}[proto]
 			e, err := New(context.Background(), Config{Endpoint: endpoint, Protocol: proto, Insecure: true,
 				MaxQueueSize: b.N + 1, BatchTimeout: 100 * time.Millisecond, Route: testRoute})
 			if err != nil {
@@ -91,7 +91,7 @@ func BenchmarkExportJaeger(b *testing.B) {
 // falls behind the flow is dropped and counted instead).
 func BenchmarkExportCall(b *testing.B) {
 	j := startJaeger(b)
-	e, err := New(context.Background(), Config{Endpoint: j.otlpGRPC, Insecure: true, Route: testRoute})
+	e, err := New(context.Background(), Config{Endpoint: j.OTLPGRPC, Insecure: true, Route: testRoute})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -117,8 +117,8 @@ func TestJaeger(t *testing.T) {
 		}
 		return e
 	}
-	viaGRPC := newExp(j.otlpGRPC, ProtocolGRPC)
-	viaHTTP := newExp(j.otlpHTTP, ProtocolHTTP)
+	viaGRPC := newExp(j.OTLPGRPC, ProtocolGRPC)
+	viaHTTP := newExp(j.OTLPHTTP, ProtocolHTTP)
 
 	base := time.Now().Add(-time.Minute)
 	flows := knownFlows(base)
@@ -286,7 +286,7 @@ func TestJaeger(t *testing.T) {
 		"rpc_service": "helloworld.Greeter", "rpc_method": "SayHello", "rpc_grpc_status_code": "14", "error_type": "UNAVAILABLE"}, 1)
 	m("rpc_server_call_duration_seconds_sum", map[string]string{"service_name": containerService, "rpc_grpc_status_code": "14"}, 0.040)
 	m("rpc_client_call_duration_seconds_count", map[string]string{"service_name": "frontend", "rpc_grpc_status_code": "5", "error_type": "NOT_FOUND"}, 1)
-	if _, ok := scrape(j.metrics, "http_server_request_duration_seconds_count", map[string]string{"rpc_system": "grpc"}); ok {
+	if _, ok := scrape(j.Metrics, "http_server_request_duration_seconds_count", map[string]string{"rpc_system": "grpc"}); ok {
 		t.Error("gRPC flows recorded in the HTTP histograms")
 	}
 }

@@ -2,209 +2,25 @@ package otel
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sextant/sextant/testbed"
 )
 
-// jaeger is a real Jaeger v2 (bin/jaeger, built from tools/jaeger) with
-// memory storage, every port on 127.0.0.1. Its OTLP receiver takes traces
-// into storage and metrics into Jaeger's bundled Prometheus exporter, so
-// both signals are read back from a real backend.
-type jaeger struct {
-	otlpGRPC, otlpHTTP string // host:port
-	query              string // base URL of the query API
-	metrics            string // URL of the Prometheus exporter's /metrics
-	log                *bytes.Buffer
-}
-
-var buildJaeger sync.Once
-
-// jaegerBinary returns bin/jaeger. When it is missing the test skips, but
-// under CI=true it builds it (≈8 min cold; `go tool task tools` does the
-// same ahead of time).
-func jaegerBinary(t testing.TB) string {
-	t.Helper()
-	root := repoRoot(t)
-	bin := filepath.Join(root, "bin", "jaeger")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if os.Getenv("CI") != "true" {
-		t.Skipf("%s missing: build it with `cd tools/jaeger && go build -o ../../bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger` (CI=true builds it)", bin)
-	}
-	buildJaeger.Do(func() {
-		t.Logf("building %s from tools/jaeger (several minutes when cold)", bin)
-		cmd := exec.Command("go", "build", "-o", bin, "github.com/jaegertracing/jaeger/cmd/jaeger")
-		cmd.Dir = filepath.Join(root, "tools", "jaeger")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Logf("build jaeger: %v\n%s", err, out)
-		}
-	})
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("jaeger binary: %v", err)
-	}
-	return bin
-}
-
-func repoRoot(t testing.TB) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module github.com/sextant/sextant\n")) {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("repository root (go.mod of github.com/sextant/sextant) not found")
-		}
-		dir = parent
-	}
-}
-
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
-const jaegerConfig = `service:
-  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [jaeger_storage_exporter]
-    metrics:
-      receivers: [otlp]
-      exporters: [prometheus]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  healthcheckv2:
-    use_v2: true
-    http:
-      endpoint: 127.0.0.1:%d
-  jaeger_query:
-    storage:
-      traces: mem
-    http:
-      endpoint: 127.0.0.1:%d
-    grpc:
-      endpoint: 127.0.0.1:%d
-  jaeger_storage:
-    backends:
-      mem:
-        memory:
-          max_traces: 1000000
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:%d
-      http:
-        endpoint: 127.0.0.1:%d
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: mem
-  prometheus:
-    endpoint: 127.0.0.1:%d
-    resource_to_telemetry_conversion:
-      enabled: true
-`
+// jaeger is a real Jaeger v2 (see testbed.StartJaeger) with the readers
+// these tests need.
+type jaeger struct{ *testbed.Jaeger }
 
 // startJaeger runs Jaeger until the test ends.
-func startJaeger(t testing.TB) *jaeger {
-	t.Helper()
-	bin := jaegerBinary(t)
-	p := freePorts(t, 6)
-	health, query, queryGRPC, grpcPort, httpPort, prom := p[0], p[1], p[2], p[3], p[4], p[5]
-	cfg := filepath.Join(t.TempDir(), "jaeger.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, health, query, queryGRPC, grpcPort, httpPort, prom), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	j := &jaeger{
-		otlpGRPC: fmt.Sprintf("127.0.0.1:%d", grpcPort),
-		otlpHTTP: fmt.Sprintf("127.0.0.1:%d", httpPort),
-		query:    fmt.Sprintf("http://127.0.0.1:%d", query),
-		metrics:  fmt.Sprintf("http://127.0.0.1:%d/metrics", prom),
-		log:      new(bytes.Buffer),
-	}
-	cmd := exec.Command(bin, "--config", "file:"+cfg)
-	cmd.Stdout, cmd.Stderr = j.log, j.log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start jaeger: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("jaeger log:\n%s", j.log)
-		}
-	})
-
-	// Ready when the health check says so and the OTLP ports accept.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("jaeger exited early:\n%s", j.log)
-		default:
-		}
-		var st struct{ Healthy bool }
-		if getJSON(fmt.Sprintf("http://127.0.0.1:%d/status", health), &st) == nil && st.Healthy && dialable(j.otlpGRPC) && dialable(j.otlpHTTP) {
-			return j
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jaeger not ready after 60s:\n%s", j.log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func dialable(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err == nil {
-		c.Close()
-	}
-	return err == nil
-}
+func startJaeger(t testing.TB) *jaeger { return &jaeger{testbed.StartJaeger(t)} }
 
 func getJSON(u string, v any) error {
 	resp, err := http.Get(u)
@@ -334,7 +150,7 @@ func (r *v3Traces) spans(t testing.TB) []gotSpan {
 // stores asynchronously).
 func (j *jaeger) trace(t testing.TB, traceID string, want int) []gotSpan {
 	t.Helper()
-	u := j.query + "/api/v3/traces/" + traceID + "?raw_traces=true"
+	u := j.Query + "/api/v3/traces/" + traceID + "?raw_traces=true"
 	var spans []gotSpan
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -361,7 +177,7 @@ func (j *jaeger) service(t testing.TB, name string, from, to time.Time, want int
 		"query.num_traces":     {"1000"},
 		"query.raw_traces":     {"true"},
 	}
-	u := j.query + "/api/v3/traces?" + q.Encode()
+	u := j.Query + "/api/v3/traces?" + q.Encode()
 	var spans []gotSpan
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -385,7 +201,7 @@ func (j *jaeger) metric(t testing.TB, name string, labels map[string]string) flo
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if v, ok := scrape(j.metrics, name, labels); ok {
+		if v, ok := scrape(j.Metrics, name, labels); ok {
 			return v
 		}
 		if time.Now().After(deadline) {
