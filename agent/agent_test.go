@@ -16,26 +16,14 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sextant/sextant/certs"
+	"github.com/sextant/sextant/testbed"
 )
-
-// requireRoot skips without root, except in CI where a skip would hide
-// that the test never ran.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: not skipping)")
-	}
-	t.Skip("needs root")
-}
 
 // The agent's lifecycle with the real probes: it answers once attached,
 // refuses a second agent on its socket, and on cancel stops cleanly and
 // removes its socket.
 func TestRunLifecycle(t *testing.T) {
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	socket := filepath.Join(t.TempDir(), "run", "observer.sock")
 	cfg := Config{
 		Node:      "test-node",

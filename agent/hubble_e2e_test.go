@@ -20,20 +20,9 @@ import (
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/protobuf/encoding/protojson"
-)
 
-// requireRoot skips without root, except in CI where a skip would hide
-// that the test never ran.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: not skipping)")
-	}
-	t.Skip("needs root")
-}
+	"github.com/sextant/sextant/testbed"
+)
 
 // repoRoot is the main module's directory.
 func repoRoot(t *testing.T) string {
@@ -226,7 +215,7 @@ func summarize(events []*observerpb.GetFlowsResponse) map[seen]int {
 // `sextant observe` and to the stock hubble CLI, with server-side filters,
 // --last, --follow and status.
 func TestObserverAPIWithHubbleCLI(t *testing.T) {
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	sextant, hubble := build(t)
 	socket := filepath.Join(t.TempDir(), "observer.sock")
 	listen := freePort(t)

@@ -8,12 +8,14 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 // BenchmarkLoad measures Load (verification included) + Close and reports
 // the instructions the verifier processed for the frame walker.
 func BenchmarkLoad(b *testing.B) {
-	requireRoot(b)
+	testbed.RequireRoot(b)
 	var insns uint32
 	for b.Loop() {
 		p, err := Load(Options{})
@@ -33,7 +35,7 @@ func BenchmarkLoad(b *testing.B) {
 // reader consuming the records: the cost of being observed, end to end.
 // Compare with BenchmarkUntracedH2C.
 func BenchmarkTracedH2C(b *testing.B) {
-	requireRoot(b)
+	testbed.RequireRoot(b)
 	p, err := Load(Options{TraceSelf: true, KernelStats: true})
 	if err != nil {
 		b.Fatal(err)
@@ -81,7 +83,7 @@ func benchH2C(b *testing.B) {
 // One op is one write + one read of 64 bytes (devzero: one read). Compare
 // the untraced and traced variants; kernel-ns/op is bpf_stats run time.
 func BenchmarkSyscall(b *testing.B) {
-	requireRoot(b)
+	testbed.RequireRoot(b)
 	kinds := []struct {
 		name string
 		fds  func(b *testing.B) (w, r int)

@@ -6,12 +6,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 // A ring buffer too small for the traffic: lost records are counted and
 // show up as sequence gaps, never as silently wrong data.
 func TestRingFullIsCountedAndVisible(t *testing.T) {
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	p, err := Load(Options{TraceSelf: true, RingBufferBytes: 16 << 10})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 // h2cServer serves POST /echo/*: the response body is "echo:" + path + request body.
@@ -230,7 +232,7 @@ func TestH2CRequestsAreFramed(t *testing.T) {
 
 // A connection opened before Load is joined by frame-shape validation.
 func TestH2CMidstream(t *testing.T) {
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	addr := h2cServer(t)
 	client := h2cClient()
 	defer client.CloseIdleConnections()

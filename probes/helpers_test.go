@@ -11,20 +11,9 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-)
 
-// requireRoot skips privileged tests for non-root users, except in CI
-// where a skip would hide that nothing was tested.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("privileged test needs root, and CI=true forbids skipping")
-	}
-	t.Skip("needs root")
-}
+	"github.com/sextant/sextant/testbed"
+)
 
 // recorder loads the probes (tracing this very process too, whose peers
 // the tests run) and keeps every record; tests pick their connections by
@@ -41,7 +30,7 @@ type recorder struct {
 
 func startRecorder(t *testing.T) *recorder {
 	t.Helper()
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	p, err := Load(Options{TraceSelf: true})
 	if err != nil {
 		t.Fatal(err)

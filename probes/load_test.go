@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sextant/sextant/testbed"
 )
 
 // tracepointLinks counts perf-event links of this process that point at
@@ -29,7 +31,7 @@ func bpfFDs(t *testing.T) int {
 }
 
 func TestLoadAttachClose(t *testing.T) {
-	requireRoot(t)
+	testbed.RequireRoot(t)
 	before := bpfFDs(t)
 	p, err := Load(Options{KernelStats: true})
 	if err != nil {
