@@ -82,7 +82,8 @@ type runningAgent struct {
 	before     snapshot
 }
 
-func (a agentLauncher) start(ctx context.Context, dir string, withRelay bool) (*runningAgent, error) {
+func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningAgent, error) {
+	withRelay := m.withRelay()
 	ra := &runningAgent{exited: make(chan struct{}), lines: make(chan string, 16)}
 	var cmd *exec.Cmd
 	socket := filepath.Join(dir, "agent.sock")
@@ -144,9 +145,9 @@ func (a agentLauncher) start(ctx context.Context, dir string, withRelay bool) (*
 	if withRelay {
 		if a.binary == "" {
 			ra.stop()
-			return nil, errors.New("mode agent+relay needs the sextant binary (-agent), not inproc")
+			return nil, fmt.Errorf("mode %s needs the sextant binary (-agent), not inproc", m)
 		}
-		rp, err := startRelay(ctx, a.binary, dir, ra.apiPort)
+		rp, err := startRelay(ctx, a.binary, dir, ra.apiPort, m == modeExporters)
 		if err != nil {
 			ra.stop()
 			return nil, err

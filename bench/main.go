@@ -59,6 +59,13 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == childGRPCArg {
+		if err := runChildGRPCServer(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench gRPC server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == childAgentArg {
 		if err := runChildAgent(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench agent:", err)
@@ -68,11 +75,11 @@ func main() {
 	}
 	var cfg config
 	var modes, workloads, capacity string
-	flag.BoolVar(&cfg.short, "short", false, "smoke run: every mode once with a few hundred requests, nothing written (CI)")
+	flag.BoolVar(&cfg.short, "short", false, "smoke run: every mode once with a few hundred requests, nothing written (CI); -workloads and -capacity given explicitly are kept")
 	flag.StringVar(&cfg.agent, "agent", "bin/sextant", `sextant binary run as "<binary> agent", or "inproc" for the probes+collector pipeline in a child process (no relay mode)`)
 	flag.StringVar(&cfg.agentFlags, "agent-flags", "--log-level warn", "extra flags for `sextant agent` (space separated)")
-	flag.StringVar(&modes, "modes", "baseline,agent,agent+relay,proxy", "modes, interleaved in every round: baseline (nothing observes), agent (agent alone with /metrics), agent+relay (a relay follows every flow), proxy (nghttpx in the path, no agent)")
-	flag.StringVar(&workloads, "workloads", "1000:small,5000:small,5000:16k,0:small", "workloads rate:size (rate in req/s, 0 = saturation; size small = 128 B, 16k = 16 KiB, or bytes)")
+	flag.StringVar(&modes, "modes", "baseline,agent,agent+relay,agent+relay+exporters,proxy", "modes, interleaved in every round: baseline (nothing observes), agent (agent alone with /metrics), agent+relay (a relay follows every flow), agent+relay+exporters (the relay also writes every flow to its embedded store), proxy (nghttpx in the path, no agent)")
+	flag.StringVar(&workloads, "workloads", "1000:small,5000:small,5000:16k,0:small,grpc-unary:1000:small,grpc-stream:1000:small", "workloads rate:size (rate in req/s, 0 = saturation; size small = 128 B, 16k = 16 KiB, or bytes): h2load → nghttpd; grpc-unary:rate:size and grpc-stream:rate:size: a Go gRPC client → the interop TestService (a stream returns 4 messages of size)")
 	flag.StringVar(&capacity, "capacity", "5000,10000,15000,20000,0", "request rates stepped with the agent to find the highest lossless one ('' to skip)")
 	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs every mode once per workload, order rotated per round")
 	flag.DurationVar(&cfg.perRun, "d", 5*time.Second, "length of a fixed-rate run (requests = rate × d)")
@@ -85,7 +92,16 @@ func main() {
 	flag.StringVar(&cfg.svgPath, "svg", "docs/benchmarks.svg", "write the latency plot here ('' for none; -short: none)")
 	flag.Parse()
 	if cfg.short {
-		workloads, capacity = "500:small,0:small", "1000"
+		// Workloads and capacity given explicitly stay: the smoke test
+		// picks what it covers.
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["workloads"] {
+			workloads = "500:small,0:small,grpc-unary:200:small,grpc-stream:200:small"
+		}
+		if !set["capacity"] {
+			capacity = "1000"
+		}
 		cfg.rounds, cfg.perRun, cfg.satN, cfg.warmup = 1, time.Second, 500, 100
 		cfg.mdPath, cfg.svgPath = "", ""
 	}
@@ -109,16 +125,25 @@ func main() {
 }
 
 // workload is one load shape: a total request rate (0: saturation) and a
-// response size.
+// response size, of h2load against nghttpd or, with grpc set, of gRPC
+// calls against the interop TestService.
 type workload struct {
 	rate      int
 	bodyBytes int
+	grpc      string // "" (h2load), "unary" or "stream"
 }
 
 func (w workload) String() string {
+	unit := "req/s"
+	if w.grpc != "" {
+		unit = "calls/s"
+	}
 	rate := "saturation"
 	if w.rate > 0 {
-		rate = fmt.Sprintf("%d req/s", w.rate)
+		rate = fmt.Sprintf("%d %s", w.rate, unit)
+	}
+	if w.grpc != "" {
+		return fmt.Sprintf("gRPC %s %s, %s", w.grpc, rate, sizeName(w.bodyBytes))
 	}
 	return fmt.Sprintf("%s, %s", rate, sizeName(w.bodyBytes))
 }
@@ -133,7 +158,14 @@ func sizeName(n int) string {
 func parseWorkloads(s string) ([]workload, error) {
 	var ws []workload
 	for _, f := range strings.Split(s, ",") {
-		rate, size, ok := strings.Cut(strings.TrimSpace(f), ":")
+		f = strings.TrimSpace(f)
+		var call string
+		for _, c := range []string{"unary", "stream"} {
+			if rest, ok := strings.CutPrefix(f, "grpc-"+c+":"); ok {
+				call, f = c, rest
+			}
+		}
+		rate, size, ok := strings.Cut(f, ":")
 		if !ok {
 			return nil, fmt.Errorf("workload %q: want rate:size", f)
 		}
@@ -152,7 +184,7 @@ func parseWorkloads(s string) ([]workload, error) {
 				return nil, fmt.Errorf("workload %q: bad size", f)
 			}
 		}
-		ws = append(ws, workload{rate: r, bodyBytes: b})
+		ws = append(ws, workload{rate: r, bodyBytes: b, grpc: call})
 	}
 	return ws, nil
 }
@@ -190,6 +222,7 @@ type bench struct {
 	cfg   config
 	agent agentLauncher
 	srv   *server
+	grpc  *grpcServer // nil without gRPC workloads
 	dir   string
 	out   io.Writer
 	runs  int // numbers the h2load logs: h2load appends to an existing log
@@ -228,14 +261,28 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	defer srv.stop()
 	b := &bench{cfg: cfg, agent: agent, srv: srv, dir: tmp, out: out}
+	if slices.ContainsFunc(cfg.workloads, func(w workload) bool { return w.grpc != "" }) {
+		if b.grpc, err = startGRPCServer(ctx); err != nil {
+			return err
+		}
+		defer b.grpc.stop()
+		fmt.Fprintf(out, "gRPC workloads: Go client (%d connections) → interop TestService 127.0.0.1:%d (child process)\n", cfg.clients, b.grpc.port)
+	}
 	env := describeMachine()
 	fmt.Fprintf(out, "sextant bench: h2load (%d clients, -m %d) → nghttpd 127.0.0.1:%d; modes %v; %d round(s); agent: %s\n",
 		cfg.clients, cfg.streams, srv.port, cfg.modes, cfg.rounds, agent)
 	fmt.Fprintf(out, "machine: %s; load average at start %s\n", env.machine, env.loadStart)
 
 	if cfg.warmup > 0 {
-		if _, _, err := b.load(cfg.workloads[0], srv.port).run(ctx, "warmup", cfg.warmup); err != nil {
-			return fmt.Errorf("warm-up: %w", err)
+		warm := map[bool]bool{}
+		for _, w := range cfg.workloads {
+			if warm[w.grpc != ""] {
+				continue
+			}
+			warm[w.grpc != ""] = true
+			if _, _, err := b.drive(ctx, w, b.port(w), "warmup", cfg.warmup); err != nil {
+				return fmt.Errorf("warm-up: %w", err)
+			}
 		}
 	}
 
@@ -320,6 +367,24 @@ func (b *bench) load(w workload, port int) h2loadRun {
 	}
 }
 
+// port is the server port of a workload.
+func (b *bench) port(w workload) int {
+	if w.grpc != "" {
+		return b.grpc.port
+	}
+	return b.srv.port
+}
+
+// drive runs n requests (or calls) of a workload against port.
+func (b *bench) drive(ctx context.Context, w workload, port int, name string, n int) (latencies, time.Duration, error) {
+	if w.grpc != "" {
+		g := grpcRun{addr: fmt.Sprintf("127.0.0.1:%d", port), call: w.grpc, rate: w.rate, bodyBytes: w.bodyBytes,
+			clients: b.cfg.clients, streams: b.cfg.streams}
+		return g.run(ctx, n)
+	}
+	return b.load(w, port).run(ctx, name, n)
+}
+
 func (b *bench) requests(w workload) int {
 	if w.rate == 0 {
 		return b.cfg.satN
@@ -332,12 +397,12 @@ func (b *bench) requests(w workload) int {
 func (b *bench) measure(ctx context.Context, w workload, m mode, round int) (result, error) {
 	n := b.requests(w)
 	r := result{w: w, mode: m, round: round, requests: n}
-	port := b.srv.port
+	port := b.port(w)
 	var ag *runningAgent
 	switch m {
-	case modeMetrics, modeFull:
+	case modeMetrics, modeFull, modeExporters:
 		var err error
-		if ag, err = b.agent.start(ctx, b.dir, m == modeFull); err != nil {
+		if ag, err = b.agent.start(ctx, b.dir, m); err != nil {
 			return r, err
 		}
 		defer ag.stop()
@@ -345,7 +410,7 @@ func (b *bench) measure(ctx context.Context, w workload, m mode, round int) (res
 			return r, err
 		}
 	case modeProxy:
-		px, err := startProxy(ctx, b.dir, b.srv.port)
+		px, err := startProxy(ctx, b.dir, port)
 		if err != nil {
 			return r, err
 		}
@@ -354,7 +419,7 @@ func (b *bench) measure(ctx context.Context, w workload, m mode, round int) (res
 	}
 	b.runs++
 	name := fmt.Sprintf("%03d-%d-%d-%s-r%d", b.runs, w.rate, w.bodyBytes, strings.ReplaceAll(string(m), "+", "-"), round)
-	lat, wall, err := b.load(w, port).run(ctx, name, n)
+	lat, wall, err := b.drive(ctx, w, port, name, n)
 	if err != nil {
 		return r, err
 	}

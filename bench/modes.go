@@ -35,6 +35,11 @@ const (
 	// relay's exporters that need no external service: Observer API,
 	// route templating; no embedded store, no OTLP collector).
 	modeFull mode = "agent+relay"
+	// modeExporters: agent+relay with the relay's embedded flow store
+	// (chDB) on, so that every flow also goes through the exporter path
+	// and is written to ClickHouse tables. Prometheus needs no mode of
+	// its own: the agent always serves /metrics.
+	modeExporters mode = "agent+relay+exporters"
 	// modeProxy: no agent, but nghttpx (nghttp2-proxy) in the path as the
 	// stand-in for a sidecar proxy: h2load → nghttpx → nghttpd.
 	modeProxy mode = "proxy"
@@ -45,11 +50,11 @@ func parseModes(s string) ([]mode, error) {
 	for _, f := range strings.Split(s, ",") {
 		m := mode(strings.TrimSpace(f))
 		switch m {
-		case modeBaseline, modeMetrics, modeFull, modeProxy:
+		case modeBaseline, modeMetrics, modeFull, modeExporters, modeProxy:
 			ms = append(ms, m)
 		case "":
 		default:
-			return nil, fmt.Errorf("unknown mode %q (baseline, agent, agent+relay, proxy)", m)
+			return nil, fmt.Errorf("unknown mode %q (baseline, agent, agent+relay, agent+relay+exporters, proxy)", m)
 		}
 	}
 	if len(ms) == 0 {
@@ -58,7 +63,10 @@ func parseModes(s string) ([]mode, error) {
 	return ms, nil
 }
 
-func (m mode) withAgent() bool { return m == modeMetrics || m == modeFull }
+func (m mode) withAgent() bool { return m == modeMetrics || m == modeFull || m == modeExporters }
+
+// withRelay: the mode runs a relay after the agent.
+func (m mode) withRelay() bool { return m == modeFull || m == modeExporters }
 
 // freePort asks the kernel for a free loopback port. Tools that cannot
 // listen on port 0 and report it get this one; a race with another process
@@ -139,19 +147,23 @@ type relayProc struct {
 	before time.Duration // CPU at begin
 }
 
-func startRelay(ctx context.Context, binary, dir string, agentPort int) (*relayProc, error) {
+// startRelay starts a relay following the agent; with the embedded store
+// (exporters), in a data directory of its own so that no run inherits the
+// flows of an earlier one. The store's library is the one `sextant relay`
+// finds itself (CHDB_LIB_PATH or ~/.cache/sextant/chdb).
+func startRelay(ctx context.Context, binary, dir string, agentPort int, embedded bool) (*relayProc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	dataDir := filepath.Join(dir, "relay")
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+	dataDir, err := os.MkdirTemp(dir, "relay-")
+	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(binary, "relay",
 		"--agent", fmt.Sprintf("127.0.0.1:%d", agentPort),
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--query-listen", "", "--embedded-store=false", "--data-dir", dataDir,
+		"--query-listen", "", fmt.Sprintf("--embedded-store=%t", embedded), "--data-dir", dataDir,
 		"--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -275,8 +275,13 @@ func (rep *report) writeMarkdown(path, svgPath string) error {
 		fmt.Fprintf(&b, "- Tools: %s\n", strings.Join(rep.env.tools, "; "))
 	}
 	fmt.Fprintf(&b, "- Command: `%s` (as root; agent: `%s`)\n", rep.cfg.command, rep.cfg.agent)
-	fmt.Fprintf(&b, "- Load: h2load, %d clients, -m %d; fixed-rate runs of %v each, saturation runs of %d requests; %d round(s), modes interleaved with the order rotated per round\n\n",
+	fmt.Fprintf(&b, "- Load: h2load, %d clients, -m %d; fixed-rate runs of %v each, saturation runs of %d requests; %d round(s), modes interleaved with the order rotated per round\n",
 		rep.cfg.clients, rep.cfg.streams, rep.cfg.perRun, rep.cfg.satN, rep.cfg.rounds)
+	if slices.ContainsFunc(rep.cfg.workloads, func(w workload) bool { return w.grpc != "" }) {
+		fmt.Fprintf(&b, "- gRPC workloads: a Go load generator (grpc-go, %d connections, open loop at the fixed rate; at saturation %d callers) calls the grpc-go interop TestService in a child process; unary: UnaryCall, stream: StreamingOutputCall returning %d messages; latency from sending to the end of the response; req/s are calls/s, 2 flows expected per call\n",
+			rep.cfg.clients, rep.cfg.clients*rep.cfg.streams, streamMessages)
+	}
+	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "| "+strings.Join(header, " | ")+" |")
 	fmt.Fprintln(&b, "|"+strings.Repeat("---|", len(header)))
 	for _, r := range rep.rows {
