@@ -274,12 +274,18 @@ func TestPrometheusPanels(t *testing.T) {
 	// The expectations: per panel title and target, a check of every
 	// sample (labels → value).
 	type check func(labels map[string]string, v float64) bool
+	// Ratios of rates: the same edge effects, on numerator and denominator
+	// (seen in CI: 0.235 for 3/14 = 0.214); still far from the neighbouring
+	// shares (2/14, 4/14) a wrong query would give.
+	const ratioTol = 0.04
 	near := func(want, tol float64) check {
 		return func(_ map[string]string, v float64) bool { return math.Abs(v-want) <= tol }
 	}
-	// rates: extrapolation to the window's edges adds up to ~2 scrape intervals.
+	// rates: extrapolation to the window's edges adds up to ~2 scrape
+	// intervals, and on a loaded machine a scrape can land inside the first
+	// round (seen in CI: 7.5/s for 8/s sent), so allow a sample's worth less.
 	rateOf := func(n float64) check {
-		return func(_ map[string]string, v float64) bool { return v >= perSecond(n)*0.95 && v <= perSecond(n)*1.35 }
+		return func(_ map[string]string, v float64) bool { return v >= perSecond(n)*0.85 && v <= perSecond(n)*1.35 }
 	}
 	in := func(lo, hi float64) check {
 		return func(_ map[string]string, v float64) bool { return v >= lo && v <= hi }
@@ -302,11 +308,11 @@ func TestPrometheusPanels(t *testing.T) {
 	rpcErrShare := float64(rpcNotFound) / float64(rpcOK+rpcNotFound)
 	expect := map[string]check{
 		"Golden signals/Requests/s/A":                          rateOf(perRound),
-		"Golden signals/Error ratio/A":                         near(httpErrShare, 0.02),
+		"Golden signals/Error ratio/A":                         near(httpErrShare, ratioTol),
 		"Golden signals/p95 latency/A":                         in(0.25, 0.5),
 		"Golden signals/Active streams/A":                      in(0, 1000),
 		"Golden signals/Request rate by route/A":               byLabel("http_route", map[string]check{"/api/users/{id}": rateOf(fast), "/orders/{id}": rateOf(slow), "/grpc.health.v1.Health/Check": rateOf(rpcOK + rpcNotFound)}),
-		"Golden signals/Error ratio by service/A":              near(httpErrShare, 0.02),
+		"Golden signals/Error ratio by service/A":              near(httpErrShare, ratioTol),
 		"Golden signals/Errors by type/A":                      byLabel("error_type", map[string]check{"503": rateOf(slow)}),
 		"Golden signals/Errors by type/B":                      byLabel("error_type", map[string]check{"5": rateOf(rpcNotFound)}),
 		"Golden signals/Latency p50 / p95 / p99/A":             in(0, 0.1),
@@ -316,11 +322,11 @@ func TestPrometheusPanels(t *testing.T) {
 		"Golden signals/Saturation: streams and connections/A": in(0, 1000),
 		"Golden signals/Saturation: streams and connections/B": in(1, 1000),
 		"gRPC/Calls/s/A":                                       rateOf(rpcOK + rpcNotFound),
-		"gRPC/Non-OK ratio/A":                                  near(rpcErrShare, 0.02),
+		"gRPC/Non-OK ratio/A":                                  near(rpcErrShare, ratioTol),
 		"gRPC/p99 latency/A":                                   in(0, 0.1),
 		"gRPC/Call rate by method/A":                           byLabel("rpc_method", map[string]check{"Check": rateOf(rpcOK + rpcNotFound)}),
 		"gRPC/Status codes/A":                                  byLabel("rpc_grpc_status_code", map[string]check{"0": rateOf(rpcOK), "5": rateOf(rpcNotFound)}),
-		"gRPC/Non-OK ratio by method/A":                        near(rpcErrShare, 0.02),
+		"gRPC/Non-OK ratio by method/A":                        near(rpcErrShare, ratioTol),
 		"gRPC/Latency p50 / p95 / p99 by method/A":             in(0, 0.1),
 		"gRPC/Latency p50 / p95 / p99 by method/B":             in(0, 0.1),
 		"gRPC/Latency p50 / p95 / p99 by method/C":             in(0, 0.1),
