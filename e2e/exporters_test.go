@@ -89,9 +89,9 @@ func TestExporters(t *testing.T) {
 	// The workload: the h2c client and server and the gRPC server run in
 	// the observed cgroup; the gRPC client outside it, so its calls are
 	// seen from the server side only (and prove the scope holds).
-	h2srv := expStartInCgroup(t, cg, "h2c-server", nil)
+	h2srv := startInCgroup(t, cg, "h2c-server", "h2c-server", nil)
 	h2addr, h2port := serverAddr(t, h2srv)
-	gsrv := expStartInCgroup(t, cg, "grpc-server", nil)
+	gsrv := startInCgroup(t, cg, "grpc-server", "grpc-server", nil)
 	gaddr, gport := serverAddr(t, gsrv)
 
 	// n h2c requests on one connection, all in one trace (one parent span
@@ -106,7 +106,7 @@ func TestExporters(t *testing.T) {
 		args.Reqs = append(args.Reqs, reqSpec{Method: "GET", Path: fmt.Sprintf("/s/200/64/e2e-exp/%d", i),
 			Header: map[string]string{"traceparent": "00-" + traceID + "-" + promHex(8) + "-01"}})
 	}
-	h2cli := expStartInCgroup(t, cg, "http-client", args)
+	h2cli := startInCgroup(t, cg, "http-client", "http-client", args)
 	h2cli.expect("PAUSED", 60*time.Second)
 	prom.await(fmt.Sprintf(`sum(http_client_request_duration_seconds_count{server_port="%d"})`, h2port), 1, expTimeout)
 	h2cli.send("go")
@@ -202,24 +202,6 @@ func expPromCounts(p *promServer, selector string) ([]int64, error) {
 		out = append(out, int64(v))
 	}
 	return out, nil
-}
-
-// expStartInCgroup starts a peer inside cgroup dir: a shell moves itself
-// there, then execs the peer, so that every connection of the peer belongs
-// to the cgroup from its first byte.
-func expStartInCgroup(t *testing.T, dir, role string, args any) *proc {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := json.Marshal(args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$0" -test.run='^$'`, exe, filepath.Join(dir, "cgroup.procs"))
-	cmd.Env = append(os.Environ(), peerEnv+"="+role, peerArgsEnv+"="+string(raw))
-	return startProc(t, role, cmd)
 }
 
 // expAwaitRelay waits until the relay serves and reports the agent connected.

@@ -130,10 +130,10 @@ func nodeCgroup(t *testing.T, rel string) string {
 	return dir
 }
 
-// startInCgroup starts the http-client peer inside cgroup dir: a shell
-// moves itself there, then execs the peer, so that every connection of the
-// workload belongs to the node from its first byte.
-func startInCgroup(t *testing.T, dir, name string, args clientArgs) *proc {
+// startInCgroup starts peer role (named name in logs) inside cgroup dir: a
+// shell moves itself there, then execs the peer, so that every connection
+// of the peer belongs to the cgroup from its first byte.
+func startInCgroup(t *testing.T, dir, role, name string, args any) *proc {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -144,7 +144,7 @@ func startInCgroup(t *testing.T, dir, name string, args clientArgs) *proc {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$0" -test.run='^$'`, exe, filepath.Join(dir, "cgroup.procs"))
-	cmd.Env = append(os.Environ(), peerEnv+"=http-client", peerArgsEnv+"="+string(raw))
+	cmd.Env = append(os.Environ(), peerEnv+"="+role, peerArgsEnv+"="+string(raw))
 	return startProc(t, name, cmd)
 }
 
@@ -410,7 +410,7 @@ func TestRelayMultiNode(t *testing.T) {
 				w.markers[m], all[m] = true, true
 				args.Reqs = append(args.Reqs, reqSpec{Method: "GET", Path: "/s/200/64/" + m})
 			}
-			w.procs = append(w.procs, startInCgroup(t, cgroups[n], n+" "+phase, args))
+			w.procs = append(w.procs, startInCgroup(t, cgroups[n], "http-client", n+" "+phase, args))
 			w.args = append(w.args, args)
 		}
 		for i, p := range w.procs {
