@@ -18,6 +18,7 @@ import (
 
 	"github.com/sextant/sextant/certs"
 	"github.com/sextant/sextant/collector"
+	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/probes"
 )
 
@@ -39,9 +40,17 @@ type Config struct {
 	// clients (the relay, sextant observe, hubble) must present a
 	// certificate signed by TLS.CA.
 	TLS certs.Files
+	// MetricsOnly turns the flow side off: no ring, no Observer API, no
+	// conversion to Hubble events. Every exchange is still decoded, but
+	// only to feed /metrics, which is what most nodes need and costs a
+	// fraction of keeping whole flows. Needs Metrics.Listen.
+	MetricsOnly bool
 	// RingSize is how many recent events (a flow is a request and a
 	// response event) are kept (default ring.DefaultCapacity).
 	RingSize int
+	// KernelRingBytes sizes the kernel→agent ring buffer (default
+	// probes' 8 MiB). Records beyond it are dropped and counted.
+	KernelRingBytes int
 	// ExcludePIDs are never traced, in addition to the agent itself.
 	ExcludePIDs []uint32
 	// StatusInterval is how often a status line is logged at debug level
@@ -74,9 +83,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// Listen before loading the probes: a second agent or a bad address
 	// fails in milliseconds, not after the programs were verified.
-	listeners, err := listen(cfg)
-	if err != nil {
-		return err
+	var listeners []net.Listener
+	if !cfg.MetricsOnly {
+		if listeners, err = listen(cfg); err != nil {
+			return err
+		}
 	}
 	metrics, err := listenMetrics(cfg.Metrics, log)
 	if err != nil {
@@ -93,7 +104,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 
 	p, err := probes.Load(probes.Options{
-		ExcludePIDs: append([]uint32{uint32(os.Getpid())}, cfg.ExcludePIDs...),
+		ExcludePIDs:     append([]uint32{uint32(os.Getpid())}, cfg.ExcludePIDs...),
+		RingBufferBytes: cfg.KernelRingBytes,
 	})
 	if err != nil {
 		if isPermission(err) {
@@ -108,38 +120,49 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 	log.Info("probes attached", "load_time", p.LoadTime().Round(time.Millisecond))
 
-	server := newObserverAPI(cfg, started, func() uint64 {
-		drops := p.Stats().Drops
-		return totalDrops(drops[:])
-	})
-	defer server.closeFeed()
-	pipe := &pipeline{c: collector.New(cfg.Collector, metrics.fanOut(server.write))}
+	var server *observerAPI // nil: metrics only
+	out := func(*flow.Flow) {}
+	if !cfg.MetricsOnly {
+		server = newObserverAPI(cfg, started, func() uint64 {
+			drops := p.Stats().Drops
+			return totalDrops(drops[:])
+		})
+		defer server.closeFeed()
+		out = server.write
+	}
+	pipe := &pipeline{c: collector.New(cfg.Collector, metrics.fanOut(out))}
 	metrics.serve(p, server, pipe)
 
 	status := func() Status {
 		ps := p.Stats()
-		rs := server.ring.Stats()
-		return Status{
+		st := Status{
 			Node:         cfg.Node,
 			Started:      started,
 			Uptime:       time.Since(started).Round(time.Second).String(),
-			FlowsSeen:    server.seen.Load(),
-			QueueLost:    server.queueLost.Load(),
-			Ring:         rs,
 			ProbeEvents:  ps.Events,
 			ProbeInvalid: ps.Invalid,
 			ProbeDrops:   dropsByName(ps.Drops[:]),
 			Collector:    pipe.stats(),
 		}
+		if server != nil {
+			st.FlowsSeen = server.seen.Load()
+			st.QueueLost = server.queueLost.Load()
+			st.Ring = server.ring.Stats()
+		}
+		return st
 	}
 	// The API outlives the probes by a moment at shutdown, so that followers
 	// receive the flows the collector flushes last.
 	apiCtx, stopAPI := context.WithCancel(context.Background())
 	defer stopAPI()
 	apiDone := make(chan error, 1)
-	go func() { apiDone <- server.Serve(apiCtx, listeners...) }()
-	for _, ln := range listeners {
-		log.Info("serving the Observer API", "addr", addrURL(ln.Addr()))
+	if server != nil {
+		go func() { apiDone <- server.Serve(apiCtx, listeners...) }()
+		for _, ln := range listeners {
+			log.Info("serving the Observer API", "addr", addrURL(ln.Addr()))
+		}
+	} else {
+		log.Info("metrics only: no flows are kept and the Observer API is off")
 	}
 
 	probesCtx, stopProbes := context.WithCancel(ctx)
@@ -168,6 +191,11 @@ func Run(ctx context.Context, cfg Config) error {
 	workers.Wait()
 	<-probesDone
 	pipe.flush()
+	if server == nil {
+		metrics.close()
+		log.Info("stopped", "flows", pipe.stats().Flows)
+		return runErr
+	}
 	server.closeFeed()
 	metrics.close()
 
@@ -191,6 +219,9 @@ func withDefaults(cfg Config) (Config, error) {
 		cfg.Node = host
 	}
 	cfg.Collector.Node = cfg.Node
+	if cfg.MetricsOnly && cfg.Metrics.Listen == "" {
+		return cfg, errors.New("metrics only, but no metrics address: nothing would be observable (set --metrics-listen)")
+	}
 	if cfg.Socket == "" {
 		cfg.Socket = DefaultSocket
 	}

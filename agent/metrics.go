@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -36,12 +37,16 @@ type MetricsConfig struct {
 	Routes    []string
 	MaxSeries int
 	QueueSize int
+	// Pprof also serves Go's profiles under /debug/pprof/ on the same
+	// address: where the agent's CPU and memory go, on a live node.
+	Pprof bool
 }
 
 // agentMetrics is the Prometheus exporter fed by the collector, the agent's
 // self-metrics, and the HTTP server of /metrics. A nil *agentMetrics is
 // "metrics off": every method does nothing.
 type agentMetrics struct {
+	cfg  MetricsConfig
 	log  *slog.Logger
 	reg  *prom.Registry
 	exp  *promexp.Exporter
@@ -74,7 +79,7 @@ func listenMetrics(cfg MetricsConfig, log *slog.Logger) (*agentMetrics, error) {
 		_ = exp.Close(context.Background())
 		return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.Listen, err)
 	}
-	return &agentMetrics{log: log, reg: reg, exp: exp, ln: ln, done: make(chan struct{})}, nil
+	return &agentMetrics{cfg: cfg, log: log, reg: reg, exp: exp, ln: ln, done: make(chan struct{})}, nil
 }
 
 // fanOut returns the collector's output: out, then the exporter. Both only
@@ -97,6 +102,13 @@ func (m *agentMetrics) serve(p *probes.Probes, api *observerAPI, pipe *pipeline)
 	m.reg.MustRegister(&selfMetrics{probes: p, api: api, pipe: pipe})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promexp.Handler(m.reg))
+	if m.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(m.done)
@@ -207,6 +219,9 @@ func (s *selfMetrics) Collect(ch chan<- prom.Metric) {
 	cs := s.pipe.stats()
 	collectorStats(cs, counter, gauge)
 
+	if s.api == nil {
+		return // metrics only: no ring, no feed
+	}
 	rs := s.api.ring.Stats()
 	collectRing(rs, counter, gauge)
 	counter(feedLostDesc, s.api.queueLost.Load())

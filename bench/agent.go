@@ -102,14 +102,19 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 		}
 		args := append([]string{"agent", "--socket", socket, "--listen", listen,
 			"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, a.flags...)
+		if m == modeMetricsOnly {
+			args = append(args, "--metrics-only")
+		}
 		cmd = exec.Command(a.binary, args...)
 		cmd.Stdout = os.Stderr // the agent's logs are not the bench's output
 		cmd.Stderr = os.Stderr
-		conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return nil, err
+		if m != modeMetricsOnly {
+			conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return nil, err
+			}
+			ra.conn, ra.client = conn, observerpb.NewObserverClient(conn)
 		}
-		ra.conn, ra.client = conn, observerpb.NewObserverClient(conn)
 	} else {
 		exe, err := os.Executable()
 		if err != nil {
@@ -158,11 +163,12 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 }
 
 // waitReady waits until the agent has its programs attached: the binary
-// agent answers its status API (it opens the socket after loading), the
-// child prints READY.
+// agent answers its status API (it opens the socket after loading) or, in
+// metrics-only mode, holds its programs and serves /metrics; the child
+// prints READY.
 func (ra *runningAgent) waitReady(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
-	if ra.client == nil {
+	if ra.client == nil && ra.metricsURL == "" {
 		select {
 		case line := <-ra.lines:
 			if line != "READY" {
@@ -183,9 +189,14 @@ func (ra *runningAgent) waitReady(ctx context.Context) error {
 			return ctx.Err()
 		default:
 		}
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := ra.client.ServerStatus(sctx, &observerpb.ServerStatusRequest{})
-		cancel()
+		var err error
+		if ra.client != nil {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			_, err = ra.client.ServerStatus(sctx, &observerpb.ServerStatusRequest{})
+			cancel()
+		} else {
+			_, err = promCounters(ra.metricsURL)
+		}
 		if err == nil && len(agentPrograms(ra.cmd.Process.Pid)) > 0 {
 			return nil
 		}
@@ -264,9 +275,6 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 		s.perProg[name] = pr
 	}
 	s.programs = len(ids)
-	if s.flows, err = ra.flowsSeen(); err != nil {
-		return s, err
-	}
 	if ra.metricsURL != "" {
 		m, err := promCounters(ra.metricsURL)
 		if err != nil {
@@ -280,6 +288,9 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 		s.ringLost = uint64(m["sextant_ring_follower_lost_total"] + m["sextant_feed_lost_flows_total"])
 		s.seqGaps = uint64(m["sextant_collector_sequence_gaps_total"])
 	} else {
+		if s.flows, err = ra.flowsSeen(); err != nil {
+			return s, err
+		}
 		s.events, s.kernelDrops, s.seqGaps = ra.childCounters()
 	}
 	if ra.relay != nil {
@@ -290,18 +301,8 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 	return s, nil
 }
 
+// flowsSeen asks the in-process child for its counts.
 func (ra *runningAgent) flowsSeen() (uint64, error) {
-	if ra.client != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		st, err := ra.client.ServerStatus(ctx, &observerpb.ServerStatusRequest{})
-		if err != nil {
-			return 0, fmt.Errorf("agent status: %w", err)
-		}
-		// SeenFlows counts Hubble flow events: a request and, when one
-		// was seen, a response per exchange.
-		return st.GetSeenFlows(), nil
-	}
 	if _, err := io.WriteString(ra.stdin, "count\n"); err != nil {
 		return 0, fmt.Errorf("ask agent child: %w", err)
 	}
@@ -334,6 +335,7 @@ type agentUsage struct {
 	kernelRuns   uint64
 	programs     int
 	rssBytes     uint64
+	anonBytes    uint64 // private memory (RssAnon): RSS without the binary's text and the mapped ring buffer
 	peakRSSBytes uint64
 	flows        uint64
 	perProg      map[string]progRun
@@ -366,7 +368,7 @@ func (ra *runningAgent) end(requests int) (*agentUsage, error) {
 		runs:        1,
 	}
 	if ra.relay != nil {
-		if u.relayRSS, u.relayPeakRSS, err = processRSS(ra.relay.cmd.Process.Pid); err != nil {
+		if u.relayRSS, _, u.relayPeakRSS, err = processRSS(ra.relay.cmd.Process.Pid); err != nil {
 			return nil, err
 		}
 	}
@@ -374,7 +376,7 @@ func (ra *runningAgent) end(requests int) (*agentUsage, error) {
 		pb := b.perProg[name]
 		u.perProg[name] = progRun{ns: a.ns - pb.ns, runs: a.runs - pb.runs}
 	}
-	u.rssBytes, u.peakRSSBytes, err = processRSS(ra.cmd.Process.Pid)
+	u.rssBytes, u.anonBytes, u.peakRSSBytes, err = processRSS(ra.cmd.Process.Pid)
 	return u, err
 }
 
@@ -385,6 +387,7 @@ func (u *agentUsage) add(o *agentUsage) {
 	u.kernelRuns += o.kernelRuns
 	u.programs += o.programs
 	u.rssBytes += o.rssBytes
+	u.anonBytes += o.anonBytes
 	u.peakRSSBytes = max(u.peakRSSBytes, o.peakRSSBytes)
 	u.flows += o.flows
 	u.events += o.events
@@ -473,11 +476,11 @@ func processCPU(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / clockTicks, nil
 }
 
-// processRSS is VmRSS and VmHWM (peak) of a process.
-func processRSS(pid int) (rss, peak uint64, err error) {
+// processRSS is VmRSS, RssAnon and VmHWM (peak) of a process.
+func processRSS(pid int) (rss, anon, peak uint64, err error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
 		name, v, ok := strings.Cut(line, ":")
@@ -491,11 +494,13 @@ func processRSS(pid int) (rss, peak uint64, err error) {
 		switch name {
 		case "VmRSS":
 			rss = kb << 10
+		case "RssAnon":
+			anon = kb << 10
 		case "VmHWM":
 			peak = kb << 10
 		}
 	}
-	return rss, peak, nil
+	return rss, anon, peak, nil
 }
 
 // runChildAgent is the -agent inproc pipeline: the same probes and

@@ -40,22 +40,24 @@ import (
 )
 
 type config struct {
-	short      bool
-	agent      string // path of the sextant binary, or "inproc"
-	modes      []mode
-	workloads  []workload
-	capacity   []int // agent-mode capacity steps, req/s (0: saturation)
-	rounds     int
-	perRun     time.Duration // fixed-rate run length
-	satN       int           // requests of a saturation run
-	clients    int
-	streams    int
-	warmup     int
-	keepTmp    bool
-	agentFlags string
-	mdPath     string
-	svgPath    string
-	command    string
+	short     bool
+	agent     string // path of the sextant binary, or "inproc"
+	modes     []mode
+	workloads []workload
+	capacity  []int // capacity steps, req/s (0: saturation)
+	// capacityModes are the agent modes the capacity steps run in.
+	capacityModes []mode
+	rounds        int
+	perRun        time.Duration // fixed-rate run length
+	satN          int           // requests of a saturation run
+	clients       int
+	streams       int
+	warmup        int
+	keepTmp       bool
+	agentFlags    string
+	mdPath        string
+	svgPath       string
+	command       string
 }
 
 func main() {
@@ -74,13 +76,14 @@ func main() {
 		return
 	}
 	var cfg config
-	var modes, workloads, capacity string
+	var modes, workloads, capacity, capacityModes string
 	flag.BoolVar(&cfg.short, "short", false, "smoke run: every mode once with a few hundred requests, nothing written (CI); -workloads and -capacity given explicitly are kept")
 	flag.StringVar(&cfg.agent, "agent", "bin/sextant", `sextant binary run as "<binary> agent", or "inproc" for the probes+collector pipeline in a child process (no relay mode)`)
 	flag.StringVar(&cfg.agentFlags, "agent-flags", "--log-level warn", "extra flags for `sextant agent` (space separated)")
-	flag.StringVar(&modes, "modes", "baseline,agent,agent+relay,agent+relay+exporters,proxy", "modes, interleaved in every round: baseline (nothing observes), agent (agent alone with /metrics), agent+relay (a relay follows every flow), agent+relay+exporters (the relay also writes every flow to its embedded store), proxy (nghttpx in the path, no agent)")
+	flag.StringVar(&modes, "modes", "baseline,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy", "modes, interleaved in every round: baseline (nothing observes), agent-metrics (agent --metrics-only: /metrics, no flows kept), agent (agent keeping flows, nobody following, and /metrics), agent+relay (a relay follows every flow), agent+relay+exporters (the relay also writes every flow to its embedded store), proxy (nghttpx in the path, no agent)")
 	flag.StringVar(&workloads, "workloads", "1000:small,5000:small,5000:16k,0:small,grpc-unary:1000:small,grpc-stream:1000:small", "workloads rate:size (rate in req/s, 0 = saturation; size small = 128 B, 16k = 16 KiB, or bytes): h2load → nghttpd; grpc-unary:rate:size and grpc-stream:rate:size: a Go gRPC client → the interop TestService (a stream returns 4 messages of size)")
 	flag.StringVar(&capacity, "capacity", "5000,10000,15000,20000,0", "request rates stepped with the agent to find the highest lossless one ('' to skip)")
+	flag.StringVar(&capacityModes, "capacity-modes", "agent-metrics,agent+relay", "agent modes the capacity steps run in")
 	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs every mode once per workload, order rotated per round")
 	flag.DurationVar(&cfg.perRun, "d", 5*time.Second, "length of a fixed-rate run (requests = rate × d)")
 	flag.IntVar(&cfg.satN, "sat-n", 60000, "requests of a saturation run")
@@ -110,6 +113,18 @@ func main() {
 	if cfg.modes, err = parseModes(modes); err == nil {
 		if cfg.workloads, err = parseWorkloads(workloads); err == nil {
 			cfg.capacity, err = parseRates(capacity)
+		}
+	}
+	if err == nil && len(cfg.capacity) > 0 {
+		if cfg.agent == "inproc" {
+			// One pipeline child serves every agent mode.
+			capacityModes = string(modeAgent)
+		}
+		cfg.capacityModes, err = parseModes(capacityModes)
+		for _, m := range cfg.capacityModes {
+			if !m.withAgent() {
+				err = fmt.Errorf("capacity mode %s runs no agent", m)
+			}
 		}
 	}
 	if err != nil {
@@ -314,7 +329,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("enable bpf_stats: %w", err)
 			}
-			kr, err := b.measure(ctx, w, modeMetrics, 0)
+			// The kernel programs are the same in every agent mode.
+			kr, err := b.measure(ctx, w, modeMetricsOnly, 0)
 			statsFD.Close()
 			if err != nil {
 				return err
@@ -326,10 +342,10 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 
 	var capacity []result
-	if len(cfg.capacity) > 0 && slices.ContainsFunc(cfg.modes, mode.withAgent) {
-		fmt.Fprintf(out, "\n== capacity: agent mode, %s responses, rates stepped until capture is lossy\n", sizeName(128))
+	for _, m := range cfg.capacityModes {
+		fmt.Fprintf(out, "\n== capacity: %s, %s responses, rates stepped until capture is lossy\n", m, sizeName(128))
 		for _, rate := range cfg.capacity {
-			r, err := b.measure(ctx, workload{rate: rate, bodyBytes: 128}, modeMetrics, 0)
+			r, err := b.measure(ctx, workload{rate: rate, bodyBytes: 128}, m, 0)
 			if err != nil {
 				return err
 			}
@@ -400,7 +416,7 @@ func (b *bench) measure(ctx context.Context, w workload, m mode, round int) (res
 	port := b.port(w)
 	var ag *runningAgent
 	switch m {
-	case modeMetrics, modeFull, modeExporters:
+	case modeMetricsOnly, modeAgent, modeFull, modeExporters:
 		var err error
 		if ag, err = b.agent.start(ctx, b.dir, m); err != nil {
 			return r, err

@@ -27,10 +27,12 @@ type mode string
 const (
 	// modeBaseline: nothing observes the traffic.
 	modeBaseline mode = "baseline"
-	// modeMetrics: the agent alone, serving /metrics, nobody following its
-	// flows. The agent has no "metrics only" switch (it always decodes
-	// every exchange into flows and its ring); this is the closest.
-	modeMetrics mode = "agent"
+	// modeMetricsOnly: the agent with --metrics-only: every exchange
+	// decoded into Prometheus metrics, no flows kept, no Observer API.
+	modeMetricsOnly mode = "agent-metrics"
+	// modeAgent: the agent keeping whole flows (Hubble events in its
+	// ring, Observer API on) and serving /metrics, nobody following.
+	modeAgent mode = "agent"
 	// modeFull: the agent plus a relay following all of its flows (the
 	// relay's exporters that need no external service: Observer API,
 	// route templating; no embedded store, no OTLP collector).
@@ -50,11 +52,11 @@ func parseModes(s string) ([]mode, error) {
 	for _, f := range strings.Split(s, ",") {
 		m := mode(strings.TrimSpace(f))
 		switch m {
-		case modeBaseline, modeMetrics, modeFull, modeExporters, modeProxy:
+		case modeBaseline, modeMetricsOnly, modeAgent, modeFull, modeExporters, modeProxy:
 			ms = append(ms, m)
 		case "":
 		default:
-			return nil, fmt.Errorf("unknown mode %q (baseline, agent, agent+relay, agent+relay+exporters, proxy)", m)
+			return nil, fmt.Errorf("unknown mode %q (baseline, agent-metrics, agent, agent+relay, agent+relay+exporters, proxy)", m)
 		}
 	}
 	if len(ms) == 0 {
@@ -63,7 +65,9 @@ func parseModes(s string) ([]mode, error) {
 	return ms, nil
 }
 
-func (m mode) withAgent() bool { return m == modeMetrics || m == modeFull || m == modeExporters }
+func (m mode) withAgent() bool {
+	return m == modeMetricsOnly || m == modeAgent || m == modeFull || m == modeExporters
+}
 
 // withRelay: the mode runs a relay after the agent.
 func (m mode) withRelay() bool { return m == modeFull || m == modeExporters }

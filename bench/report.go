@@ -140,7 +140,7 @@ func (rep *report) cells(r row) []string {
 	}
 	u := r.usage
 	if u == nil {
-		return append(c, na, na, na, na, na, na, na, na, na)
+		return append(c, na, na, na, na, na, na, na, na, na, na)
 	}
 	kernel := na
 	if k := r.kernel; k != nil && k.kernelRuns > 0 {
@@ -157,6 +157,7 @@ func (rep *report) cells(r row) []string {
 		relayCPU, relayRSS = perK(u.relayCPU), fmt.Sprintf("%.1f", float64(u.relayRSS)/float64(u.runs)/(1<<20))
 	}
 	return append(c, kernel, perK(u.cpu), fmt.Sprintf("%.1f", float64(u.rssBytes)/float64(u.runs)/(1<<20)),
+		fmt.Sprintf("%.1f", float64(u.anonBytes)/float64(u.runs)/(1<<20)),
 		relayCPU, relayRSS,
 		fmt.Sprintf("%.0f", float64(u.events)/r.wall.Seconds()),
 		fmt.Sprint(u.kernelDrops), fmt.Sprint(u.ringLost),
@@ -164,7 +165,7 @@ func (rep *report) cells(r row) []string {
 }
 
 var header = []string{"workload", "mode", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "p95 ×base", "req/s ×base",
-	"kernel ns/req", "agent vCPU per 1k req/s", "agent RSS MiB", "relay vCPU per 1k req/s", "relay RSS MiB",
+	"kernel ns/req", "agent vCPU per 1k req/s", "agent RSS MiB", "agent anon MiB", "relay vCPU per 1k req/s", "relay RSS MiB",
 	"events/s", "kernel drops", "ring lost", "flows/expected"}
 
 func (cfg config) requestsOf(w workload) int {
@@ -180,12 +181,12 @@ func (rep *report) capacityCells(r result) []string {
 	if r.w.rate > 0 {
 		target = fmt.Sprint(r.w.rate)
 	}
-	return []string{target, fmt.Sprintf("%.0f", r.throughput()), ms(r.lat.pct(50)), ms(r.lat.pct(99)),
+	return []string{string(r.mode), target, fmt.Sprintf("%.0f", r.throughput()), ms(r.lat.pct(50)), ms(r.lat.pct(99)),
 		fmt.Sprintf("%.0f", float64(u.events)/r.wall.Seconds()), fmt.Sprint(u.kernelDrops), fmt.Sprint(u.ringLost), fmt.Sprint(u.seqGaps),
 		fmt.Sprintf("%d/%d", u.flows, 2*r.requests), lossless(r)}
 }
 
-var capacityHeader = []string{"target req/s", "achieved req/s", "p50 ms", "p99 ms", "events/s", "kernel drops", "ring lost", "seq gaps", "flows/expected", "lossless"}
+var capacityHeader = []string{"mode", "target req/s", "achieved req/s", "p50 ms", "p99 ms", "events/s", "kernel drops", "ring lost", "seq gaps", "flows/expected", "lossless"}
 
 // lossless: every request seen on both sides (flows of other processes on
 // the host can only add), nothing dropped in the kernel or the ring.
@@ -197,11 +198,12 @@ func lossless(r result) string {
 	return "no"
 }
 
-// highestLossless is the highest achieved rate of a lossless capacity step.
-func (rep *report) highestLossless() (float64, bool) {
+// highestLossless is the highest achieved rate of a lossless capacity step
+// in mode m.
+func (rep *report) highestLossless(m mode) (float64, bool) {
 	best, ok := 0.0, false
 	for _, r := range rep.capacity {
-		if lossless(r) == "yes" && r.throughput() > best {
+		if r.mode == m && lossless(r) == "yes" && r.throughput() > best {
 			best, ok = r.throughput(), true
 		}
 	}
@@ -210,7 +212,7 @@ func (rep *report) highestLossless() (float64, bool) {
 
 func (rep *report) text(out io.Writer) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	short := []string{"workload", "mode", "req/s", "p50", "p95", "p99", "max", "p95×", "thr×", "kns/req", "agCPU/1k", "agRSS", "rlCPU/1k", "rlRSS", "ev/s", "kdrop", "lost", "flows"}
+	short := []string{"workload", "mode", "req/s", "p50", "p95", "p99", "max", "p95×", "thr×", "kns/req", "agCPU/1k", "agRSS", "agAnon", "rlCPU/1k", "rlRSS", "ev/s", "kdrop", "lost", "flows"}
 	fmt.Fprintln(tw, strings.Join(short, "\t")+"\t")
 	for _, r := range rep.rows {
 		fmt.Fprintln(tw, strings.Join(rep.cells(r), "\t")+"\t")
@@ -225,10 +227,12 @@ func (rep *report) text(out io.Writer) {
 			fmt.Fprintln(tw, strings.Join(rep.capacityCells(r), "\t")+"\t")
 		}
 		tw.Flush()
-		if best, ok := rep.highestLossless(); ok {
-			fmt.Fprintf(out, "capacity: lossless up to %.0f req/s (highest lossless step)\n", best)
-		} else {
-			fmt.Fprintln(out, "capacity: no step was lossless")
+		for _, m := range rep.cfg.capacityModes {
+			if best, ok := rep.highestLossless(m); ok {
+				fmt.Fprintf(out, "capacity: lossless up to %.0f req/s with %s (highest lossless step)\n", best, m)
+			} else {
+				fmt.Fprintf(out, "capacity: no step was lossless with %s\n", m)
+			}
 		}
 	}
 	rep.kernelBreakdown(out)
@@ -288,16 +292,19 @@ func (rep *report) writeMarkdown(path, svgPath string) error {
 		fmt.Fprintln(&b, "| "+strings.Join(rep.cells(r), " | ")+" |")
 	}
 	if len(rep.capacity) > 0 {
-		fmt.Fprintf(&b, "\nCapacity (agent mode, %s responses):\n\n", sizeName(128))
+		fmt.Fprintf(&b, "\nCapacity (%s responses):\n\n", sizeName(128))
 		fmt.Fprintln(&b, "| "+strings.Join(capacityHeader, " | ")+" |")
 		fmt.Fprintln(&b, "|"+strings.Repeat("---|", len(capacityHeader)))
 		for _, r := range rep.capacity {
 			fmt.Fprintln(&b, "| "+strings.Join(rep.capacityCells(r), " | ")+" |")
 		}
-		if best, ok := rep.highestLossless(); ok {
-			fmt.Fprintf(&b, "\nHighest lossless step: **%.0f req/s**.\n", best)
-		} else {
-			fmt.Fprintln(&b, "\nNo step was lossless.")
+		fmt.Fprintln(&b)
+		for _, m := range rep.cfg.capacityModes {
+			if best, ok := rep.highestLossless(m); ok {
+				fmt.Fprintf(&b, "- %s: highest lossless step **%.0f req/s**.\n", m, best)
+			} else {
+				fmt.Fprintf(&b, "- %s: no step was lossless.\n", m)
+			}
 		}
 	}
 	fmt.Fprintln(&b, "\n```")

@@ -62,9 +62,9 @@ func TestBenchSmoke(t *testing.T) {
 		sextant := filepath.Join(tmp, "sextant")
 		build(sextant, "./cmd/sextant")
 		runs["binary"] = smoke{
-			args: []string{"-agent", sextant, "-modes", "baseline,agent,agent+relay,agent+relay+exporters,proxy",
+			args: []string{"-agent", sextant, "-modes", "baseline,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy",
 				"-workloads", "500:small", "-capacity", ""},
-			modes:     []string{"baseline", "agent", `agent\+relay`, `agent\+relay\+exporters`, "proxy"},
+			modes:     []string{"baseline", "agent-metrics", "agent", `agent\+relay`, `agent\+relay\+exporters`, "proxy"},
 			workloads: []string{`500 req/s, 128 B`},
 		}
 		runs["binary-grpc"] = smoke{
@@ -94,7 +94,7 @@ func TestBenchSmoke(t *testing.T) {
 					}
 					if strings.HasPrefix(m, `agent\+relay`) {
 						// The relay's CPU and RSS are measured in relay rows.
-						if !regexp.MustCompile(`(?m)^ *` + w + ` +` + m + `( +\S+){7} +\d+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ `).Match(out) {
+						if !regexp.MustCompile(`(?m)^ *` + w + ` +` + m + `( +\S+){7} +\d+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ `).Match(out) {
 							t.Errorf("%s row of %s lacks relay CPU/RSS", m, workload)
 						}
 					}
@@ -104,22 +104,27 @@ func TestBenchSmoke(t *testing.T) {
 				}
 				// Per agent row: kernel ns/req (bpf_stats run) … kernel
 				// drops, ring lost, flows/expected.
-				agentRow := regexp.MustCompile(`(?m)^ *` + w + ` +agent +(?:\S+ +){7}(\d+) +[0-9.]+ +[0-9.]+ +\S+ +\S+ +\d+ +(\d+) +(\d+) +(\d+)/(\d+) *$`)
-				m := agentRow.FindSubmatch(out)
-				if m == nil {
-					t.Errorf("summary lacks a complete agent row of %s", workload)
-					continue
-				}
-				if string(m[1]) == "0" {
-					t.Errorf("%s: no kernel time per request measured (bpf_stats)", workload)
-				}
-				if string(m[2]) != "0" {
-					t.Errorf("%s: kernel drops: %s", workload, m[2])
-				}
-				flows, _ := strconv.Atoi(string(m[4]))
-				want, _ := strconv.Atoi(string(m[5]))
-				if want == 0 || flows < want {
-					t.Errorf("%s: agent saw %d flows, want at least %d (client and server side of every request)", workload, flows, want)
+				for _, am := range run.modes {
+					if am != "agent" && am != "agent-metrics" {
+						continue
+					}
+					agentRow := regexp.MustCompile(`(?m)^ *` + w + ` +` + am + ` +(?:\S+ +){7}(\d+) +[0-9.]+ +[0-9.]+ +[0-9.]+ +\S+ +\S+ +\d+ +(\d+) +(\d+) +(\d+)/(\d+) *$`)
+					m := agentRow.FindSubmatch(out)
+					if m == nil {
+						t.Errorf("summary lacks a complete %s row of %s", am, workload)
+						continue
+					}
+					if string(m[1]) == "0" {
+						t.Errorf("%s: no kernel time per request measured (bpf_stats)", workload)
+					}
+					if string(m[2]) != "0" {
+						t.Errorf("%s %s: kernel drops: %s", workload, am, m[2])
+					}
+					flows, _ := strconv.Atoi(string(m[4]))
+					want, _ := strconv.Atoi(string(m[5]))
+					if want == 0 || flows < want {
+						t.Errorf("%s %s: agent saw %d flows, want at least %d (client and server side of every request)", workload, am, flows, want)
+					}
 				}
 			}
 			if run.capacity && !regexp.MustCompile(`(?m)^capacity: (lossless up to \d+ req/s|no step was lossless)`).Match(out) {

@@ -26,6 +26,7 @@ socket (mode 0600, or 0660 with --socket-group) and on a loopback TCP address.
 Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
 		Example: `  sudo sextant agent
   sudo sextant agent --listen '' --socket /tmp/observer.sock
+  sudo sextant agent --metrics-only --metrics-listen :9962
   sudo sextant agent --cgroup /sextant/node1 --node node1 --listen 127.0.0.1:4301`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -50,9 +51,12 @@ Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
 	f.StringVar(&cfg.TLS.CA, "tls-ca", "", "CA that signs client certificates (PEM)")
 	f.StringVar(&cfg.Node, "node", hostname, "node name recorded in every flow")
 	f.StringVar(&cfg.Collector.CgroupScope, "cgroup", "", "observe only processes in this cgroup v2 subtree, e.g. /sextant/node1 (default: every process)")
+	f.BoolVar(&cfg.MetricsOnly, "metrics-only", false, "decode traffic only into Prometheus metrics: no flows kept, no Observer API (cheapest mode)")
+	f.IntVar(&cfg.KernelRingBytes, "kernel-ring-bytes", 0, "size of the kernel→agent ring buffer in bytes, a power of two (default 8 MiB); a full buffer drops records (counted)")
 	f.IntVar(&cfg.RingSize, "ring-size", ring.DefaultCapacity, "number of recent events kept in memory (two per exchange)")
 	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", agent.DefaultMetricsListen, "serve Prometheus metrics on http://<this address>/metrics ('' for none)")
 	f.StringArrayVar(&cfg.Metrics.Routes, "metrics-route", nil, "http_route template tried before automatic collapsing, e.g. '/api/users/{id}' (repeatable; see docs/metrics.md)")
+	f.BoolVar(&cfg.Metrics.Pprof, "pprof", false, "also serve Go profiles on --metrics-listen under /debug/pprof/")
 	f.IntVar(&cfg.Metrics.MaxSeries, "metrics-max-series", 2000, "series limit per metric; beyond it observations go to an _overflow_ series")
 	f.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error (debug adds a status line every 10s)")
 	return cmd

@@ -31,6 +31,9 @@ type headerSet struct {
 
 func parseFields(db decodedBlock) *headerSet {
 	h := &headerSet{truncated: db.truncated}
+	// One allocation for the kept headers: at most every field, pseudo
+	// headers (always a few) included.
+	h.headers = make([]flow.Header, 0, min(len(db.fields), maxHeaders))
 	for _, f := range db.fields {
 		if f.Name == unknownName {
 			h.unknown++

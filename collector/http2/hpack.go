@@ -86,7 +86,9 @@ func (d *blockDecoder) decode(block []byte) decodedBlock {
 	if err == nil {
 		err = d.dec.Close()
 	}
-	out := decodedBlock{fields: append([]hpack.HeaderField(nil), d.fields...)}
+	// The fields are the decoder's own slice, valid until the next block:
+	// parseFields copies what it keeps, so no copy per block here.
+	out := decodedBlock{fields: d.fields}
 	if err != nil {
 		// Inserts after the failure point were not applied: the table no
 		// longer matches the encoder's.
