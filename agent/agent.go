@@ -49,7 +49,7 @@ type Config struct {
 	// response event) are kept (default ring.DefaultCapacity).
 	RingSize int
 	// KernelRingBytes sizes the kernel→agent ring buffer (default
-	// probes' 8 MiB). Records beyond it are dropped and counted.
+	// probes' 16 MiB). Records beyond it are dropped and counted.
 	KernelRingBytes int
 	// ExcludePIDs are never traced, in addition to the agent itself.
 	ExcludePIDs []uint32

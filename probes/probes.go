@@ -21,9 +21,10 @@ import (
 )
 
 const (
-	// 8 MiB holds ~0.2 s of records at 50k requests/s: ample for a
-	// reader that wakes every 256 KiB, and half the memory of 16.
-	defaultRingBufferBytes = 8 << 20
+	// 16 MiB rides out the ~0.1 s a reader starved by a saturated host
+	// may lose: 8 MiB dropped records at h2load saturation (~90 MB/s of
+	// records), 16 MiB did not.
+	defaultRingBufferBytes = 16 << 20
 	// The kernel wakes the reader only once this much is queued; below it
 	// the reader polls every pollInterval. Waking per record costs more
 	// than the record itself (ENVIRONMENT.md: waking every event loses events).
@@ -61,7 +62,7 @@ type Options struct {
 	// ExcludePIDs are tgids that are never traced.
 	ExcludePIDs []uint32
 	// RingBufferBytes is the size of the kernel→user ring buffer, rounded
-	// up to a power of two. Default 8 MiB.
+	// up to a power of two. Default 16 MiB.
 	RingBufferBytes int
 	// TraceSelf traces the process that calls Load too. Off by default so
 	// the agent never observes its own API traffic; tests turn it on to

@@ -52,7 +52,8 @@ type sextantConnState struct {
 		PfxHave     uint8
 		StreamKnown uint8
 		WantPreface uint8
-		Pad2        [7]uint8
+		StreamsUsed uint8
+		Pad2        [6]uint8
 		Hdr         [16]uint8
 		Pfx         [8]uint8
 		Val         [8]uint8
@@ -215,7 +216,8 @@ type sextantWork struct {
 		PfxHave     uint8
 		StreamKnown uint8
 		WantPreface uint8
-		Pad2        [7]uint8
+		StreamsUsed uint8
+		Pad2        [6]uint8
 		Hdr         [16]uint8
 		Pfx         [8]uint8
 		Val         [8]uint8

@@ -52,7 +52,7 @@ Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
 	f.StringVar(&cfg.Node, "node", hostname, "node name recorded in every flow")
 	f.StringVar(&cfg.Collector.CgroupScope, "cgroup", "", "observe only processes in this cgroup v2 subtree, e.g. /sextant/node1 (default: every process)")
 	f.BoolVar(&cfg.MetricsOnly, "metrics-only", false, "decode traffic only into Prometheus metrics: no flows kept, no Observer API (cheapest mode)")
-	f.IntVar(&cfg.KernelRingBytes, "kernel-ring-bytes", 0, "size of the kernel→agent ring buffer in bytes, a power of two (default 8 MiB); a full buffer drops records (counted)")
+	f.IntVar(&cfg.KernelRingBytes, "kernel-ring-bytes", 0, "size of the kernel→agent ring buffer in bytes, a power of two (default 16 MiB); a full buffer drops records (counted)")
 	f.IntVar(&cfg.RingSize, "ring-size", ring.DefaultCapacity, "number of recent events kept in memory (two per exchange)")
 	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", agent.DefaultMetricsListen, "serve Prometheus metrics on http://<this address>/metrics ('' for none)")
 	f.StringArrayVar(&cfg.Metrics.Routes, "metrics-route", nil, "http_route template tried before automatic collapsing, e.g. '/api/users/{id}' (repeatable; see docs/metrics.md)")

@@ -83,7 +83,8 @@ struct dir_state {
 	__u8 pfx_have;   /* DATA: bytes of a gRPC prefix collected so far */
 	__u8 stream_known; /* DATA: the stream had gRPC state in `streams` */
 	__u8 want_preface; /* the next chunk must start with the client preface */
-	__u8 _pad2[7];
+	__u8 streams_used; /* this direction ever stored gRPC state in `streams` */
+	__u8 _pad2[6];
 	__u8 hdr[16];    /* frame header (9 used; 16 so a masked index is always in bounds) */
 	__u8 pfx[8];     /* gRPC prefix (5 used) */
 	__u8 val[8];     /* RST_STREAM/GOAWAY: first payload bytes */
@@ -265,11 +266,23 @@ static __always_inline void count_drop(__u32 reason)
 		(*v)++;
 }
 
-/* Batched wakeups: see wakeup_bytes. */
-static __always_inline __u64 rb_flags(void)
+/* Batched wakeups (see wakeup_bytes): only the record that takes the
+ * queue across the threshold wakes the reader. Waking on every record
+ * above it would cost an IPI per record (an MSR write, trapped by the
+ * hypervisor on a VM) exactly when the reader is already behind. Two
+ * CPUs racing past the threshold may both skip the wakeup: the reader's
+ * poll timer bounds that. `queued` is the data queued before the record
+ * (output) or including it (submit, after reserve). */
+static __always_inline __u64 rb_flags_before(__u32 size)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-									       : BPF_RB_NO_WAKEUP;
+	__u64 before = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return before < wakeup_bytes && before + size + 8 >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline __u64 rb_flags_reserved(__u32 size)
+{
+	__u64 after = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return after >= wakeup_bytes && after < wakeup_bytes + size + 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline __u32 be32(const __u8 *p)
@@ -393,7 +406,7 @@ __noinline int emit_conn(__u64 file, __u32 fd, __u32 proto_dir)
 	e->proto = proto_dir & 0xff;
 	e->preface_dir = (proto_dir >> 8) & 1;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, rb_flags());
+	bpf_ringbuf_submit(e, rb_flags_reserved(sizeof(*e)));
 	return 0;
 }
 
@@ -437,7 +450,7 @@ __noinline int emit_h2(__u64 at, __u32 n, __u32 value, __u32 value2)
 				r->h.static_idx = idx;
 		}
 	}
-	if (bpf_ringbuf_output(&events, r, sizeof(struct ev_h2) + n, rb_flags()))
+	if (bpf_ringbuf_output(&events, r, sizeof(struct ev_h2) + n, rb_flags_before(sizeof(struct ev_h2) + n)))
 		count_drop(DROP_RINGBUF_FULL);
 	return 0;
 }
@@ -461,7 +474,7 @@ __noinline int stop_dir(__u32 reason)
 	e->reason = reason;
 	__builtin_memcpy(e->frame, w->st.hdr, 9);
 	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
-	bpf_ringbuf_submit(e, rb_flags());
+	bpf_ringbuf_submit(e, rb_flags_reserved(sizeof(*e)));
 	return 1;
 }
 
@@ -483,7 +496,7 @@ __noinline int emit_close(__u64 conn_id, __u32 pid)
 	e->data_len = 0;
 	e->kind = EV_CLOSE;
 	e->dir = 0;
-	bpf_ringbuf_submit(e, rb_flags());
+	bpf_ringbuf_submit(e, rb_flags_reserved(sizeof(*e)));
 	return 0;
 }
 
@@ -556,7 +569,7 @@ __noinline int emit_h1(__u64 buf, __u32 iovcnt, __u32 vectored, __u32 total)
 			r->h.tail_len = tl;
 	}
 	fill_hdr(&r->h.hdr, w, EV_H1_DATA, got, 1);
-	if (bpf_ringbuf_output(&events, r, sizeof(struct ev_h1) + got, rb_flags()))
+	if (bpf_ringbuf_output(&events, r, sizeof(struct ev_h1) + got, rb_flags_before(sizeof(struct ev_h1) + got)))
 		count_drop(DROP_RINGBUF_FULL);
 	return 0;
 }
@@ -696,6 +709,8 @@ __noinline int frame_end(void)
 			__builtin_memcpy(g.pfx, w->st.pfx, sizeof(g.pfx));
 			if (bpf_map_update_elem(&streams, &k, &g, BPF_ANY))
 				count_drop(DROP_STREAM_TABLE);
+			else
+				w->st.streams_used = 1;
 		} else if (w->st.stream_known) {
 			bpf_map_delete_elem(&streams, &k);
 		}
@@ -738,7 +753,10 @@ __noinline int frame_begin(void)
 	if (type == F_DATA) {
 		struct stream_key k = {};
 		stream_key_of(&k, w, w->dir);
-		struct grpc_state *g = bpf_map_lookup_elem(&streams, &k);
+		/* Most directions never leave a message open across frames
+		 * (small messages, plain HTTP bodies ending with END_STREAM):
+		 * they skip the hash lookup per DATA frame. */
+		struct grpc_state *g = w->st.streams_used ? bpf_map_lookup_elem(&streams, &k) : NULL;
 		if (g) {
 			w->st.stream_known = 1;
 			w->st.msg_left = g->msg_left;
