@@ -47,7 +47,9 @@ const (
 	DefaultBackoffMin      = 100 * time.Millisecond
 	DefaultBackoffMax      = 5 * time.Second
 	DefaultDedupeHorizon   = 2 * time.Second
-	DefaultRingSize        = ring.DefaultCapacity
+	// DefaultRingSize: the relay merges many agents, so it keeps more
+	// history than one agent does.
+	DefaultRingSize = 16384
 )
 
 // Resolver resolves the host names of agents (net.DefaultResolver
