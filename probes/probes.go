@@ -30,6 +30,10 @@ const (
 	// than the record itself (ENVIRONMENT.md: waking every event loses events).
 	defaultWakeupBytes = 256 << 10
 	pollInterval       = 25 * time.Millisecond
+	// maxPollInterval: an idle host's reader backs off to this, so that an
+	// idle agent does not wake 40 times a second for nothing; the first
+	// records after a quiet spell wait at most this long.
+	maxPollInterval = 200 * time.Millisecond
 	tracefsPath        = "/sys/kernel/tracing"
 )
 
@@ -237,13 +241,20 @@ func (p *Probes) Run(ctx context.Context, sink func(*Event)) error {
 		return fmt.Errorf("read ring buffer %s: %w", sextantMapEvents, ringbuf.ErrClosed)
 	}
 	var rec ringbuf.Record
-	rd.SetDeadline(time.Now().Add(pollInterval))
+	poll, read := pollInterval, false
+	rd.SetDeadline(time.Now().Add(poll))
 	for ctx.Err() == nil {
 		err := rd.ReadInto(&rec)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// Everything queued without a wakeup has been read.
-			rd.SetDeadline(time.Now().Add(pollInterval))
+			if read {
+				poll = pollInterval
+			} else {
+				poll = min(2*poll, maxPollInterval)
+			}
+			read = false
+			rd.SetDeadline(time.Now().Add(poll))
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
@@ -251,6 +262,7 @@ func (p *Probes) Run(ctx context.Context, sink func(*Event)) error {
 			return fmt.Errorf("read ring buffer %s: %w", sextantMapEvents, err)
 		}
 		p.events.Add(1)
+		read = true
 		ev, err := decode(rec.RawSample, p.monoToRT)
 		if err != nil {
 			p.invalid.Add(1)
