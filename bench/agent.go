@@ -33,6 +33,10 @@ import (
 // its CPU and memory can be measured apart from the bench.
 const childAgentArg = "__sextant_bench_agent"
 
+// childDiscardArg, after childAgentArg, makes the child read the probes'
+// records and throw them away: the probes mode.
+const childDiscardArg = "discard"
+
 // clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat: 100 on
 // every Linux architecture Go supports.
 const clockTicks = 100
@@ -87,7 +91,7 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 	ra := &runningAgent{exited: make(chan struct{}), lines: make(chan string, 16)}
 	var cmd *exec.Cmd
 	socket := filepath.Join(dir, "agent.sock")
-	if a.binary != "" {
+	if a.binary != "" && m != modeProbes {
 		metricsPort, err := freePort()
 		if err != nil {
 			return nil, err
@@ -121,6 +125,9 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 			return nil, err
 		}
 		cmd = exec.Command(exe, childAgentArg)
+		if m == modeProbes {
+			cmd.Args = append(cmd.Args, childDiscardArg)
+		}
 		cmd.Stderr = os.Stderr
 		if ra.stdin, err = cmd.StdinPipe(); err != nil {
 			return nil, err
@@ -508,7 +515,7 @@ func processRSS(pid int) (rss, anon, peak uint64, err error) {
 //
 // SEXTANT_BENCH_PROFILE=<prefix> writes <prefix>.cpu and <prefix>.heap
 // (pprof) of the child when it stops: where the user-space cost is.
-func runChildAgent() error {
+func runChildAgent(discard bool) error {
 	if prefix := os.Getenv("SEXTANT_BENCH_PROFILE"); prefix != "" {
 		f, err := os.Create(prefix + ".cpu")
 		if err != nil {
@@ -540,6 +547,10 @@ func runChildAgent() error {
 	var mu sync.Mutex
 	done := make(chan error, 1)
 	go func() {
+		if discard {
+			done <- p.Run(ctx, func(*probes.Event) {})
+			return
+		}
 		done <- p.Run(ctx, func(ev *probes.Event) {
 			mu.Lock()
 			c.Handle(ev)

@@ -69,7 +69,7 @@ func main() {
 		return
 	}
 	if len(os.Args) > 1 && os.Args[1] == childAgentArg {
-		if err := runChildAgent(); err != nil {
+		if err := runChildAgent(len(os.Args) > 2 && os.Args[2] == childDiscardArg); err != nil {
 			fmt.Fprintln(os.Stderr, "bench agent:", err)
 			os.Exit(1)
 		}
@@ -80,8 +80,8 @@ func main() {
 	flag.BoolVar(&cfg.short, "short", false, "smoke run: every mode once with a few hundred requests, nothing written (CI); -workloads and -capacity given explicitly are kept")
 	flag.StringVar(&cfg.agent, "agent", "bin/sextant", `sextant binary run as "<binary> agent", or "inproc" for the probes+collector pipeline in a child process (no relay mode)`)
 	flag.StringVar(&cfg.agentFlags, "agent-flags", "--log-level warn", "extra flags for `sextant agent` (space separated)")
-	flag.StringVar(&modes, "modes", "baseline,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy", "modes, interleaved in every round: baseline (nothing observes), agent-metrics (agent --metrics-only: /metrics, no flows kept), agent (agent keeping flows, nobody following, and /metrics), agent+relay (a relay follows every flow), agent+relay+exporters (the relay also writes every flow to its embedded store), proxy (nghttpx in the path, no agent)")
-	flag.StringVar(&workloads, "workloads", "1000:small,5000:small,5000:16k,0:small,grpc-unary:1000:small,grpc-stream:1000:small", "workloads rate:size (rate in req/s, 0 = saturation; size small = 128 B, 16k = 16 KiB, or bytes): h2load → nghttpd; grpc-unary:rate:size and grpc-stream:rate:size: a Go gRPC client → the interop TestService (a stream returns 4 messages of size)")
+	flag.StringVar(&modes, "modes", "baseline,probes,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy", "modes, interleaved in every round: baseline (nothing observes), probes (the kernel programs only: records read and discarded), agent-metrics (agent --metrics-only: /metrics, no flows kept), agent (agent keeping flows, nobody following, and /metrics), agent+relay (a relay follows every flow), agent+relay+exporters (the relay also writes every flow to its embedded store), proxy (nghttpx in the path, no agent)")
+	flag.StringVar(&workloads, "workloads", "1000:small,5000:small,5000:16k,0:small,grpc-unary:1000:small,grpc-stream:1000:small,grpc-unary:0:small", "workloads rate:size (rate in req/s, 0 = saturation; size small = 128 B, 16k = 16 KiB, or bytes): h2load → nghttpd; grpc-unary:rate:size and grpc-stream:rate:size: a Go gRPC client → the interop TestService (a stream returns 4 messages of size)")
 	flag.StringVar(&capacity, "capacity", "5000,10000,15000,20000,0", "request rates stepped with the agent to find the highest lossless one ('' to skip)")
 	flag.StringVar(&capacityModes, "capacity-modes", "agent-metrics,agent+relay", "agent modes the capacity steps run in")
 	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs every mode once per workload, order rotated per round")
@@ -416,7 +416,7 @@ func (b *bench) measure(ctx context.Context, w workload, m mode, round int) (res
 	port := b.port(w)
 	var ag *runningAgent
 	switch m {
-	case modeMetricsOnly, modeAgent, modeFull, modeExporters:
+	case modeProbes, modeMetricsOnly, modeAgent, modeFull, modeExporters:
 		var err error
 		if ag, err = b.agent.start(ctx, b.dir, m); err != nil {
 			return r, err

@@ -27,6 +27,10 @@ type mode string
 const (
 	// modeBaseline: nothing observes the traffic.
 	modeBaseline mode = "baseline"
+	// modeProbes: the kernel programs attached and their records read
+	// and thrown away (no decoding), in a child of the bench: what the
+	// kernel side alone costs the traffic.
+	modeProbes mode = "probes"
 	// modeMetricsOnly: the agent with --metrics-only: every exchange
 	// decoded into Prometheus metrics, no flows kept, no Observer API.
 	modeMetricsOnly mode = "agent-metrics"
@@ -52,11 +56,11 @@ func parseModes(s string) ([]mode, error) {
 	for _, f := range strings.Split(s, ",") {
 		m := mode(strings.TrimSpace(f))
 		switch m {
-		case modeBaseline, modeMetricsOnly, modeAgent, modeFull, modeExporters, modeProxy:
+		case modeBaseline, modeProbes, modeMetricsOnly, modeAgent, modeFull, modeExporters, modeProxy:
 			ms = append(ms, m)
 		case "":
 		default:
-			return nil, fmt.Errorf("unknown mode %q (baseline, agent-metrics, agent, agent+relay, agent+relay+exporters, proxy)", m)
+			return nil, fmt.Errorf("unknown mode %q (baseline, probes, agent-metrics, agent, agent+relay, agent+relay+exporters, proxy)", m)
 		}
 	}
 	if len(ms) == 0 {
@@ -66,7 +70,7 @@ func parseModes(s string) ([]mode, error) {
 }
 
 func (m mode) withAgent() bool {
-	return m == modeMetricsOnly || m == modeAgent || m == modeFull || m == modeExporters
+	return m == modeProbes || m == modeMetricsOnly || m == modeAgent || m == modeFull || m == modeExporters
 }
 
 // withRelay: the mode runs a relay after the agent.

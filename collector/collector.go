@@ -122,6 +122,15 @@ func (c *Collector) Handle(ev *probes.Event) {
 			c.close(cn, ev.Time)
 		}
 		return
+	case probes.KindProcExit:
+		// The kernel closed every socket of the process without a
+		// close() per connection.
+		for _, cn := range c.conns {
+			if cn.pid == ev.PID {
+				c.close(cn, ev.Time)
+			}
+		}
+		return
 	}
 	cn := c.conns[ev.ConnID]
 	if cn == nil {

@@ -106,3 +106,28 @@ func TestCgroupPathFromID(t *testing.T) {
 		t.Fatalf("path(%d) = %q, want %q", st.Ino, got, want)
 	}
 }
+
+// A process that exits ends all of its connections: exchanges still open
+// are reported as closed, and other processes' connections stay.
+func TestProcExitClosesItsConnections(t *testing.T) {
+	var flows []*flow.Flow
+	c := New(Config{}, func(f *flow.Flow) { flows = append(flows, f) })
+	t0 := time.Unix(1000, 0)
+	for id, pid := range map[uint64]uint32{1: 42, 2: 42, 3: 43} {
+		c.Handle(&probes.Event{Kind: probes.KindConn, ConnID: id, PID: pid, Time: t0, Conn: &probes.ConnInfo{Proto: probes.ProtoH1}})
+		req := []byte("GET /open HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.Handle(&probes.Event{Kind: probes.KindH1Data, ConnID: id, PID: pid, Dir: probes.Egress, Time: t0.Add(time.Millisecond), Data: req, Len: uint32(len(req))})
+	}
+	c.Handle(&probes.Event{Kind: probes.KindProcExit, PID: 42, Time: t0.Add(time.Second)})
+	if got := c.Stats().Conns; got != 1 {
+		t.Fatalf("%d connections left after pid 42 exited, want 1 (pid 43's)", got)
+	}
+	if len(flows) != 2 {
+		t.Fatalf("got %d flows, want the 2 open exchanges of pid 42", len(flows))
+	}
+	for _, f := range flows {
+		if f.Path != "/open" || f.Outcome != flow.OutcomeClosed {
+			t.Errorf("flow %+v: want /open, outcome closed", f)
+		}
+	}
+}

@@ -62,9 +62,9 @@ func TestBenchSmoke(t *testing.T) {
 		sextant := filepath.Join(tmp, "sextant")
 		build(sextant, "./cmd/sextant")
 		runs["binary"] = smoke{
-			args: []string{"-agent", sextant, "-modes", "baseline,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy",
+			args: []string{"-agent", sextant, "-modes", "baseline,probes,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy",
 				"-workloads", "500:small", "-capacity", ""},
-			modes:     []string{"baseline", "agent-metrics", "agent", `agent\+relay`, `agent\+relay\+exporters`, "proxy"},
+			modes:     []string{"baseline", "probes", "agent-metrics", "agent", `agent\+relay`, `agent\+relay\+exporters`, "proxy"},
 			workloads: []string{`500 req/s, 128 B`},
 		}
 		runs["binary-grpc"] = smoke{

@@ -21,6 +21,9 @@ const (
 	KindH2Frame    = Kind(sextantEvKindEV_H2FRAME)
 	KindH1Data     = Kind(sextantEvKindEV_H1DATA)
 	KindParseError = Kind(sextantEvKindEV_PARSE_ERR)
+	// KindProcExit: process PID, which had HTTP connections, is gone;
+	// so are its connections (no KindClose follows for them).
+	KindProcExit = Kind(sextantEvKindEV_PROC_EXIT)
 )
 
 func (k Kind) String() string {
@@ -35,6 +38,8 @@ func (k Kind) String() string {
 		return "h1_data"
 	case KindParseError:
 		return "parse_error"
+	case KindProcExit:
+		return "proc_exit"
 	}
 	return fmt.Sprintf("kind_%d", uint8(k))
 }
@@ -182,7 +187,7 @@ func decode(b []byte, monoToRT int64) (*Event, error) {
 			return nil, errShort
 		}
 		ev.Conn = decodeConn(b)
-	case KindClose:
+	case KindClose, KindProcExit:
 	case KindH2Frame:
 		if len(b) < sizeH2 {
 			return nil, errShort

@@ -36,7 +36,16 @@ func TestProcessExitCloses(t *testing.T) {
 	if len(clients) != 1 {
 		t.Fatalf("client conns %v (%s)", clients, describe(g))
 	}
-	if n := g.close[clients[0]]; n != 1 {
-		t.Errorf("child's connection: %d close records, want 1", n)
+	// One record for the whole process, none per connection: user space
+	// closes the process's connections by pid.
+	pid := uint32(cmd.Process.Pid)
+	if got := g.pids[clients[0]]; got != pid {
+		t.Fatalf("client connection belongs to pid %d, want the child %d", got, pid)
+	}
+	if n := g.exits[pid]; n != 1 {
+		t.Errorf("child pid %d: %d proc-exit records, want 1", pid, n)
+	}
+	if n := g.close[clients[0]]; n != 0 {
+		t.Errorf("child's connection: %d close records, want 0 (the proc-exit record covers it)", n)
 	}
 }

@@ -193,23 +193,30 @@ func (d *h2Dir) add(ev *Event) {
 	}
 }
 
-// byConn groups records per connection direction and remembers EV_CONN.
+// byConn groups records per connection direction and remembers EV_CONN
+// (and its pid), EV_CLOSE and EV_PROC_EXIT.
 type byConn struct {
 	conns map[uint64]*ConnInfo
+	pids  map[uint64]uint32
 	dirs  map[connKey]*h2Dir
 	h1    map[connKey][]*Event
 	close map[uint64]int
+	exits map[uint32]int
 }
 
 func group(evs []*Event) *byConn {
-	g := &byConn{conns: map[uint64]*ConnInfo{}, dirs: map[connKey]*h2Dir{}, h1: map[connKey][]*Event{}, close: map[uint64]int{}}
+	g := &byConn{conns: map[uint64]*ConnInfo{}, pids: map[uint64]uint32{}, dirs: map[connKey]*h2Dir{},
+		h1: map[connKey][]*Event{}, close: map[uint64]int{}, exits: map[uint32]int{}}
 	for _, ev := range evs {
 		k := connKey{ev.ConnID, ev.Dir}
 		switch ev.Kind {
 		case KindConn:
 			g.conns[ev.ConnID] = ev.Conn
+			g.pids[ev.ConnID] = ev.PID
 		case KindClose:
 			g.close[ev.ConnID]++
+		case KindProcExit:
+			g.exits[ev.PID]++
 		case KindH1Data:
 			g.h1[k] = append(g.h1[k], ev)
 		default:

@@ -34,7 +34,7 @@ const (
 	// idle agent does not wake 40 times a second for nothing; the first
 	// records after a quiet spell wait at most this long.
 	maxPollInterval = 200 * time.Millisecond
-	tracefsPath        = "/sys/kernel/tracing"
+	tracefsPath     = "/sys/kernel/tracing"
 )
 
 // attachPoints lists every syscall tracepoint and the program it runs.

@@ -140,6 +140,7 @@ const (
 	sextantEvKindEV_H2FRAME   sextantEvKind = 3
 	sextantEvKindEV_H1DATA    sextantEvKind = 4
 	sextantEvKindEV_PARSE_ERR sextantEvKind = 5
+	sextantEvKindEV_PROC_EXIT sextantEvKind = 6
 )
 
 type sextantEvParseErr struct {

@@ -18,6 +18,9 @@ enum ev_kind {
 	                     PUSH_PROMISE payload (all three carry HPACK state) */
 	EV_H1_DATA = 4,   /* one read/write of HTTP/1.x bytes: head + tail */
 	EV_PARSE_ERR = 5, /* the frame parser gave up on one direction of a connection */
+	EV_PROC_EXIT = 6, /* the last thread of hdr.pid, a process that had HTTP connections,
+	                     exited: every connection of it is closed (no per-connection
+	                     EV_CLOSE follows; user space knows them by pid) */
 };
 
 enum ev_dir {

@@ -478,7 +478,7 @@ __noinline int stop_dir(__u32 reason)
 	return 1;
 }
 
-__noinline int emit_close(__u64 conn_id, __u32 pid)
+__noinline int emit_close(__u64 conn_id, __u32 pid, __u32 kind)
 {
 	struct work *w = work_get();
 	if (!w)
@@ -494,7 +494,7 @@ __noinline int emit_close(__u64 conn_id, __u32 pid)
 	e->tid = (__u32)bpf_get_current_pid_tgid();
 	e->seq = 0;
 	e->data_len = 0;
-	e->kind = EV_CLOSE;
+	e->kind = kind;
 	e->dir = 0;
 	bpf_ringbuf_submit(e, rb_flags_reserved(sizeof(*e)));
 	return 0;
@@ -1041,7 +1041,7 @@ static __always_inline int nothing_written(__u64 file)
 static __always_inline void conn_gone(struct conn_key *k, struct conn_state *c)
 {
 	if (c->proto && c->proto != PROTO_NOT_HTTP)
-		emit_close(c->conn_id, k->tgid);
+		emit_close(c->conn_id, k->tgid, EV_CLOSE);
 	bpf_map_delete_elem(&conns, k);
 }
 
@@ -1339,18 +1339,12 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-static long close_proc_conn(struct bpf_map *map, struct conn_key *k, struct conn_state *c, __u32 *tgid)
-{
-	if (k->tgid == *tgid) {
-		if (c->proto && c->proto != PROTO_NOT_HTTP)
-			emit_close(c->conn_id, k->tgid);
-		bpf_map_delete_elem(map, k);
-	}
-	return 0;
-}
-
-/* A process that exits closes its fds without close(): end its
- * connections here, once its last thread is gone. */
+/* A process that exits closes its fds without close(): once its last
+ * thread is gone, one EV_PROC_EXIT tells user space to end every
+ * connection of it. Walking `conns` here to close them one by one cost
+ * ~0.4 ms per exit (every bucket of the table), paid by the exiting
+ * process; its entries instead age out of the LRU table, and a reused
+ * (tgid, fd) is told apart by its struct file (track_fd). */
 SEC("tracepoint/sched/sched_process_exit")
 int process_exit(void *ctx)
 {
@@ -1364,6 +1358,6 @@ int process_exit(void *ctx)
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0; /* other threads still run */
 	bpf_map_delete_elem(&http_procs, &tgid);
-	bpf_for_each_map_elem(&conns, close_proc_conn, &tgid, 0);
+	emit_close(0, tgid, EV_PROC_EXIT);
 	return 0;
 }
