@@ -175,10 +175,12 @@ struct {
 	__type(value, __u8);
 } excluded SEC(".maps");
 
+/* Per-thread syscall arguments, in task-local storage: reached from the
+ * task itself (no hashing, no table to fill up), freed with the thread. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct io_args);
 } io_args SEC(".maps");
 
@@ -1221,17 +1223,13 @@ static __always_inline int on_enter(__u64 fd, __u64 buf, __u64 iovcnt, __u32 dir
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!track_fd(id >> 32, (__u32)fd))
 		return 0;
-	/* A thread's slot is written in place after its first traced call
-	 * and disarmed (not deleted) at exit: no hash update per syscall.
-	 * process_exit frees the slot when the thread ends. */
-	struct io_args *a = bpf_map_lookup_elem(&io_args, &id);
-	if (!a) {
-		struct io_args z = {};
-		bpf_map_update_elem(&io_args, &id, &z, BPF_NOEXIST);
-		a = bpf_map_lookup_elem(&io_args, &id);
-		if (!a)
-			return 0;
-	}
+	/* A thread's slot is created at its first traced call, written in
+	 * place after that and disarmed (not deleted) at exit; it goes away
+	 * with the thread. */
+	struct io_args *a = bpf_task_storage_get(&io_args, bpf_get_current_task_btf(), 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!a)
+		return 0;
 	a->ts = bpf_ktime_get_ns();
 	a->buf = buf;
 	a->fd = (__u32)fd;
@@ -1252,8 +1250,7 @@ static __always_inline int on_enter_msg(struct trace_event_raw_sys_enter *ctx, _
 
 static __always_inline int on_exit(long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct io_args *ap = bpf_map_lookup_elem(&io_args, &id);
+	struct io_args *ap = bpf_task_storage_get(&io_args, bpf_get_current_task_btf(), 0, 0);
 	if (!ap || !ap->armed)
 		return 0;
 	struct io_args a = *ap;
@@ -1350,8 +1347,6 @@ int process_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
-	/* Every exiting thread gives back its syscall slot. */
-	bpf_map_delete_elem(&io_args, &id);
 	if (!bpf_map_lookup_elem(&http_procs, &tgid))
 		return 0;
 	struct task_struct *task = (void *)bpf_get_current_task();
