@@ -54,7 +54,7 @@ func BenchmarkTracedH2C(b *testing.B) {
 		if ps.RunCount == 0 {
 			continue
 		}
-		if ps.Name == sextantProgExitIo {
+		if ps.Name == sextantProgSysExit {
 			b.ReportMetric(float64(ps.RunTimeNs)/float64(ps.RunCount), "exit-ns/run")
 		}
 		b.Logf("%-15s %8d runs %6.0f ns/run", ps.Name, ps.RunCount, float64(ps.RunTimeNs)/float64(ps.RunCount))

@@ -34,32 +34,14 @@ const (
 	// idle agent does not wake 40 times a second for nothing; the first
 	// records after a quiet spell wait at most this long.
 	maxPollInterval = 200 * time.Millisecond
-	tracefsPath     = "/sys/kernel/tracing"
 )
 
-// attachPoints lists every syscall tracepoint and the program it runs.
-// One exit program serves all syscalls: the kernel verifies it once.
-// A process exit ends the connections it never close()d.
-var attachPoints = []struct{ prog, group, tracepoint string }{
-	{sextantProgProcessExit, "sched", "sched_process_exit"},
-	{sextantProgEnterRead, "syscalls", "sys_enter_read"},
-	{sextantProgEnterWrite, "syscalls", "sys_enter_write"},
-	{sextantProgEnterReadv, "syscalls", "sys_enter_readv"},
-	{sextantProgEnterWritev, "syscalls", "sys_enter_writev"},
-	{sextantProgEnterRecvfrom, "syscalls", "sys_enter_recvfrom"},
-	{sextantProgEnterSendto, "syscalls", "sys_enter_sendto"},
-	{sextantProgEnterRecvmsg, "syscalls", "sys_enter_recvmsg"},
-	{sextantProgEnterSendmsg, "syscalls", "sys_enter_sendmsg"},
-	{sextantProgEnterClose, "syscalls", "sys_enter_close"},
-	{sextantProgExitIo, "syscalls", "sys_exit_read"},
-	{sextantProgExitIo, "syscalls", "sys_exit_write"},
-	{sextantProgExitIo, "syscalls", "sys_exit_readv"},
-	{sextantProgExitIo, "syscalls", "sys_exit_writev"},
-	{sextantProgExitIo, "syscalls", "sys_exit_recvfrom"},
-	{sextantProgExitIo, "syscalls", "sys_exit_sendto"},
-	{sextantProgExitIo, "syscalls", "sys_exit_recvmsg"},
-	{sextantProgExitIo, "syscalls", "sys_exit_sendmsg"},
-}
+// attachPoints are the programs and the BTF-typed raw tracepoints they
+// run on: every syscall entry (dispatched on the syscall number in the
+// program), every syscall exit (one program: the kernel verifies the frame
+// walker once) and process exit, which ends the connections a process
+// never close()d. Raw tracepoints need no tracefs.
+var attachPoints = []string{sextantProgSysEnter, sextantProgSysExit, sextantProgProcessExit}
 
 // Options configure Load.
 type Options struct {
@@ -140,12 +122,9 @@ type Probes struct {
 }
 
 // Load loads the programs, fills the exclusion table and attaches every
-// program to its syscall tracepoint. Nothing runs in the background:
+// program to its raw tracepoint. Nothing runs in the background:
 // records queue in the ring buffer until Run reads them.
 func Load(opts Options) (_ *Probes, err error) {
-	if err := ensureTracefs(); err != nil {
-		return nil, err
-	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
 	}
@@ -207,14 +186,14 @@ func Load(opts Options) (_ *Probes, err error) {
 		}
 	}
 	sort.Strings(p.progs)
-	for _, ap := range attachPoints {
-		prog := p.coll.Programs[ap.prog]
+	for _, name := range attachPoints {
+		prog := p.coll.Programs[name]
 		if prog == nil {
-			return nil, fmt.Errorf("attach %s: program not in object", ap.prog)
+			return nil, fmt.Errorf("attach %s: program not in object", name)
 		}
-		l, err := link.Tracepoint(ap.group, ap.tracepoint, prog, nil)
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
-			return nil, fmt.Errorf("attach %s to %s/%s: %w", ap.prog, ap.group, ap.tracepoint, err)
+			return nil, fmt.Errorf("attach %s to its raw tracepoint: %w", name, err)
 		}
 		p.links = append(p.links, l)
 	}
@@ -336,20 +315,6 @@ func (p *Probes) Close() error {
 	return errors.Join(errs...)
 }
 
-// ensureTracefs mounts tracefs when it is missing: tracepoint links need
-// it (fresh VMs come without).
-func ensureTracefs() error {
-	for _, dir := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
-		if _, err := os.Stat(dir + "/events"); err == nil {
-			return nil
-		}
-	}
-	if err := unix.Mount("tracefs", tracefsPath, "tracefs", 0, ""); err != nil {
-		return fmt.Errorf("tracefs is not mounted and mounting it at %s failed (try `mount -t tracefs tracefs %s`): %w",
-			tracefsPath, tracefsPath, err)
-	}
-	return nil
-}
 
 // verifierTail keeps the end of a verifier log, where the reason is.
 func verifierTail(err error) error {

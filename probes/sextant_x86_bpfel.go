@@ -251,17 +251,9 @@ const (
 	sextantMapIoArgs           = "io_args"
 	sextantMapStreams          = "streams"
 	sextantMapWorkMap          = "work_map"
-	sextantProgEnterClose      = "enter_close"
-	sextantProgEnterRead       = "enter_read"
-	sextantProgEnterReadv      = "enter_readv"
-	sextantProgEnterRecvfrom   = "enter_recvfrom"
-	sextantProgEnterRecvmsg    = "enter_recvmsg"
-	sextantProgEnterSendmsg    = "enter_sendmsg"
-	sextantProgEnterSendto     = "enter_sendto"
-	sextantProgEnterWrite      = "enter_write"
-	sextantProgEnterWritev     = "enter_writev"
-	sextantProgExitIo          = "exit_io"
 	sextantProgProcessExit     = "process_exit"
+	sextantProgSysEnter        = "sys_enter"
+	sextantProgSysExit         = "sys_exit"
 	sextantVarNextConnId       = "next_conn_id"
 	sextantVarUnusedConnProto  = "unused_conn_proto"
 	sextantVarUnusedDropReason = "unused_drop_reason"
@@ -318,17 +310,9 @@ type sextantSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sextantProgramSpecs struct {
-	EnterClose    *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterRead     *ebpf.ProgramSpec `ebpf:"enter_read"`
-	EnterReadv    *ebpf.ProgramSpec `ebpf:"enter_readv"`
-	EnterRecvfrom *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
-	EnterRecvmsg  *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
-	EnterSendmsg  *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
-	EnterSendto   *ebpf.ProgramSpec `ebpf:"enter_sendto"`
-	EnterWrite    *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev   *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitIo        *ebpf.ProgramSpec `ebpf:"exit_io"`
-	ProcessExit   *ebpf.ProgramSpec `ebpf:"process_exit"`
+	ProcessExit *ebpf.ProgramSpec `ebpf:"process_exit"`
+	SysEnter    *ebpf.ProgramSpec `ebpf:"sys_enter"`
+	SysExit     *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
 
 // sextantMapSpecs contains maps before they are loaded into the kernel.
@@ -434,32 +418,16 @@ type sextantVariables struct {
 //
 // It can be passed to loadSextantObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sextantPrograms struct {
-	EnterClose    *ebpf.Program `ebpf:"enter_close"`
-	EnterRead     *ebpf.Program `ebpf:"enter_read"`
-	EnterReadv    *ebpf.Program `ebpf:"enter_readv"`
-	EnterRecvfrom *ebpf.Program `ebpf:"enter_recvfrom"`
-	EnterRecvmsg  *ebpf.Program `ebpf:"enter_recvmsg"`
-	EnterSendmsg  *ebpf.Program `ebpf:"enter_sendmsg"`
-	EnterSendto   *ebpf.Program `ebpf:"enter_sendto"`
-	EnterWrite    *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev   *ebpf.Program `ebpf:"enter_writev"`
-	ExitIo        *ebpf.Program `ebpf:"exit_io"`
-	ProcessExit   *ebpf.Program `ebpf:"process_exit"`
+	ProcessExit *ebpf.Program `ebpf:"process_exit"`
+	SysEnter    *ebpf.Program `ebpf:"sys_enter"`
+	SysExit     *ebpf.Program `ebpf:"sys_exit"`
 }
 
 func (p *sextantPrograms) Close() error {
 	return _SextantClose(
-		p.EnterClose,
-		p.EnterRead,
-		p.EnterReadv,
-		p.EnterRecvfrom,
-		p.EnterRecvmsg,
-		p.EnterSendmsg,
-		p.EnterSendto,
-		p.EnterWrite,
-		p.EnterWritev,
-		p.ExitIo,
 		p.ProcessExit,
+		p.SysEnter,
+		p.SysExit,
 	)
 }
 
