@@ -222,6 +222,10 @@ func withDefaults(cfg Config) (Config, error) {
 	if cfg.MetricsOnly && cfg.Metrics.Listen == "" {
 		return cfg, errors.New("metrics only, but no metrics address: nothing would be observable (set --metrics-listen)")
 	}
+	if cfg.MetricsOnly {
+		// Metrics aggregate: no flow is kept, so none needs its headers.
+		cfg.Collector.HTTP2.NoHeaderLists = true
+	}
 	if cfg.Socket == "" {
 		cfg.Socket = DefaultSocket
 	}

@@ -107,7 +107,8 @@ func (c *Collector) Stats() Stats {
 	return s
 }
 
-// Handle consumes one record.
+// Handle consumes one record. The collector owns ev from here and
+// releases it (probes.Event.Release) once decoded.
 func (c *Collector) Handle(ev *probes.Event) {
 	c.stats.Events++
 	if ev.Time.After(c.lastSeen) {
@@ -116,11 +117,13 @@ func (c *Collector) Handle(ev *probes.Event) {
 	switch ev.Kind {
 	case probes.KindConn:
 		c.open(ev)
+		ev.Release()
 		return
 	case probes.KindClose:
 		if cn := c.conns[ev.ConnID]; cn != nil {
 			c.close(cn, ev.Time)
 		}
+		ev.Release()
 		return
 	case probes.KindProcExit:
 		// The kernel closed every socket of the process without a
@@ -130,11 +133,13 @@ func (c *Collector) Handle(ev *probes.Event) {
 				c.close(cn, ev.Time)
 			}
 		}
+		ev.Release()
 		return
 	}
 	cn := c.conns[ev.ConnID]
 	if cn == nil {
 		c.stats.OrphanRecords++
+		ev.Release()
 		return
 	}
 	cn.lastActive = ev.Time
@@ -226,6 +231,7 @@ func (c *Collector) release(cn *conn, limit time.Time) {
 		}
 		cn.queue[next.Dir].pop()
 		c.dispatch(cn, next)
+		next.Release()
 	}
 }
 

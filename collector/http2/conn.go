@@ -43,6 +43,12 @@ type Record struct {
 type Config struct {
 	MaxStreams     int // open streams tracked per connection (default 1024)
 	MaxHeaderBlock int // bytes of one header block (default 256 KiB)
+	// NoHeaderLists leaves Flow.RequestHeaders and ResponseHeaders empty,
+	// for consumers that only aggregate (the metrics-only agent): the
+	// fields flows are built from (pseudo-headers, content-type, gRPC
+	// status and message, grpc-timeout, traceparent) are decoded all the
+	// same. Every block is still HPACK-decoded: the table must follow.
+	NoHeaderLists bool
 }
 
 func (c Config) withDefaults() Config {
@@ -265,7 +271,7 @@ func (c *Conn) endBlock(d Direction) {
 	if ds.blockType == http2.FramePushPromise {
 		return // decoded for its table updates; pushed streams are not tracked
 	}
-	h := parseFields(db)
+	h := parseFields(db, !c.cfg.NoHeaderLists)
 	c.stats.UnknownFields += uint64(h.unknown)
 	c.headers(d, ds.blockStream, ds.blockTime, h, ds.blockFlags&http2.FlagHeadersEndStream != 0)
 }

@@ -95,6 +95,46 @@ func TestGoClientServer(t *testing.T) {
 	}
 }
 
+// Without header lists (metrics only) the same records give the same flows
+// minus the lists: every field built from a header is still there.
+func TestNoHeaderLists(t *testing.T) {
+	client, tp := h2cPair(t, exchangeHandler())
+	for i := range 8 {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s/status/503/x/%d", tp.addr(), i), nil)
+		req.Header.Set("x-tenant", "acme")
+		req.Header.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+		resp, err := client.Do(req)
+		drain(t, resp, err)
+	}
+	recs := tp.records()
+	full, _ := decodeAll(recs, false)
+	var lean []*flow.Flow
+	c := NewConn(Config{NoHeaderLists: true}, &Stats{}, false, Egress, func(f *flow.Flow) { lean = append(lean, f) })
+	for _, r := range recs {
+		c.Handle(r)
+	}
+	if len(full) != 8 || len(lean) != 8 {
+		t.Fatalf("flows: %d with lists, %d without; want 8 each", len(full), len(lean))
+	}
+	for i := range lean {
+		if len(lean[i].RequestHeaders) != 0 || len(lean[i].ResponseHeaders) != 0 {
+			t.Errorf("flow %d kept header lists: %v %v", i, lean[i].RequestHeaders, lean[i].ResponseHeaders)
+		}
+		if !hasHeader(full[i].RequestHeaders, "x-tenant", "acme") {
+			t.Fatalf("flow %d with lists lost x-tenant: the comparison below would prove nothing", i)
+		}
+		f, l := *full[i], *lean[i]
+		f.RequestHeaders, f.ResponseHeaders = nil, nil
+		l.RequestHeaders, l.ResponseHeaders = nil, nil
+		if fmt.Sprintf("%+v", f) != fmt.Sprintf("%+v", l) {
+			t.Errorf("flow %d differs beyond the lists:\n with    %+v\n without %+v", i, f, l)
+		}
+		if l.Status != 503 || l.TraceParent == "" {
+			t.Errorf("flow %d without lists: status %d traceparent %q", i, l.Status, l.TraceParent)
+		}
+	}
+}
+
 func hasHeader(hs []flow.Header, name, value string) bool {
 	for _, h := range hs {
 		if h.Name == name && h.Value == value {

@@ -29,22 +29,24 @@ type headerSet struct {
 	truncated bool
 }
 
-func parseFields(db decodedBlock) *headerSet {
+func parseFields(db decodedBlock, lists bool) *headerSet {
 	h := &headerSet{truncated: db.truncated}
-	// One allocation for the kept headers: at most every field, pseudo
-	// headers (always a few) included.
-	h.headers = make([]flow.Header, 0, min(len(db.fields), maxHeaders))
+	if lists {
+		// One allocation for the kept headers: at most every field,
+		// pseudo headers (always a few) included.
+		h.headers = make([]flow.Header, 0, min(len(db.fields), maxHeaders))
+	}
 	for _, f := range db.fields {
 		if f.Name == unknownName {
 			h.unknown++
 			continue
 		}
-		h.add(f)
+		h.add(f, lists)
 	}
 	return h
 }
 
-func (h *headerSet) add(f hpack.HeaderField) {
+func (h *headerSet) add(f hpack.HeaderField, list bool) {
 	switch f.Name {
 	case ":method":
 		h.method = f.Value
@@ -79,6 +81,9 @@ func (h *headerSet) add(f hpack.HeaderField) {
 		if h.authority == "" {
 			h.authority = f.Value
 		}
+	}
+	if !list {
+		return
 	}
 	if len(h.headers) == maxHeaders {
 		h.truncated = true
