@@ -9,8 +9,8 @@ import (
 	"github.com/sextant/sextant/testbed"
 )
 
-// tracepointLinks counts perf-event links of this process that point at
-// BPF programs: what Close must leave at zero.
+// bpfFDs counts this process's fds of BPF objects and perf events: what
+// Close must bring back to where Load found it.
 func bpfFDs(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")

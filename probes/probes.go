@@ -282,8 +282,8 @@ func (p *Probes) Stats() Stats {
 
 // Close detaches and unloads everything. Safe to call more than once.
 func (p *Probes) Close() error {
-	// Each tracepoint detach waits for an RCU grace period (~40 ms);
-	// detaching concurrently makes Close take one or two instead of 17.
+	// A tracepoint detach may wait for an RCU grace period (~40 ms):
+	// detaching concurrently costs one wait, not one per link.
 	linkErrs := make([]error, len(p.links))
 	var wg sync.WaitGroup
 	for i, l := range p.links {
