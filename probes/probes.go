@@ -315,7 +315,6 @@ func (p *Probes) Close() error {
 	return errors.Join(errs...)
 }
 
-
 // verifierTail keeps the end of a verifier log, where the reason is.
 func verifierTail(err error) error {
 	var ve *ebpf.VerifierError
