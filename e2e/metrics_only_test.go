@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -62,14 +60,7 @@ func TestAgentMetricsOnly(t *testing.T) {
 		t.Fatalf("observe against a metrics-only agent succeeded:\n%s", out)
 	}
 
-	client := &http.Client{Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}, Timeout: 30 * time.Second}
-	defer client.CloseIdleConnections()
+	client := h2cClient(t)
 	const n = 50
 	for i := range n {
 		resp, err := client.Get(fmt.Sprintf("http://%s/items/%d", ln.Addr(), i))

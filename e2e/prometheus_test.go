@@ -195,14 +195,7 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 	prom := startPrometheus(t, metricsAddr)
 	prom.await(`up{job="sextant"}`, 1, 30*time.Second)
 
-	client := &http.Client{Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}, Timeout: 30 * time.Second}
-	defer client.CloseIdleConnections()
+	client := h2cClient(t)
 	do := func(calls []promCall) error {
 		var wg sync.WaitGroup
 		errs := make(chan error, len(calls))
@@ -436,6 +429,20 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 }
 
 // awaitMetrics waits for the agent's /metrics to answer.
+// h2cClient is an HTTP/2 client without TLS (prior knowledge), closed with
+// the test.
+func h2cClient(t *testing.T) *http.Client {
+	c := &http.Client{Transport: &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}, Timeout: 30 * time.Second}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
 func awaitMetrics(t *testing.T, u string) {
 	t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second}
