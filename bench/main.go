@@ -342,6 +342,9 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 
 	var capacity []result
+	if !slices.ContainsFunc(cfg.modes, mode.withAgent) {
+		cfg.capacityModes = nil // nothing observes: no capture to lose
+	}
 	for _, m := range cfg.capacityModes {
 		fmt.Fprintf(out, "\n== capacity: %s, %s responses, rates stepped until capture is lossy\n", m, sizeName(128))
 		for _, rate := range cfg.capacity {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"slices"
 	"sort"
@@ -40,8 +41,10 @@ const (
 // run on: every syscall entry (dispatched on the syscall number in the
 // program), every syscall exit (one program: the kernel verifies the frame
 // walker once) and process exit, which ends the connections a process
-// never close()d. Raw tracepoints need no tracefs.
-var attachPoints = []string{sextantProgSysEnter, sextantProgSysExit, sextantProgProcessExit}
+// never close()d. Raw tracepoints need no tracefs. The exit program goes
+// first: a syscall that entered with only sys_enter attached would stay
+// armed until its thread's next syscall exit, of whatever syscall.
+var attachPoints = []string{sextantProgSysExit, sextantProgSysEnter, sextantProgProcessExit}
 
 // Options configure Load.
 type Options struct {
@@ -138,12 +141,10 @@ func Load(opts Options) (_ *Probes, err error) {
 	}
 	size = ringSize(size)
 	spec.Maps[sextantMapEvents].MaxEntries = uint32(size)
-	wake := uint64(defaultWakeupBytes)
-	if wake > uint64(size/4) {
-		wake = uint64(size / 4)
-	}
-	if err := spec.Variables[sextantVarWakeupBytes].Set(wake); err != nil {
-		return nil, fmt.Errorf("set %s: %w", sextantVarWakeupBytes, err)
+	// Both powers of two: the kernel side wakes once per 2^shift bytes.
+	wake := min(defaultWakeupBytes, size/4)
+	if err := spec.Variables[sextantVarWakeupShift].Set(uint32(bits.TrailingZeros(uint(wake)))); err != nil {
+		return nil, fmt.Errorf("set %s: %w", sextantVarWakeupShift, err)
 	}
 
 	p := &Probes{insns: map[string]uint32{}}

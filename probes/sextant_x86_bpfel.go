@@ -28,13 +28,14 @@ const (
 )
 
 type sextantConnState struct {
-	_      structs.HostLayout
-	ConnId uint64
-	File   uint64
-	Proto  uint8
-	Tries  uint8
-	Pad    [6]uint8
-	D      [2]struct {
+	_         structs.HostLayout
+	ConnId    uint64
+	File      uint64
+	ProcStart uint64
+	Proto     uint8
+	Tries     uint8
+	Pad       [6]uint8
+	D         [2]struct {
 		_           structs.HostLayout
 		Seq         uint32
 		Skip        uint32
@@ -265,7 +266,7 @@ const (
 	sextantVarUnusedEvKind     = "unused_ev_kind"
 	sextantVarUnusedEvParseErr = "unused_ev_parse_err"
 	sextantVarUnusedParseErr   = "unused_parse_err"
-	sextantVarWakeupBytes      = "wakeup_bytes"
+	sextantVarWakeupShift      = "wakeup_shift"
 )
 
 // loadSextant returns the embedded CollectionSpec for sextant.
@@ -346,7 +347,7 @@ type sextantVariableSpecs struct {
 	UnusedEvKind     *ebpf.VariableSpec `ebpf:"unused_ev_kind"`
 	UnusedEvParseErr *ebpf.VariableSpec `ebpf:"unused_ev_parse_err"`
 	UnusedParseErr   *ebpf.VariableSpec `ebpf:"unused_parse_err"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WakeupShift      *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 }
 
 // sextantObjects contains all objects after they have been loaded into the kernel.
@@ -411,7 +412,7 @@ type sextantVariables struct {
 	UnusedEvKind     *ebpf.Variable `ebpf:"unused_ev_kind"`
 	UnusedEvParseErr *ebpf.Variable `ebpf:"unused_ev_parse_err"`
 	UnusedParseErr   *ebpf.Variable `ebpf:"unused_parse_err"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WakeupShift      *ebpf.Variable `ebpf:"wakeup_shift"`
 }
 
 // sextantPrograms contains all programs after they have been loaded into the kernel.

@@ -99,6 +99,8 @@ struct conn_key {
 struct conn_state {
 	__u64 conn_id; /* 0 until EV_CONN */
 	__u64 file;    /* struct file * behind the fd: tells fd reuse we did not see from a live entry */
+	__u64 proc_start; /* start time of the process: an entry left by an exited process
+	                     (they age out of the LRU) never passes for a new one with its pid */
 	__u8 proto;    /* enum conn_proto, 0 = undecided, PROTO_NOT_HTTP */
 	__u8 tries;    /* chunks that matched no protocol */
 	__u8 _pad[6];
@@ -229,10 +231,10 @@ struct {
 	__type(value, struct h1_rec);
 } h1_buf SEC(".maps");
 
-/* Set by user space before load. Wake the reader only when this much is
- * queued; it polls on a short timer for the rest (a wakeup per record
- * costs more than the record). */
-const volatile __u64 wakeup_bytes = 256 * 1024;
+/* Set by user space before load: wake the reader once per 2^wakeup_shift
+ * bytes queued; it polls on a short timer for the rest (a wakeup per
+ * record costs more than the record). */
+const volatile __u32 wakeup_shift = 18; /* 256 KiB */
 
 /* Global connection id counter. */
 __u64 next_conn_id = 0;
@@ -269,23 +271,37 @@ static __always_inline void count_drop(__u32 reason)
 		(*v)++;
 }
 
-/* Batched wakeups (see wakeup_bytes): only the record that takes the
- * queue across the threshold wakes the reader. Waking on every record
- * above it would cost an IPI per record (an MSR write, trapped by the
- * hypervisor on a VM) exactly when the reader is already behind. Two
- * CPUs racing past the threshold may both skip the wakeup: the reader's
- * poll timer bounds that. `queued` is the data queued before the record
- * (output) or including it (submit, after reserve). */
+/* Batched wakeups (see wakeup_shift): a record wakes the reader when it
+ * takes the queued data across a multiple of 2^wakeup_shift bytes. Waking
+ * on every record above one threshold would cost an IPI per record (an
+ * MSR write, trapped by the hypervisor on a VM) exactly when the reader is
+ * already behind; crossing any multiple, not just the first, means that a
+ * wakeup missed by two CPUs racing past a boundary is retried at the next
+ * one instead of waiting for the reader's poll timer. The kernel accounts
+ * a record as its size plus an 8-byte header, rounded up to 8. */
+static __always_inline __u64 rb_wake(__u64 before, __u64 after)
+{
+	return before >> wakeup_shift != after >> wakeup_shift ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline __u64 rb_footprint(__u32 size)
+{
+	return (size + 8 + 7) & ~7;
+}
+
+/* For bpf_ringbuf_output: the queue before the record goes in. */
 static __always_inline __u64 rb_flags_before(__u32 size)
 {
 	__u64 before = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	return before < wakeup_bytes && before + size + 8 >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	return rb_wake(before, before + rb_footprint(size));
 }
 
+/* For bpf_ringbuf_submit: the queue already holds the reserved record. */
 static __always_inline __u64 rb_flags_reserved(__u32 size)
 {
 	__u64 after = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	return after >= wakeup_bytes && after < wakeup_bytes + size + 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u64 fp = rb_footprint(size);
+	return rb_wake(after >= fp ? after - fp : 0, after);
 }
 
 static __always_inline __u32 be32(const __u8 *p)
@@ -1059,11 +1075,13 @@ __noinline int track_fd(__u32 tgid, __u32 fd)
 	if (!file || !is_socket(file))
 		return 0;
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &k);
+	__u64 start = bpf_get_current_task_btf()->group_leader->start_time;
 	if (c) {
-		if (c->file == file)
+		if (c->file == file && c->proc_start == start)
 			return c->proto != PROTO_NOT_HTTP;
 		/* The fd now names another socket: it was replaced without a
-		 * close() we saw (dup2, close_range, exec...). */
+		 * close() we saw (dup2, close_range, exec...), or the entry is
+		 * an exited process's and the pid was reused. */
 		conn_gone(&k, c);
 	}
 	/* Excluded processes never get an entry, so a hit above is never
@@ -1072,6 +1090,7 @@ __noinline int track_fd(__u32 tgid, __u32 fd)
 		return 0;
 	struct conn_state z = {};
 	z.file = file;
+	z.proc_start = start;
 	if (bpf_map_update_elem(&conns, &k, &z, BPF_NOEXIST)) {
 		count_drop(DROP_CONN_TABLE);
 		return 0;
