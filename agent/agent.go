@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if !cfg.MetricsOnly {
 		server = newObserverAPI(cfg, started, func() uint64 {
 			drops := p.Stats().Drops
-			return totalDrops(drops[:])
+			return lostInKernel(drops[:])
 		})
 		defer server.closeFeed()
 		out = server.write

@@ -21,6 +21,7 @@ import (
 	"github.com/sextant/sextant/collector/hubble"
 	"github.com/sextant/sextant/collector/ring"
 	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/probes"
 )
 
 // feedQueue is how many flows may wait for their conversion to Hubble
@@ -148,8 +149,9 @@ func (a *observerAPI) writeLost(src flowpb.LostEventSource, n uint64) {
 	})
 }
 
-// watchDrops reports records the kernel could not deliver (ring buffer
-// full, tables full, …) as lost events of source PERF_EVENT_RING_BUFFER.
+// watchDrops reports what the kernel could not deliver (records that found
+// the ring buffer full, connections or streams that found their table full)
+// as lost events of source PERF_EVENT_RING_BUFFER.
 func (a *observerAPI) watchDrops(ctx context.Context) {
 	if a.drops == nil {
 		return
@@ -216,13 +218,15 @@ func (a *observerAPI) Serve(ctx context.Context, listeners ...net.Listener) erro
 	return err
 }
 
-// totalDrops sums the kernel's drop counters over every reason.
-func totalDrops(drops []uint64) uint64 {
-	var n uint64
-	for _, d := range drops {
-		n += d
-	}
-	return n
+// lostInKernel sums the drops that lose traffic: a full ring buffer, a full
+// connection or stream table. A direction whose parsing stopped (bad
+// frames, too many frames or iovec segments in one call) is not a loss of
+// this kind: its EV_PARSE_ERR reaches user space, which reports the
+// exchanges concerned as incomplete and counts a decode error; a host
+// with malformed traffic would otherwise show Hubble clients lost events
+// that never were.
+func lostInKernel(drops []uint64) uint64 {
+	return drops[probes.DropRingBufFull] + drops[probes.DropConnTable] + drops[probes.DropStreamTable]
 }
 
 // addrURL writes a listener's address the way --server takes it.
