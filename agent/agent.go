@@ -123,10 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var server *observerAPI // nil: metrics only
 	out := func(*flow.Flow) {}
 	if !cfg.MetricsOnly {
-		server = newObserverAPI(cfg, started, func() uint64 {
-			drops := p.Stats().Drops
-			return lostInKernel(drops[:])
-		})
+		server = newObserverAPI(cfg, started, func() uint64 { return p.Stats().Lost() })
 		defer server.closeFeed()
 		out = server.write
 	}

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sextant/sextant/certs"
-	"github.com/sextant/sextant/probes"
 	"github.com/sextant/sextant/testbed"
 )
 
@@ -124,19 +123,5 @@ func TestDropsByName(t *testing.T) {
 	}
 	if _, ok := got["drop_6"]; ok {
 		t.Errorf("an unnamed reason that counted nothing is noise: %v", got)
-	}
-}
-
-// Hubble clients hear of traffic the kernel lost, not of directions whose
-// parsing stopped on bad input (those are decode errors, reported apart).
-func TestLostInKernel(t *testing.T) {
-	drops := make([]uint64, probes.DropMax)
-	drops[probes.DropParseStopped], drops[probes.DropFrames], drops[probes.DropIOV] = 5, 2, 1
-	if n := lostInKernel(drops); n != 0 {
-		t.Errorf("parse stops counted as lost: %d", n)
-	}
-	drops[probes.DropRingBufFull], drops[probes.DropConnTable], drops[probes.DropStreamTable] = 3, 1, 2
-	if n := lostInKernel(drops); n != 6 {
-		t.Errorf("lostInKernel = %d, want 6", n)
 	}
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/sextant/sextant/collector/hubble"
 	"github.com/sextant/sextant/collector/ring"
 	"github.com/sextant/sextant/observer"
-	"github.com/sextant/sextant/probes"
 )
 
 // feedQueue is how many flows may wait for their conversion to Hubble
@@ -216,17 +215,6 @@ func (a *observerAPI) Serve(ctx context.Context, listeners ...net.Listener) erro
 	}
 	wg.Wait()
 	return err
-}
-
-// lostInKernel sums the drops that lose traffic: a full ring buffer, a full
-// connection or stream table. A direction whose parsing stopped (bad
-// frames, too many frames or iovec segments in one call) is not a loss of
-// this kind: its EV_PARSE_ERR reaches user space, which reports the
-// exchanges concerned as incomplete and counts a decode error; a host
-// with malformed traffic would otherwise show Hubble clients lost events
-// that never were.
-func lostInKernel(drops []uint64) uint64 {
-	return drops[probes.DropRingBufFull] + drops[probes.DropConnTable] + drops[probes.DropStreamTable]
 }
 
 // addrURL writes a listener's address the way --server takes it.

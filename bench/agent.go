@@ -291,7 +291,7 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 		// and a response event per exchange): comparable with inproc.
 		s.flows = uint64(m["sextant_collector_flows_total"])
 		s.events = uint64(m["sextant_probe_records_total"])
-		s.kernelDrops = uint64(m["sextant_probe_drops_total"])
+		s.kernelDrops = uint64(m[lostDropsKey])
 		s.ringLost = uint64(m["sextant_ring_follower_lost_total"] + m["sextant_feed_lost_flows_total"])
 		s.seqGaps = uint64(m["sextant_collector_sequence_gaps_total"])
 	} else {
@@ -592,10 +592,7 @@ func runChildAgent(discard bool) error {
 			}
 			if line == "count" {
 				st := p.Stats()
-				var drops uint64
-				for _, d := range st.Drops {
-					drops += d
-				}
+				drops := st.Lost()
 				mu.Lock()
 				gaps := c.Stats().SeqGaps
 				mu.Unlock()

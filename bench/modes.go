@@ -19,6 +19,8 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sextant/sextant/probes"
 )
 
 // mode is one way the traffic is served while h2load measures it.
@@ -224,6 +226,23 @@ func (rp *relayProc) stop() {
 
 // promCounters reads the agent's /metrics and sums each sextant_ metric over
 // its labels: the figures the bench needs are totals.
+// lostDropsKey is where promCounters sums the kernel drops that lose
+// traffic (probes.DropReason.LosesTraffic): parse stops caused by other
+// processes' malformed traffic on the host are not the agent losing
+// anything.
+const lostDropsKey = "sextant_probe_drops_total/lost"
+
+// losesTraffic says whether a drop series' labels ({reason="…"}) name a
+// reason that loses traffic.
+func losesTraffic(labels string) bool {
+	for r := range probes.DropMax {
+		if reason := probes.DropReason(r); reason.LosesTraffic() && strings.Contains(labels, `reason="`+reason.String()+`"`) {
+			return true
+		}
+	}
+	return false
+}
+
 func promCounters(url string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -251,15 +270,18 @@ func promCounters(url string) (map[string]float64, error) {
 		if sp < 0 {
 			continue
 		}
-		name := line[:sp]
+		name, labels := line[:sp], ""
 		if i := strings.IndexByte(name, '{'); i >= 0 {
-			name = name[:i]
+			name, labels = name[:i], name[i:]
 		}
 		v, err := strconv.ParseFloat(line[sp+1:], 64)
 		if err != nil {
 			continue
 		}
 		sums[name] += v
+		if name == "sextant_probe_drops_total" && losesTraffic(labels) {
+			sums[lostDropsKey] += v
+		}
 	}
 	return sums, sc.Err()
 }

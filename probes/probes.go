@@ -109,6 +109,27 @@ func (r DropReason) String() string {
 	return fmt.Sprintf("drop_%d", int(r))
 }
 
+// LosesTraffic says whether drops of this reason lose traffic: a full ring
+// buffer, a full connection or stream table. A direction whose parsing
+// stopped (bad frames, too many frames or iovec segments in one call) is
+// not such a loss: its EV_PARSE_ERR reaches user space, which reports the
+// exchanges concerned as incomplete; a host with malformed traffic must
+// not look like one that loses records.
+func (r DropReason) LosesTraffic() bool {
+	return r == DropRingBufFull || r == DropConnTable || r == DropStreamTable
+}
+
+// Lost sums the drops that lose traffic (DropReason.LosesTraffic).
+func (s Stats) Lost() uint64 {
+	var n uint64
+	for r, d := range s.Drops {
+		if DropReason(r).LosesTraffic() {
+			n += d
+		}
+	}
+	return n
+}
+
 // Probes are loaded and attached kernel programs.
 type Probes struct {
 	coll     *ebpf.Collection
