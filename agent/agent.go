@@ -18,8 +18,9 @@ import (
 
 	"github.com/sextant/sextant/certs"
 	"github.com/sextant/sextant/collector"
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/probes"
+	"github.com/sextant/sextant/route"
 )
 
 // Config configures an agent. Zero values take the defaults.
@@ -58,6 +59,10 @@ type Config struct {
 	StatusInterval time.Duration
 	// Collector tunes decoding; its Node is taken from Node.
 	Collector collector.Config
+	// Routes are http.route templates (/api/users/{id}) tried before the
+	// automatic collapsing of ids; the route stage names every flow's
+	// route with them once, for every exporter here and on the relay.
+	Routes []string
 	// Metrics configures Prometheus /metrics (off when Metrics.Listen is "").
 	Metrics MetricsConfig
 	Logger  *slog.Logger
@@ -127,7 +132,12 @@ func Run(ctx context.Context, cfg Config) error {
 		defer server.closeFeed()
 		out = server.write
 	}
-	pipe := &pipeline{c: collector.New(cfg.Collector, metrics.fanOut(out))}
+	routes, err := route.New(cfg.Routes, 0)
+	if err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	sink := metrics.fanOut(out)
+	pipe := &pipeline{c: collector.New(cfg.Collector, func(f *flow.Flow) { routes.Enrich(f); sink(f) })}
 	metrics.serve(p, server, pipe)
 
 	status := func() Status {

@@ -17,10 +17,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sextant/sextant/collector/flow"
-	"github.com/sextant/sextant/collector/hubble"
-	"github.com/sextant/sextant/collector/ring"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/hubble"
+	"github.com/sextant/sextant/observer/ring"
 )
 
 // feedQueue is how many flows may wait for their conversion to Hubble

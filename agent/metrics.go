@@ -15,10 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sextant/sextant/collector"
-	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/collector/http2"
-	"github.com/sextant/sextant/collector/ring"
 	promexp "github.com/sextant/sextant/exporters/prometheus"
+	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/observer/ring"
 	"github.com/sextant/sextant/probes"
 )
 
@@ -32,9 +32,8 @@ type MetricsConfig struct {
 	// bodies; any address is accepted so that a Prometheus elsewhere can
 	// scrape.
 	Listen string
-	// Routes, MaxSeries and QueueSize tune the exporter (see
+	// MaxSeries and QueueSize tune the exporter (see
 	// exporters/prometheus.Config).
-	Routes    []string
 	MaxSeries int
 	QueueSize int
 	// Pprof also serves Go's profiles under /debug/pprof/ on the same
@@ -65,7 +64,7 @@ func listenMetrics(cfg MetricsConfig, log *slog.Logger) (*agentMetrics, error) {
 	}
 	reg := prom.NewRegistry()
 	exp, err := promexp.New(promexp.Config{
-		Routes: cfg.Routes, MaxSeries: cfg.MaxSeries, QueueSize: cfg.QueueSize, Registerer: reg,
+		MaxSeries: cfg.MaxSeries, QueueSize: cfg.QueueSize, Registerer: reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)

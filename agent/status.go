@@ -3,7 +3,7 @@ package agent
 import (
 	"time"
 
-	"github.com/sextant/sextant/collector/ring"
+	"github.com/sextant/sextant/observer/ring"
 )
 
 // Status is the agent's view of itself, logged at debug level; the Observer

@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sextant/sextant/collector"
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/probes"
 )
 

@@ -9,9 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/collector/http1"
 	"github.com/sextant/sextant/collector/http2"
+	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/identity"
 	"github.com/sextant/sextant/probes"
 )
 
@@ -71,7 +72,7 @@ type Collector struct {
 	out       func(*flow.Flow)
 	conns     map[uint64]*conn
 	waiting   map[*conn]struct{} // conns with queued records
-	ids       *identities
+	ids       *identity.Resolver
 	h1        *http1.Decoder
 	stats     Stats
 	lastSeen  time.Time // newest record time: the reorder watermark
@@ -86,7 +87,7 @@ func New(cfg Config, out func(*flow.Flow)) *Collector {
 		out:     out,
 		conns:   make(map[uint64]*conn),
 		waiting: make(map[*conn]struct{}),
-		ids:     newIdentities(cfg.ProcRoot),
+		ids:     identity.NewResolver(cfg.ProcRoot),
 		h1:      http1.NewDecoder(cfg.HTTP1),
 	}
 }
@@ -177,7 +178,7 @@ func (c *Collector) open(ev *probes.Event) {
 		c.evictIdlest(ev.Time)
 	}
 	cn := &conn{id: ev.ConnID, info: *ev.Conn, pid: ev.PID, lastActive: ev.Time}
-	cn.process = c.ids.lookup(ev.PID, ev.Conn.CgroupID, ev.Conn.Comm)
+	cn.process = c.ids.Lookup(ev.PID, ev.Conn.CgroupID, ev.Conn.Comm)
 	if !inScope(cn.process.Cgroup, c.cfg.CgroupScope) {
 		return
 	}
@@ -296,3 +297,20 @@ func inScope(p, scope string) bool {
 
 // endOfTime releases every queued record, whatever its time.
 var endOfTime = time.Unix(1<<50, 0)
+
+// sweepEvery is how often connections are checked for a process that is
+// gone: a process that exits closes its sockets without a close() call.
+const sweepEvery = 5 * time.Second
+
+func (c *Collector) sweep(now time.Time) {
+	if now.Sub(c.lastSweep) < sweepEvery {
+		return
+	}
+	c.lastSweep = now
+	for _, cn := range c.conns {
+		if now.Sub(cn.lastActive) > sweepEvery && !c.ids.Alive(cn.pid) {
+			c.stats.ConnsEvicted++
+			c.close(cn, now)
+		}
+	}
+}

@@ -2,15 +2,12 @@ package collector
 
 import (
 	"net/netip"
-	"os"
-	"path/filepath"
-	"syscall"
+
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/probes"
-	"github.com/sextant/sextant/testbed"
 )
 
 // Records of the two directions reach user space out of order; the
@@ -81,27 +78,6 @@ func TestInScope(t *testing.T) {
 		if got := inScope(c.path, c.scope); got != c.want {
 			t.Errorf("inScope(%q, %q) = %v", c.path, c.scope, got)
 		}
-	}
-}
-
-// The cgroup path comes from the kernel's cgroup id: the inode of the
-// cgroup v2 directory. Checked against this process's own cgroup.
-func TestCgroupPathFromID(t *testing.T) {
-	c := newCgroupPaths("/proc")
-	if c.root == "" {
-		testbed.Missing(t, "no cgroup v2 hierarchy mounted")
-	}
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := unifiedCgroup(b)
-	var st syscall.Stat_t
-	if err := syscall.Stat(filepath.Join(c.root, want), &st); err != nil {
-		t.Fatal(err)
-	}
-	if got := c.path(st.Ino); got != want {
-		t.Fatalf("path(%d) = %q, want %q", st.Ino, got, want)
 	}
 }
 

@@ -3,9 +3,9 @@ package collector
 import (
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/collector/http1"
 	"github.com/sextant/sextant/collector/http2"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/probes"
 )
 

@@ -1,8 +1,8 @@
 package collector
 
 import (
-	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/collector/http1"
+	"github.com/sextant/sextant/flow"
 )
 
 // exchangeFlow turns an HTTP/1 exchange into a flow (addresses, process and

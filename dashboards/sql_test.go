@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/exporters/clickhouse"
 	"github.com/sextant/sextant/testbed"
 )

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 const grpcService = "grpc.testing.TestService"

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/testbed"
 )
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/sextant/sextant/collector"
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/probes"
 	"github.com/sextant/sextant/testbed"
 )

@@ -5,7 +5,7 @@ package exporters
 import (
 	"context"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 // Exporter receives every flow once. Export must not block the pipeline:

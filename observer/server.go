@@ -25,7 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant/sextant/collector/ring"
+	"github.com/sextant/sextant/observer/ring"
 )
 
 // HealthService is the service name `hubble status` checks.

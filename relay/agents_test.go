@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant/sextant/collector/ring"
+	"github.com/sextant/sextant/observer/ring"
 	"github.com/sextant/sextant/observer"
 )
 

@@ -3,7 +3,7 @@ package relay
 import (
 	"log/slog"
 
-	"github.com/sextant/sextant/collector/hubble"
+	"github.com/sextant/sextant/observer/hubble"
 	"github.com/sextant/sextant/exporters"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 
-	"github.com/sextant/sextant/collector/flow"
-	"github.com/sextant/sextant/collector/hubble"
+	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/observer/hubble"
 )
 
 type recorder struct {

@@ -35,7 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sextant/sextant/certs"
-	"github.com/sextant/sextant/collector/ring"
+	"github.com/sextant/sextant/observer/ring"
 	"github.com/sextant/sextant/observer"
 )
 

@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sextant/sextant/agent"
-	"github.com/sextant/sextant/collector/ring"
+	"github.com/sextant/sextant/observer/ring"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -55,7 +55,7 @@ Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
 	f.IntVar(&cfg.KernelRingBytes, "kernel-ring-bytes", 0, "size of the kernel→agent ring buffer in bytes, a power of two (default 16 MiB); a full buffer drops records (counted)")
 	f.IntVar(&cfg.RingSize, "ring-size", ring.DefaultCapacity, "number of recent events kept in memory (two per exchange)")
 	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", agent.DefaultMetricsListen, "serve Prometheus metrics on http://<this address>/metrics ('' for none)")
-	f.StringArrayVar(&cfg.Metrics.Routes, "metrics-route", nil, "http_route template tried before automatic collapsing, e.g. '/api/users/{id}' (repeatable; see docs/metrics.md)")
+	f.StringArrayVar(&cfg.Routes, "route", nil, "route template tried before automatic collapsing, e.g. '/api/users/{id}': names http_route in metrics, spans and flow history (repeatable; see docs/metrics.md)")
 	f.BoolVar(&cfg.Metrics.Pprof, "pprof", false, "also serve Go profiles on --metrics-listen under /debug/pprof/")
 	f.IntVar(&cfg.Metrics.MaxSeries, "metrics-max-series", 2000, "series limit per metric; beyond it observations go to an _overflow_ series")
 	f.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error (debug adds a status line every 10s)")

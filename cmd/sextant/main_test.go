@@ -19,10 +19,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sextant/sextant/agent"
-	"github.com/sextant/sextant/collector/flow"
-	"github.com/sextant/sextant/collector/hubble"
-	"github.com/sextant/sextant/collector/ring"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/hubble"
+	"github.com/sextant/sextant/observer/ring"
 )
 
 func sextant(args ...string) (code int, stdout, stderr string) {

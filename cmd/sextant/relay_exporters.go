@@ -32,7 +32,6 @@ type relayExporters struct {
 	dataDir        string
 	queryListen    string
 	retention      time.Duration
-	routes         []string
 	otlp           otel.Config
 }
 
@@ -42,7 +41,6 @@ func (x *relayExporters) flags(f *pflag.FlagSet) {
 	f.StringVar(&x.dataDir, "data-dir", "/var/lib/sextant", "where the embedded store and the ClickHouse spool live")
 	f.DurationVar(&x.retention, "retention", 7*24*time.Hour, "how long flow history is kept (TTL; modern ClickHouse and the embedded store)")
 	f.StringVar(&x.queryListen, "query-listen", defaultQueryListen, "serve SQL queries over the flow history here, for 'sextant query' ('' for none; loopback only)")
-	f.StringArrayVar(&x.routes, "route", nil, "route template such as /api/users/{id}, tried before automatic id collapsing (repeatable)")
 	f.StringVar(&x.otlp.Endpoint, "otlp-endpoint", "", "send spans and metrics over OTLP to this collector (host:port); off when empty")
 	f.StringVar(&x.otlp.Protocol, "otlp-protocol", otel.ProtocolGRPC, "OTLP protocol: grpc or http")
 	f.BoolVar(&x.otlp.Insecure, "otlp-insecure", false, "OTLP without TLS")
@@ -80,7 +78,7 @@ func (x *relayExporters) start(ctx context.Context, r *relay.Relay, log *slog.Lo
 	if store != nil {
 		closers = append(closers, store.Close)
 		exp, err := clickhouse.New(clickhouse.Config{
-			SpoolDir: filepath.Join(x.dataDir, "spool"), RoutePatterns: x.routes, Log: log,
+			SpoolDir: filepath.Join(x.dataDir, "spool"), Log: log,
 		}, store)
 		if err != nil {
 			return fail(fmt.Errorf("flow history exporter: %w", err))

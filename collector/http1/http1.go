@@ -13,7 +13,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 // Direction says which way bytes moved, seen from the observed process.

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 // framing says how the body of a message is delimited.

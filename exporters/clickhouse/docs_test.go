@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/testbed"
 )
 
@@ -77,12 +77,11 @@ type docExpect struct {
 }
 
 func expectDocs(fs []*flow.Flow) docExpect {
-	m, _ := newRowMaker(nil)
 	ex := docExpect{errors: map[string]int{}, requests: map[string]int{}}
 	lat := map[[2]string][]float64{}
 	bytes := map[string]uint64{}
 	for _, f := range fs {
-		r := m.row(f)
+		r := rowOf(f)
 		if r.TraceID == docTrace {
 			ex.traceFlows++
 		}
@@ -205,10 +204,9 @@ func TestDocsQueriesLegacy(t *testing.T) {
 
 func insertFlows(t *testing.T, s Store, fs []*flow.Flow) {
 	t.Helper()
-	m, _ := newRowMaker(nil)
 	b := &Batch{ID: 1}
 	for _, f := range fs {
-		b.Rows = append(b.Rows, m.row(f))
+		b.Rows = append(b.Rows, rowOf(f))
 	}
 	if err := s.Insert(context.Background(), b); err != nil {
 		t.Fatal(err)

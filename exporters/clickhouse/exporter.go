@@ -19,8 +19,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
-	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/exporters"
+	"github.com/sextant/sextant/flow"
 )
 
 // DefaultDatabase holds the flows table.
@@ -45,10 +45,7 @@ type Config struct {
 	// RetryInterval is the first wait before retrying the store; it doubles
 	// up to MaxRetryInterval (defaults 500ms and 15s).
 	RetryInterval, MaxRetryInterval time.Duration
-	// RoutePatterns are route templates (/users/{id}) tried before the
-	// automatic collapsing of ids; see exporters/prometheus.Router.
-	RoutePatterns []string
-	Log           *slog.Logger
+	Log                             *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -104,7 +101,6 @@ type Exporter struct {
 	cfg   Config
 	store Store
 	spool *spool // nil without SpoolDir
-	rows  *rowMaker
 
 	mu      sync.Mutex
 	pending []*flow.Flow
@@ -130,19 +126,15 @@ var _ exporters.Exporter = (*Exporter)(nil)
 // caller (the relay serves queries from it too).
 func New(cfg Config, store Store) (*Exporter, error) {
 	cfg.defaults()
-	rows, err := newRowMaker(cfg.RoutePatterns)
-	if err != nil {
-		return nil, err
-	}
 	e := &Exporter{
 		cfg:   cfg,
 		store: store,
-		rows:  rows,
 		queue: make(chan []*flow.Flow, cfg.QueueBatches),
 		done:  make(chan struct{}),
 		stop:  make(chan struct{}),
 	}
 	if cfg.SpoolDir != "" {
+		var err error
 		if e.spool, err = openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes); err != nil {
 			return nil, err
 		}
@@ -273,7 +265,7 @@ func (e *Exporter) batch(flows []*flow.Flow) *Batch {
 	e.nextID++
 	b := &Batch{ID: e.nextID, Rows: make([]Row, len(flows))}
 	for i, f := range flows {
-		b.Rows[i] = e.rows.row(f)
+		b.Rows[i] = rowOf(f)
 	}
 	return b
 }

@@ -11,13 +11,9 @@ import (
 )
 
 func rowsOf(tb testing.TB, flowsN int, t0 time.Time) []Row {
-	m, err := newRowMaker(nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	var rows []Row
 	for _, f := range testFlows(flowsN, t0) {
-		rows = append(rows, m.row(f))
+		rows = append(rows, rowOf(f))
 	}
 	return rows
 }

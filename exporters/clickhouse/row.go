@@ -6,8 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
-	"github.com/sextant/sextant/exporters/prometheus"
+	"github.com/sextant/sextant/flow"
 )
 
 // Batch is a unit of insertion: ID and each row's index make every row's
@@ -118,23 +117,8 @@ func (h byName) Swap(i, j int) {
 	h.Values[i], h.Values[j] = h.Values[j], h.Values[i]
 }
 
-// rowMaker turns flows into rows. Not safe for concurrent use (the router
-// reuses a buffer); the exporter calls it from its one worker.
-type rowMaker struct {
-	router *prometheus.Router
-}
-
-func newRowMaker(routePatterns []string) (*rowMaker, error) {
-	// The same templating as the Prometheus route label, so a route in a
-	// dashboard and in SQL are the same string.
-	r, err := prometheus.NewRouter(routePatterns, 10000)
-	if err != nil {
-		return nil, err
-	}
-	return &rowMaker{router: r}, nil
-}
-
-func (m *rowMaker) row(f *flow.Flow) Row {
+// rowOf turns a flow into a row.
+func rowOf(f *flow.Flow) Row {
 	r := Row{
 		Time:               f.Time.UTC(),
 		Node:               f.Node,
@@ -144,7 +128,7 @@ func (m *rowMaker) row(f *flow.Flow) Row {
 		Scheme:             f.Scheme,
 		Authority:          f.Authority,
 		Path:               f.Path,
-		Route:              m.router.Route(f.Path),
+		Route:              f.Route,
 		Status:             uint16(min(f.Status, 0xffff)),
 		LatencyNs:          uint64(max(f.Latency, 0)),
 		TTFBNs:             uint64(max(f.TTFB, 0)),

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 func TestAppendJSONString(t *testing.T) {

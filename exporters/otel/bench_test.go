@@ -7,7 +7,7 @@ import (
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 func benchFlows() []*flow.Flow {
@@ -20,7 +20,7 @@ func benchFlows() []*flow.Flow {
 
 // BenchmarkSpan: the worker's cost to turn one flow into a span.
 func BenchmarkSpan(b *testing.B) {
-	cfg, _ := Config{Endpoint: "x", Route: testRoute}.withDefaults()
+	cfg, _ := Config{Endpoint: "x"}.withDefaults()
 	sb := newSpanBuilder(cfg, newResourceCache(4096), [32]byte{1})
 	fs := benchFlows()
 	b.ReportAllocs()
@@ -58,7 +58,7 @@ func BenchmarkExportJaeger(b *testing.B) {
 		b.Run(proto, func(b *testing.B) {
 			endpoint := map[string]string{ProtocolGRPC: j.OTLPGRPC, ProtocolHTTP: j.OTLPHTTP}[proto]
 			e, err := New(context.Background(), Config{Endpoint: endpoint, Protocol: proto, Insecure: true,
-				MaxQueueSize: b.N + 1, BatchTimeout: 100 * time.Millisecond, Route: testRoute})
+				MaxQueueSize: b.N + 1, BatchTimeout: 100 * time.Millisecond})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -91,7 +91,7 @@ func BenchmarkExportJaeger(b *testing.B) {
 // falls behind the flow is dropped and counted instead).
 func BenchmarkExportCall(b *testing.B) {
 	j := startJaeger(b)
-	e, err := New(context.Background(), Config{Endpoint: j.OTLPGRPC, Insecure: true, Route: testRoute})
+	e, err := New(context.Background(), Config{Endpoint: j.OTLPGRPC, Insecure: true})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -56,13 +56,6 @@ type Config struct {
 	// (Stats().MetricServicesOverflow). Default 1024.
 	MaxServices int
 
-	// Route turns a request path into an http.route template ("/users/{id}").
-	// It is called from the exporter's one worker goroutine only. When nil,
-	// no http.route is set and an HTTP span is named by its method alone
-	// (semantic conventions: a span name must be low-cardinality, a raw path
-	// is not).
-	Route func(path string) string
-
 	// CaptureHeaders lists header names (lower case) exported as
 	// http.request.header.<name> / http.response.header.<name> span
 	// attributes. Secret headers never reach the exporter.

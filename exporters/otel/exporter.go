@@ -18,8 +18,8 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
-	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/exporters"
+	"github.com/sextant/sextant/flow"
 )
 
 // Exporter sends flows as OTLP spans and metrics.
@@ -266,9 +266,12 @@ func (e *Exporter) run() {
 		timer.Reset(e.cfg.BatchTimeout)
 	}
 	handle := func(f *flow.Flow) {
+		// http.route, from the agent's route stage; without one an HTTP
+		// span is named by its method alone (semantic conventions: a span
+		// name must be low-cardinality, a raw path is not).
 		route := ""
-		if e.cfg.Route != nil && f.Path != "" && f.GRPC == nil {
-			route = e.cfg.Route(f.Path)
+		if f.GRPC == nil {
+			route = f.Route
 		}
 		if e.meters != nil {
 			scratch = e.meters.record(f, route, scratch)

@@ -4,20 +4,24 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/route"
 )
 
-var digits = regexp.MustCompile(`/[0-9]+(/|$)`)
+// testRouter is the agent's route stage, which names each flow's route
+// before it reaches an exporter.
+var testRouter, _ = route.New(nil, 0)
 
-// testRoute stands in for the route templater the pipeline wires in.
-func testRoute(p string) string {
-	p, _, _ = strings.Cut(p, "?")
-	return digits.ReplaceAllString(p, "/{id}$1")
+func testRoute(p string) string { return testRouter.Route(p) }
+
+func withRoutes(fs map[string]*flow.Flow) map[string]*flow.Flow {
+	for _, f := range fs {
+		testRouter.Enrich(f)
+	}
+	return fs
 }
 
 func status(c uint32) *uint32 { return &c }
@@ -50,7 +54,7 @@ func knownFlows(base time.Time) map[string]*flow.Flow {
 	cli := netip.MustParseAddrPort("10.0.0.1:40000")
 	srv := netip.MustParseAddrPort("10.0.0.2:8080")
 	ua := flow.Header{Name: "user-agent", Value: "frontend/1.0"}
-	return map[string]*flow.Flow{
+	return withRoutes(map[string]*flow.Flow{
 		// The same GET seen by the client and by the server.
 		"client": {Time: base.Add(123), Latency: 12 * time.Millisecond, TTFB: 4 * time.Millisecond, Node: "node-a",
 			Observer: flow.SideClient, Protocol: "HTTP/2", Method: "GET", Scheme: "http", Authority: "backend:8080",
@@ -100,7 +104,7 @@ func knownFlows(base time.Time) map[string]*flow.Flow {
 			Observer: flow.SideServer, Protocol: "HTTP/2", Method: "BREW", Scheme: "http", Authority: "shop:8081",
 			Path: "/pot", Status: 418, TraceParent: "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
 			Source: cli, Destination: netip.MustParseAddrPort("10.0.0.2:8081"), Process: shop, ConnID: 16, StreamID: 3},
-	}
+	})
 }
 
 // TestJaeger sends known flows through both OTLP protocols to a real Jaeger
@@ -111,7 +115,7 @@ func TestJaeger(t *testing.T) {
 	ctx := context.Background()
 	newExp := func(endpoint, protocol string) *Exporter {
 		e, err := New(ctx, Config{Endpoint: endpoint, Protocol: protocol, Insecure: true, Compression: "gzip",
-			BatchTimeout: 50 * time.Millisecond, MetricInterval: 200 * time.Millisecond, Route: testRoute})
+			BatchTimeout: 50 * time.Millisecond, MetricInterval: 200 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

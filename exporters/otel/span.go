@@ -16,7 +16,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 // Attributes of our own, for what the semantic conventions have no name for.
@@ -41,7 +41,6 @@ const responseHeadersEvent = "response headers"
 type spanBuilder struct {
 	scope     scope
 	resources *resourceCache
-	route     func(string) string
 	capture   map[string]bool
 	rng       *rand.ChaCha8
 	attrs     []attribute.KeyValue // scratch, copied into each span
@@ -56,7 +55,6 @@ func newSpanBuilder(cfg Config, resources *resourceCache, seed [32]byte) *spanBu
 	b := &spanBuilder{
 		scope:     sextantScope,
 		resources: resources,
-		route:     cfg.Route,
 		rng:       rand.NewChaCha8(seed),
 	}
 	if len(cfg.CaptureHeaders) > 0 {

@@ -7,7 +7,7 @@ import (
 
 	"go.opentelemetry.io/otel/codes"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 func TestParentOf(t *testing.T) {
@@ -143,7 +143,7 @@ func FuzzSpan(f *testing.F) {
 		if grpc {
 			fl.GRPC = &flow.GRPC{Service: method, Method: path, Status: &st}
 		}
-		cfg, _ := Config{Endpoint: "x", Route: testRoute}.withDefaults()
+		cfg, _ := Config{Endpoint: "x"}.withDefaults()
 		s := newSpanBuilder(cfg, newResourceCache(2), [32]byte{}).span(fl, testRoute(fl.Path))
 		if !s.SpanContext().IsValid() || s.Name() == "" || s.EndTime().Before(s.StartTime()) {
 			t.Errorf("span %+v", s)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 // benchFlows is a mix: 64 routes (ids collapsed), both sides, a few
@@ -111,13 +111,4 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(e.dropped.Load())/float64(b.N), "dropped/op")
-}
-
-func BenchmarkRoute(b *testing.B) {
-	r, _ := NewRouter([]string{"/api/users/{id}"}, 1000)
-	paths := []string{"/api/users/alice", "/api/orders/12345/items/7c9e6679-7425-40de-944b-e07fc1f90ae7?x=1", "/healthz"}
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		r.Route(paths[i%len(paths)])
-	}
 }

@@ -20,8 +20,8 @@ import (
 	prom "github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sextant/sextant/collector/flow"
 	"github.com/sextant/sextant/exporters"
+	"github.com/sextant/sextant/flow"
 )
 
 // Defaults of Config.
@@ -41,9 +41,6 @@ var SizeBuckets = prom.ExponentialBuckets(64, 4, 10)
 
 // Config configures the exporter. Zero values take the defaults.
 type Config struct {
-	// Routes are http.route templates tried in order before automatic
-	// collapsing, e.g. "/api/users/{id}" or "/static/{path...}".
-	Routes []string
 	// MaxSeries is the hard limit of series per metric (DefaultMaxSeries).
 	MaxSeries int
 	// QueueSize is how many flows may wait for the worker
@@ -60,7 +57,6 @@ type Exporter struct {
 	close sync.Once
 
 	// Used by the worker only.
-	router   *Router
 	names    *interner
 	peers    *peers
 	httpFams [2]*family[httpKey] // index: side (0 server, 1 client)
@@ -109,14 +105,9 @@ func New(cfg Config) (*Exporter, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prom.DefaultRegisterer
 	}
-	router, err := NewRouter(cfg.Routes, 4*cfg.MaxSeries)
-	if err != nil {
-		return nil, err
-	}
 	e := &Exporter{
 		queue:    make(chan *flow.Flow, cfg.QueueSize),
 		done:     make(chan struct{}),
-		router:   router,
 		names:    newInterner(4 * cfg.MaxSeries),
 		peers:    newPeers(16 * cfg.MaxSeries),
 		exemplar: prom.Labels{"trace_id": ""},
@@ -237,12 +228,7 @@ func (e *Exporter) observe(f *flow.Flow) {
 	case f.Status >= 500, side == 1 && f.Status >= 400:
 		errType = status
 	}
-	route := ""
-	if f.GRPC != nil {
-		route = stripQuery(f.Path) // /package.Service/Method: already a template
-	} else {
-		route = e.router.Route(f.Path)
-	}
+	route := f.Route // set by the agent's route stage
 	h := e.httpFams[side].get(httpKey{
 		service: svc, peer: peer, method: method(f.Method), status: status, route: route,
 		addr: addr, port: port, proto: f.ProtocolVersion(), errType: errType,

@@ -14,10 +14,23 @@ import (
 	prom "github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/route"
 )
 
-func newTestExporter(t *testing.T, cfg Config) (*Exporter, *prom.Registry) {
+// testExporter names each flow's route first, as the agent's route stage
+// does before any exporter sees a flow.
+type testExporter struct {
+	*Exporter
+	routes *route.Router
+}
+
+func (e testExporter) Export(f *flow.Flow) {
+	e.routes.Enrich(f)
+	e.Exporter.Export(f)
+}
+
+func newTestExporter(t *testing.T, cfg Config, routes ...string) (testExporter, *prom.Registry) {
 	t.Helper()
 	reg := prom.NewRegistry()
 	cfg.Registerer = reg
@@ -25,10 +38,14 @@ func newTestExporter(t *testing.T, cfg Config) (*Exporter, *prom.Registry) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e, reg
+	r, err := route.New(routes, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testExporter{e, r}, reg
 }
 
-func closeExporter(t *testing.T, e *Exporter) {
+func closeExporter(t *testing.T, e testExporter) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -104,7 +121,7 @@ func httpFlow(side flow.Side, path string, status uint32, latency time.Duration)
 }
 
 func TestHTTPMetrics(t *testing.T) {
-	e, reg := newTestExporter(t, Config{Routes: []string{"/api/users/{name}"}})
+	e, reg := newTestExporter(t, Config{}, "/api/users/{name}")
 	// The server side is observed first, so the client flows that follow
 	// know their peer.
 	e.Export(httpFlow(flow.SideServer, "/api/users/alice?x=1", 200, 20*time.Millisecond))

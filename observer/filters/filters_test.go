@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/sextant/sextant/collector/flow"
-	"github.com/sextant/sextant/collector/hubble"
+	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/observer/hubble"
 )
 
 // exchange returns the request and response events of one exchange, as

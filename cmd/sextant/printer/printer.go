@@ -15,7 +15,7 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/sextant/sextant/collector/hubble"
+	"github.com/sextant/sextant/observer/hubble"
 )
 
 // Format is an output format of observe.

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant/sextant/collector/flow"
-	"github.com/sextant/sextant/collector/hubble"
+	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/observer/hubble"
 )
 
 var at = time.Date(2026, 11, 25, 19, 34, 1, 123456789, time.UTC)

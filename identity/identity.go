@@ -1,4 +1,8 @@
-package collector
+// Package identity tells who a process is: its executable, its cgroup v2
+// path and the container that cgroup names, from the pid, comm and cgroup
+// id the kernel reports with each connection. The collector labels flows
+// with it; the policy stage selects endpoints by it.
+package identity
 
 import (
 	"bufio"
@@ -8,9 +12,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 // maxIdentities bounds the cache; it is cleared when full, which only costs
@@ -27,19 +30,25 @@ type identityKey struct {
 	cgroup uint64
 }
 
-// identities resolves a process's executable, cgroup and container from
+// Resolver resolves a process's executable, cgroup and container from
 // /proc while it is alive (when its connection is first seen).
-type identities struct {
+type Resolver struct {
 	proc    string
 	cache   map[identityKey]flow.Process
-	cgroups *cgroupPaths
+	cgroups *CgroupPaths
 }
 
-func newIdentities(procRoot string) *identities {
-	return &identities{proc: procRoot, cache: make(map[identityKey]flow.Process), cgroups: newCgroupPaths(procRoot)}
+// NewResolver returns a resolver reading procRoot ("/proc" when empty).
+func NewResolver(procRoot string) *Resolver {
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	return &Resolver{proc: procRoot, cache: make(map[identityKey]flow.Process), cgroups: NewCgroupPaths(procRoot)}
 }
 
-func (ids *identities) lookup(pid uint32, cgroupID uint64, comm string) flow.Process {
+// Lookup returns the identity of pid (cached per pid and cgroup id).
+// Resolver is not safe for concurrent use.
+func (ids *Resolver) Lookup(pid uint32, cgroupID uint64, comm string) flow.Process {
 	k := identityKey{pid, cgroupID}
 	if p, ok := ids.cache[k]; ok {
 		return p
@@ -54,10 +63,10 @@ func (ids *identities) lookup(pid uint32, cgroupID uint64, comm string) flow.Pro
 	}
 	// The kernel's cgroup id names the cgroup the process was in when it
 	// used the socket, and needs no live process; /proc is the fallback.
-	p.Cgroup = ids.cgroups.path(cgroupID)
+	p.Cgroup = ids.cgroups.Path(cgroupID)
 	if p.Cgroup == "" {
 		if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
-			p.Cgroup = unifiedCgroup(b)
+			p.Cgroup = UnifiedCgroup(b)
 		}
 	}
 	if m := containerID.FindStringSubmatch(p.Cgroup); m != nil {
@@ -67,8 +76,8 @@ func (ids *identities) lookup(pid uint32, cgroupID uint64, comm string) flow.Pro
 	return p
 }
 
-// unifiedCgroup returns the cgroup v2 path ("0::/path") from /proc/pid/cgroup.
-func unifiedCgroup(b []byte) string {
+// UnifiedCgroup returns the cgroup v2 path ("0::/path") from /proc/pid/cgroup.
+func UnifiedCgroup(b []byte) string {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
@@ -78,25 +87,8 @@ func unifiedCgroup(b []byte) string {
 	return ""
 }
 
-// alive reports whether a process still exists.
-func (ids *identities) alive(pid uint32) bool {
+// Alive reports whether a process still exists.
+func (ids *Resolver) Alive(pid uint32) bool {
 	_, err := os.Stat(filepath.Join(ids.proc, strconv.FormatUint(uint64(pid), 10)))
 	return err == nil
-}
-
-// sweepEvery is how often connections are checked for a process that is
-// gone: a process that exits closes its sockets without a close() call.
-const sweepEvery = 5 * time.Second
-
-func (c *Collector) sweep(now time.Time) {
-	if now.Sub(c.lastSweep) < sweepEvery {
-		return
-	}
-	c.lastSweep = now
-	for _, cn := range c.conns {
-		if now.Sub(cn.lastActive) > sweepEvery && !c.ids.alive(cn.pid) {
-			c.stats.ConnsEvicted++
-			c.close(cn, now)
-		}
-	}
 }

@@ -1,4 +1,4 @@
-package collector
+package identity
 
 import (
 	"bufio"
@@ -14,21 +14,22 @@ import (
 // cgroup v2 tree again.
 const rewalkEvery = time.Second
 
-// cgroupPaths maps cgroup v2 ids (the kernel's bpf_get_current_cgroup_id:
+// CgroupPaths maps cgroup v2 ids (the kernel's bpf_get_current_cgroup_id:
 // the inode number of the cgroup's directory) to their paths.
-type cgroupPaths struct {
+type CgroupPaths struct {
 	root     string // cgroup2 mount point; "" when there is none
 	byID     map[uint64]string
 	lastWalk time.Time
 }
 
-func newCgroupPaths(procRoot string) *cgroupPaths {
-	return &cgroupPaths{root: cgroup2Mount(filepath.Join(procRoot, "self", "mountinfo")), byID: map[uint64]string{}}
+// NewCgroupPaths finds the cgroup v2 mount through procRoot/self/mountinfo.
+func NewCgroupPaths(procRoot string) *CgroupPaths {
+	return &CgroupPaths{root: cgroup2Mount(filepath.Join(procRoot, "self", "mountinfo")), byID: map[uint64]string{}}
 }
 
-// path returns the cgroup's path relative to the hierarchy ("/a/b"), or ""
+// Path returns the cgroup's path relative to the hierarchy ("/a/b"), or ""
 // when the id is unknown.
-func (c *cgroupPaths) path(id uint64) string {
+func (c *CgroupPaths) Path(id uint64) string {
 	if id == 0 || c.root == "" {
 		return ""
 	}

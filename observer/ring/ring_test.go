@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 // numbered returns a flow whose ConnID is its sequence number, so tests can

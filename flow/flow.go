@@ -93,6 +93,9 @@ type Flow struct {
 	Authority string `json:"authority,omitempty"`
 	Path      string `json:"path,omitempty"`
 	Status    uint32 `json:"status,omitempty"` // HTTP status; 0 when unknown or absent
+	// Route is the path's template (/api/users/{id}), set once by the
+	// agent's route stage; "" when the path is unknown.
+	Route string `json:"route,omitempty"`
 
 	GRPC *GRPC `json:"grpc,omitempty"`
 

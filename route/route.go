@@ -1,8 +1,15 @@
-package prometheus
+// Package route is the agent's enrichment stage that names each flow's
+// route: the http.route template ("/api/users/{id}") that Prometheus
+// labels, OTLP span names and the ClickHouse route column all use. It runs
+// once per flow on the agent; the route travels with the flow to the relay,
+// so every consumer sees the same string.
+package route
 
 import (
 	"fmt"
 	"strings"
+
+	"github.com/sextant/sextant/flow"
 )
 
 // Placeholders that replace high-cardinality path segments when no
@@ -42,10 +49,16 @@ type routePattern struct {
 	rest     bool // the last segment is {name...}: it matches one or more segments
 }
 
-// NewRouter compiles patterns. A pattern is an absolute path whose segments
+// DefaultMaxTemplates bounds the collapsed templates a Router remembers.
+const DefaultMaxTemplates = 8000
+
+// New compiles patterns. A pattern is an absolute path whose segments
 // are literals or {name} (exactly one non-empty segment); the last segment
 // may be {name...} (one or more segments). The pattern itself is the route.
-func NewRouter(patterns []string, maxIntern int) (*Router, error) {
+func New(patterns []string, maxIntern int) (*Router, error) {
+	if maxIntern <= 0 {
+		maxIntern = DefaultMaxTemplates
+	}
 	r := &Router{intern: make(map[string]string), maxIntern: maxIntern}
 	for _, p := range patterns {
 		rp, err := compilePattern(p)
@@ -85,18 +98,28 @@ func compilePattern(p string) (routePattern, error) {
 	return rp, nil
 }
 
-// stripQuery cuts the query string and fragment off a request target.
-func stripQuery(path string) string {
+// StripQuery cuts the query string and fragment off a path.
+func StripQuery(path string) string {
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		return path[:i]
 	}
 	return path
 }
 
+// Enrich sets f.Route: a gRPC method's path is its own template
+// (/package.Service/Method); an HTTP path is templated.
+func (r *Router) Enrich(f *flow.Flow) {
+	if f.GRPC != nil {
+		f.Route = StripQuery(f.Path)
+		return
+	}
+	f.Route = r.Route(f.Path)
+}
+
 // Route returns the route of a request path ("" for an empty path). It
 // allocates only the first time it builds a given collapsed template.
 func (r *Router) Route(path string) string {
-	path = stripQuery(path)
+	path = StripQuery(path)
 	if path == "" {
 		return ""
 	}

@@ -1,9 +1,9 @@
-package prometheus
+package route
 
 import "testing"
 
 func TestRouteCollapsing(t *testing.T) {
-	r, err := NewRouter(nil, 100)
+	r, err := New(nil, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestRouteCollapsing(t *testing.T) {
 }
 
 func TestRoutePatterns(t *testing.T) {
-	r, err := NewRouter([]string{
+	r, err := New([]string{
 		"/api/users/{id}",
 		"/api/users/{id}/orders/{order}",
 		"/static/{path...}",
@@ -63,8 +63,8 @@ func TestRoutePatterns(t *testing.T) {
 
 func TestRoutePatternErrors(t *testing.T) {
 	for _, p := range []string{"api/x", "/a/{rest...}/b", "/a/x{id}", "/a?b=1"} {
-		if _, err := NewRouter([]string{p}, 10); err == nil {
-			t.Errorf("NewRouter(%q): no error", p)
+		if _, err := New([]string{p}, 10); err == nil {
+			t.Errorf("New(%q): no error", p)
 		}
 	}
 }
@@ -72,7 +72,7 @@ func TestRoutePatternErrors(t *testing.T) {
 // TestRouteNoAllocs: routing a path with nothing to collapse, or one whose
 // template was built before, allocates nothing (it runs once per flow).
 func TestRouteNoAllocs(t *testing.T) {
-	r, _ := NewRouter([]string{"/api/users/{id}"}, 100)
+	r, _ := New([]string{"/api/users/{id}"}, 100)
 	r.Route("/items/1") // builds and interns /items/{id}
 	for _, p := range []string{"/api/users/7", "/healthz?verbose=1", "/items/99999"} {
 		if n := testing.AllocsPerRun(100, func() { r.Route(p) }); n != 0 {
@@ -84,7 +84,7 @@ func TestRouteNoAllocs(t *testing.T) {
 // TestRouteInternBounded: hostile paths cannot grow the interned
 // templates beyond their bound; routes stay correct past it.
 func TestRouteInternBounded(t *testing.T) {
-	r, _ := NewRouter(nil, 3)
+	r, _ := New(nil, 3)
 	for _, p := range []string{"/a/1", "/b/1", "/c/1", "/d/1", "/e/1"} {
 		r.Route(p)
 	}
@@ -96,33 +96,3 @@ func TestRouteInternBounded(t *testing.T) {
 	}
 }
 
-func TestTraceID(t *testing.T) {
-	for _, c := range []struct{ tp, want string }{
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"},
-		{"00-00000000000000000000000000000000-00f067aa0ba902b7-01", ""}, // invalid all-zero id
-		{"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", ""}, // upper case is invalid
-		{"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", ""},
-		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", ""}, // version 00 has no extra fields
-		{"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", "4bf92f3577b34da6a3ce929d0e0e4736"},
-		{"garbage", ""},
-		{"", ""},
-	} {
-		if got := traceID(c.tp); got != c.want {
-			t.Errorf("traceID(%q) = %q, want %q", c.tp, got, c.want)
-		}
-	}
-}
-
-func TestAuthorityHost(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"example.com:8080", "example.com"},
-		{"example.com", "example.com"},
-		{"[::1]:80", "::1"},
-		{"user:pw@example.com:80", "example.com"},
-		{"", ""},
-	} {
-		if got := authorityHost(c.in); got != c.want {
-			t.Errorf("authorityHost(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
-}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/sextant/sextant/collector/flow"
+	"github.com/sextant/sextant/flow"
 )
 
 // BenchmarkWrite measures the collector's cost of publishing one flow when
