@@ -27,10 +27,10 @@ type recorder struct {
 	stats  Stats // at stop
 }
 
-func startRecorder(t *testing.T) *recorder {
+func startRecorder(t *testing.T, capture Capture) *recorder {
 	t.Helper()
 	testbed.RequireRoot(t)
-	p, err := Load(Options{TraceSelf: true})
+	p, err := Load(Options{TraceSelf: true, Capture: capture})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,4 +234,21 @@ func field(fs []hpack.HeaderField, name string) string {
 		}
 	}
 	return ""
+}
+
+// captures are the capture paths the tests run on: both on a kernel that
+// has socket capture, the fallback alone on one that has not.
+func captures(t testing.TB) []Capture {
+	t.Helper()
+	if c, err := chooseCapture(CaptureAuto); err == nil && c == CaptureSyscall {
+		return []Capture{CaptureSyscall}
+	}
+	return []Capture{CaptureSocket, CaptureSyscall}
+}
+
+// forEachCapture runs f as a subtest per capture path.
+func forEachCapture(t *testing.T, f func(t *testing.T, capture Capture)) {
+	for _, c := range captures(t) {
+		t.Run(c.String(), func(t *testing.T) { f(t, c) })
+	}
 }
