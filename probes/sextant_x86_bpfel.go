@@ -81,7 +81,7 @@ type sextantConnState struct {
 		H1SlHave    uint8
 		Pad3        uint8
 		H1LineLen   uint32
-		Pad4        uint32
+		H1HeadLen   uint32
 		H1Left      uint64
 		H1Cl        uint64
 		H1Hidden    uint64
@@ -263,7 +263,7 @@ type sextantWork struct {
 		H1SlHave    uint8
 		Pad3        uint8
 		H1LineLen   uint32
-		Pad4        uint32
+		H1HeadLen   uint32
 		H1Left      uint64
 		H1Cl        uint64
 		H1Hidden    uint64

@@ -81,7 +81,10 @@ __noinline int emit_conn(__u32 slot, __u32 proto_dir)
 	e->fd = w->fd;
 	e->proto = proto_dir & 0xff;
 	e->preface_dir = (proto_dir >> 8) & 1;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* The process's name, not the thread's (C-core's I/O threads are
+	 * "default-executo", "grpc_global_tim"): what /proc/<pid>/comm says. */
+	struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
+	bpf_probe_read_kernel(e->comm, sizeof(e->comm), leader->comm);
 	bpf_ringbuf_submit(e, rb_flags_reserved(sizeof(*e)));
 	return 0;
 }

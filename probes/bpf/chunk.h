@@ -144,6 +144,8 @@ enum {
 	NR_recvfrom = 45,
 	NR_sendmsg = 46,
 	NR_recvmsg = 47,
+	NR_sendfile = 40,
+	NR_splice = 275,
 };
 
 #define TS_COMPAT 0x0002 /* thread_info.status: inside a 32-bit syscall */
@@ -323,7 +325,23 @@ __noinline int refill(__u32 slot)
 		if (w->src != SRC_READABLE)
 			return 0;
 		at = w->seg_base + (w->pos - w->seg_start);
-		end = min32(end, w->seg_start + w->seg_len);
+		/* Writers that slice one buffer into many segments (gRPC
+		 * C-core: 26 iovecs for its first 341 bytes) hand over
+		 * contiguous memory: one read takes the segments that follow
+		 * on in the iovecs already here. */
+		__u64 seg_end = w->seg_base + w->seg_len;
+		__u32 span_end = w->seg_start + w->seg_len;
+		for (__u32 i = 1; i < IOV_BATCH; i++) {
+			__u32 j = w->seg_idx - w->iov_first + i;
+			if (j >= w->iov_have || span_end - w->pos >= WIN)
+				break;
+			struct user_iov *v = &w->iov[j & (IOV_BATCH - 1)];
+			if (v->base != seg_end || v->len > WIN)
+				break;
+			seg_end += v->len;
+			span_end += v->len;
+		}
+		end = min32(end, span_end);
 	} else {
 		at = w->buf + w->pos;
 	}

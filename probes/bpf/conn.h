@@ -72,7 +72,7 @@ struct dir_state {
 	__u8 h1_sl_have; /* bytes of the start line kept in h1_sl */
 	__u8 _pad3;
 	__u32 h1_line_len; /* bytes of the current line so far */
-	__u32 _pad4;
+	__u32 h1_head_len; /* bytes of the current start line and header block so far */
 	__u64 h1_left;   /* body (Content-Length) or chunk-data bytes still to come */
 	__u64 h1_cl;     /* Content-Length value being parsed */
 	__u64 h1_hidden; /* bytes of this direction that no entry stands for yet */

@@ -41,6 +41,10 @@ enum h1_line {
 #define H1B_EXT 0x20      /* chunk-size line: in an extension */
 
 #define H1_RUN 64 /* bytes one walker step looks at */
+/* A header block longer than user space gathers (http1.Config's default
+ * MaxHeaderBytes) is reported truncated there; the kernel stops shipping
+ * it and waits for a read that begins with a start line. */
+#define H1_MAX_HEAD (16 << 10)
 
 static __always_inline int is_h1_start(const __u8 *b, __u32 n)
 {
@@ -403,6 +407,11 @@ __noinline int h1_needed(__u32 slot)
 	e->len += used;
 	rec_bytes(w, r, w->ent_off, o, used);
 	w->pos += used;
+	if (mode == H1_HEAD && !ended) {
+		w->st.h1_head_len += used;
+		if (w->st.h1_head_len > H1_MAX_HEAD)
+			w->st.h1_mode = H1_SYNC;
+	}
 	if (!ended)
 		return 0;
 	if (mode == H1_HEAD)
@@ -452,6 +461,7 @@ __noinline int h1_step(__u32 slot)
 		w->st.h1_line = L_START;
 		w->st.h1_line_len = 0;
 		w->st.h1_sl_have = 0;
+		w->st.h1_head_len = 0;
 		w->st.h1_bits = 0;
 		w->st.h1_cl = 0;
 		w->st.h1_left = 0;

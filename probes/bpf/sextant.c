@@ -136,6 +136,10 @@ struct conn_key {
 	__u32 fd;
 };
 
+/* io_args.vectored of a sendfile/splice to a socket: bytes moved from
+ * kernel pages, counted (inside a body or DATA payload) but never read. */
+#define NO_BUFFER 2
+
 /* Syscall arguments saved at sys_enter for sys_exit. */
 struct io_args {
 	__u64 ts;     /* sys_enter time: when a write began */
@@ -246,7 +250,6 @@ static __always_inline int syscall_chunk(__u32 fd, __u32 len)
 	w->pid = id >> 32;
 	w->tid = (__u32)id;
 	w->fd = fd;
-	w->src = SRC_READABLE;
 	w->socket_path = 0;
 	__u64 had = c->conn_id;
 	capture_chunk(c, w, SLOT_SEND);
@@ -305,7 +308,8 @@ static __always_inline int on_exit(long ret)
 	w->dir = a.dir;
 	w->buf = a.buf;
 	w->iovcnt = a.iovcnt;
-	w->vectored = a.vectored;
+	w->vectored = a.vectored == 1;
+	w->src = a.vectored == NO_BUFFER ? SRC_NONE : SRC_READABLE;
 	return syscall_chunk(a.fd, (__u32)ret);
 }
 
@@ -364,6 +368,14 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 		if (compat_syscall())
 			return 0;
 		return on_close(regs->di);
+	case NR_sendfile:
+		if (compat_syscall())
+			return 0;
+		return on_enter(regs->di, 0, 0, DIR_EGRESS, NO_BUFFER);
+	case NR_splice:
+		if (compat_syscall())
+			return 0;
+		return on_enter(regs->dx, 0, 0, DIR_EGRESS, NO_BUFFER);
 	default:
 		return 0;
 	}
