@@ -147,8 +147,8 @@ __noinline int h2_span(__u32 slot)
 	return 0;
 }
 
-/* Walks a span: the chunk, or the bytes before it that moved unseen. */
-static __always_inline void walk_span(struct work *w, __u32 slot, __u8 proto, __u32 len)
+/* Starts walking a span from its first byte: no window, no segment. */
+static __always_inline void span_reset(struct work *w, __u32 len)
 {
 	w->len = len;
 	w->pos = 0;
@@ -157,6 +157,12 @@ static __always_inline void walk_span(struct work *w, __u32 slot, __u8 proto, __
 	w->seg_idx = w->seg_start = w->seg_len = 0;
 	w->iov_first = w->iov_have = 0;
 	w->ent_open = w->ent_data = 0;
+}
+
+/* Walks a span: the chunk, or the bytes before it that moved unseen. */
+static __always_inline void walk_span(struct work *w, __u32 slot, __u8 proto, __u32 len)
+{
+	span_reset(w, len);
 	if (proto == PROTO_H1) {
 		__u32 s = slot;
 		bpf_loop(MAX_STEPS, h1_cb, &s, 0);
@@ -239,10 +245,7 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 	d->next_tcp = start + len;
 	d->tcp_known = 1;
 
-	w->pos = 0;
-	w->win_start = w->win_end = 0;
-	w->seg_valid = 0;
-	w->iov_first = w->iov_have = 0;
+	span_reset(w, len);
 	w->rec_len = w->rec_entries = 0;
 	if (c->proto == 0) {
 		int pd = decide(slot);
