@@ -300,6 +300,7 @@ type sextantWork struct {
 	SocketPath uint8
 	H1Upgraded uint8
 	H1ReqDir   uint8
+	Peek       [32]uint8
 	H1Reqs     uint32
 	H1Resps    uint32
 	H1HeadBits uint64

@@ -25,16 +25,10 @@ __noinline int detect(__u32 slot)
 		return 0;
 	if (h2_is_preface(slot))
 		return PROTO_H2;
-	w->pos = 0;
-	__u32 a = fetch(w, slot);
+	__u32 a = gather(slot, 0, 8);
 	if (a == 0)
 		return 0;
-	__u8 b[8] = {};
-	__u32 o = w->pos - w->win_start;
-	for (int i = 0; i < 8; i++)
-		if (i < a)
-			b[i] = win_at(w, o + i);
-	if (is_h1_start(b, a))
+	if (is_h1_start(w->peek, a))
 		return PROTO_H1;
 	if (h2_aligned(slot))
 		return PROTO_H2_MIDSTREAM;

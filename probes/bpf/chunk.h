@@ -77,6 +77,7 @@ struct work {
 	__u8 socket_path;  /* 1: socket capture, the buffer comes from the task's registers */
 	__u8 h1_upgraded;  /* HTTP/1 connection fields (struct conn_state), see capture.h */
 	__u8 h1_req_dir;
+	__u8 peek[32];     /* gather() */
 	__u32 h1_reqs;
 	__u32 h1_resps;
 	__u64 h1_head_bits;
@@ -368,6 +369,29 @@ static __always_inline __u32 fetch(struct work *w, __u32 slot)
 	if (w->pos >= w->win_start && w->pos < w->win_end)
 		return w->win_end - w->pos;
 	return refill(slot);
+}
+
+/* Copies up to n (<= 32) bytes at span offset `at` into w->peek, across
+ * segments when vectored; returns how many could be read. For detection
+ * and alignment checks, which look at a few bytes that a writer may have
+ * cut into several segments. Leaves w->pos at `at`. */
+__noinline int gather(__u32 slot, __u32 at, __u32 n)
+{
+	struct work *w = work_get(slot);
+	if (!w)
+		return 0;
+	__u32 got = 0;
+	for (__u32 i = 0; i < 32; i++) {
+		if (i >= n)
+			break;
+		w->pos = at + i;
+		if (fetch(w, slot) == 0)
+			break;
+		w->peek[i] = win_at(w, w->pos - w->win_start);
+		got++;
+	}
+	w->pos = at;
+	return got;
 }
 
 /* ---------------------------------------------------------------------

@@ -438,13 +438,8 @@ __noinline int h1_step(__u32 slot)
 		return 1;
 	case H1_SYNC: {
 		/* a message can only be found again at the start of a read */
-		__u32 a = w->pos == 0 && w->src != SRC_NONE ? fetch(w, slot) : 0;
-		__u8 b[8] = {};
-		__u32 o = w->pos - w->win_start;
-		for (int i = 0; i < 8; i++)
-			if (i < a)
-				b[i] = win_at(w, o + i);
-		if (a == 0 || !is_h1_start(b, a)) {
+		__u32 a = w->pos == 0 && w->src != SRC_NONE ? gather(slot, 0, 8) : 0;
+		if (a == 0 || !is_h1_start(w->peek, a)) {
 			w->pos = w->len;
 			return 1;
 		}

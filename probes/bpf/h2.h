@@ -137,18 +137,6 @@ static __always_inline void hdr_fields(const __u8 *h, __u32 *len, __u32 *type, _
 	*sid = be32(h + 5);
 }
 
-/* Copies 9 window bytes at span offset `at` into dst; 0 if not there. */
-static __always_inline int win_hdr(struct work *w, __u32 slot, __u32 at, __u8 *dst)
-{
-	w->pos = at;
-	if (fetch(w, slot) < 9)
-		return 0;
-	__u32 o = at - w->win_start;
-	for (int i = 0; i < 9; i++)
-		dst[i] = win_at(w, o + i);
-	return 1;
-}
-
 /* Does the span start on a frame boundary? The header at byte 0 must be
  * plausible and either end the span exactly, or be followed by another
  * plausible header, or be the whole span (Go reads headers alone). Leaves
@@ -159,26 +147,22 @@ __noinline int h2_aligned(__u32 slot)
 	if (!w)
 		return 0;
 	__u32 chunk = w->len;
-	__u8 h[16] = {};
-	int ok = 0;
 	__u32 len, type, flags, sid;
-	if (chunk < 9 || !win_hdr(w, slot, 0, h))
-		goto out;
-	hdr_fields(h, &len, &type, &flags, &sid);
+	if (chunk < 9 || gather(slot, 0, 9) < 9)
+		return 0;
+	hdr_fields(w->peek, &len, &type, &flags, &sid);
 	__u32 end = 9 + len;
 	if (!frame_ok(len, type, flags, sid, end == chunk ? 0xffffff : H2_DEFAULT_MAX_FRAME))
-		goto out;
-	if (end == chunk || chunk == 9) {
-		ok = 1;
-		goto out;
+		return 0;
+	if (end == chunk || chunk == 9)
+		return 1;
+	if (end + 9 > chunk || gather(slot, end, 9) < 9) {
+		w->pos = 0;
+		return 0;
 	}
-	if (end + 9 > chunk || !win_hdr(w, slot, end, h))
-		goto out;
-	hdr_fields(h, &len, &type, &flags, &sid);
-	ok = frame_ok(len, type, flags, sid, H2_DEFAULT_MAX_FRAME);
-out:
 	w->pos = 0;
-	return ok;
+	hdr_fields(w->peek, &len, &type, &flags, &sid);
+	return frame_ok(len, type, flags, sid, H2_DEFAULT_MAX_FRAME);
 }
 
 /* Does the span start with (a prefix of, when shorter) the client preface? */
@@ -187,15 +171,13 @@ __noinline int h2_is_preface(__u32 slot)
 	struct work *w = work_get(slot);
 	if (!w)
 		return 0;
-	w->pos = 0;
-	__u32 n = min32(fetch(w, slot), H2_PREFACE_LEN);
-	if (n < 4)
+	__u32 n = gather(slot, 0, H2_PREFACE_LEN);
+	if (n < 4 || (n < H2_PREFACE_LEN && n < w->len))
 		return 0;
-	__u32 o = w->pos - w->win_start;
 	for (int i = 0; i < H2_PREFACE_LEN; i++) {
 		if (i >= n)
 			break;
-		if (win_at(w, o + i) != (__u8)h2_preface[i])
+		if (w->peek[i] != (__u8)h2_preface[i])
 			return 0;
 	}
 	return 1;
