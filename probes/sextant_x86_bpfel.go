@@ -33,6 +33,8 @@ type sextantConnState struct {
 	File       uint64
 	ProcStart  uint64
 	Pid        uint32
+	Fd         uint32
+	Pad        uint32
 	Proto      uint8
 	Tries      uint8
 	H1Upgraded uint8
@@ -41,51 +43,40 @@ type sextantConnState struct {
 	H1Resps    uint32
 	H1HeadBits uint64
 	D          [2]struct {
-		_           structs.HostLayout
-		Seq         uint32
-		NextTcp     uint32
-		LastTs      uint64
-		TcpKnown    uint8
-		Status      uint8
-		InPayload   uint8
-		Type        uint8
-		Flags       uint8
-		HdrHave     uint8
-		PadLen      uint8
-		PfxHave     uint8
-		StreamKnown uint8
-		WantPreface uint8
-		StreamsUsed uint8
-		AccOn       uint8
-		AccFlags    uint8
-		Pad1        [3]uint8
-		Skip        uint32
-		Stream      uint32
-		Flen        uint32
-		Off         uint32
-		MsgLeft     uint32
-		GrpcMsgs    uint32
-		AccStream   uint32
-		AccBytes    uint32
-		AccMsgs     uint32
-		Pad2        uint32
-		Hdr         [16]uint8
-		Pfx         [8]uint8
-		Val         [8]uint8
-		H1Mode      uint8
-		H1Line      uint8
-		H1ClI       uint8
-		H1TeI       uint8
-		H1ChI       uint8
-		H1Bits      uint8
-		H1SlHave    uint8
-		Pad3        uint8
-		H1LineLen   uint32
-		H1HeadLen   uint32
-		H1Left      uint64
-		H1Cl        uint64
-		H1Hidden    uint64
-		H1Sl        [16]uint8
+		_        structs.HostLayout
+		Seq      uint32
+		NextTcp  uint32
+		LastTs   uint64
+		TcpKnown uint8
+		Status   uint8
+		Pad      [6]uint8
+		H2       struct {
+			_           structs.HostLayout
+			InPayload   uint8
+			Type        uint8
+			Flags       uint8
+			HdrHave     uint8
+			PadLen      uint8
+			PfxHave     uint8
+			StreamKnown uint8
+			WantPreface uint8
+			StreamsUsed uint8
+			AccOn       uint8
+			AccFlags    uint8
+			Pad         uint8
+			Skip        uint32
+			Stream      uint32
+			Flen        uint32
+			Off         uint32
+			MsgLeft     uint32
+			GrpcMsgs    uint32
+			AccStream   uint32
+			AccBytes    uint32
+			AccMsgs     uint32
+			Hdr         [16]uint8
+			Pfx         [8]uint8
+			Val         [8]uint8
+		}
 	}
 }
 
@@ -223,57 +214,47 @@ type sextantStreamKey struct {
 type sextantWork struct {
 	_  structs.HostLayout
 	St struct {
-		_           structs.HostLayout
-		Seq         uint32
-		NextTcp     uint32
-		LastTs      uint64
-		TcpKnown    uint8
-		Status      uint8
-		InPayload   uint8
-		Type        uint8
-		Flags       uint8
-		HdrHave     uint8
-		PadLen      uint8
-		PfxHave     uint8
-		StreamKnown uint8
-		WantPreface uint8
-		StreamsUsed uint8
-		AccOn       uint8
-		AccFlags    uint8
-		Pad1        [3]uint8
-		Skip        uint32
-		Stream      uint32
-		Flen        uint32
-		Off         uint32
-		MsgLeft     uint32
-		GrpcMsgs    uint32
-		AccStream   uint32
-		AccBytes    uint32
-		AccMsgs     uint32
-		Pad2        uint32
-		Hdr         [16]uint8
-		Pfx         [8]uint8
-		Val         [8]uint8
-		H1Mode      uint8
-		H1Line      uint8
-		H1ClI       uint8
-		H1TeI       uint8
-		H1ChI       uint8
-		H1Bits      uint8
-		H1SlHave    uint8
-		Pad3        uint8
-		H1LineLen   uint32
-		H1HeadLen   uint32
-		H1Left      uint64
-		H1Cl        uint64
-		H1Hidden    uint64
-		H1Sl        [16]uint8
+		_        structs.HostLayout
+		Seq      uint32
+		NextTcp  uint32
+		LastTs   uint64
+		TcpKnown uint8
+		Status   uint8
+		Pad      [6]uint8
+		H2       struct {
+			_           structs.HostLayout
+			InPayload   uint8
+			Type        uint8
+			Flags       uint8
+			HdrHave     uint8
+			PadLen      uint8
+			PfxHave     uint8
+			StreamKnown uint8
+			WantPreface uint8
+			StreamsUsed uint8
+			AccOn       uint8
+			AccFlags    uint8
+			Pad         uint8
+			Skip        uint32
+			Stream      uint32
+			Flen        uint32
+			Off         uint32
+			MsgLeft     uint32
+			GrpcMsgs    uint32
+			AccStream   uint32
+			AccBytes    uint32
+			AccMsgs     uint32
+			Hdr         [16]uint8
+			Pfx         [8]uint8
+			Val         [8]uint8
+		}
 	}
 	Ts         uint64
 	ConnId     uint64
 	Sk         uint64
 	Buf        uint64
 	SegBase    uint64
+	Shipped    uint64
 	Pid        uint32
 	Tid        uint32
 	Dir        uint32
@@ -288,6 +269,7 @@ type sextantWork struct {
 	IovFirst   uint32
 	IovHave    uint32
 	Fd         uint32
+	KnownFd    uint32
 	RecLen     uint32
 	RecEntries uint32
 	RecSeq0    uint32
@@ -303,6 +285,7 @@ type sextantWork struct {
 	Peek       [32]uint8
 	H1Reqs     uint32
 	H1Resps    uint32
+	_          [4]byte
 	H1HeadBits uint64
 	Iov        [32]struct {
 		_    structs.HostLayout

@@ -46,7 +46,7 @@ __noinline int emit_conn(__u32 slot, __u32 proto_dir)
 		count_drop(DROP_RINGBUF_FULL);
 		return 0;
 	}
-	e->hdr.ts_ns = w->ts;
+	e->hdr.ts_ns = chunk_time(w);
 	e->hdr.conn_id = w->conn_id;
 	e->hdr.pid = w->pid;
 	e->hdr.tid = w->tid;
@@ -102,30 +102,27 @@ static __always_inline void dir_reset(struct dir_state *d, __u8 status)
 	__u32 seq = d->seq;
 	__u32 next_tcp = d->next_tcp;
 	__u8 known = d->tcp_known;
-	__u8 used = d->streams_used;
+	__u8 used = d->h2.streams_used;
 	__builtin_memset(d, 0, sizeof(*d));
 	d->seq = seq;
 	d->next_tcp = next_tcp;
 	d->tcp_known = known;
-	d->streams_used = used;
+	d->h2.streams_used = used;
 	d->status = status;
 }
 
 /* Walks the span w->len bytes long of an HTTP/2 direction. */
-__noinline int h2_span(__u32 slot)
+static __always_inline int h2_span(struct work *w, __u32 slot)
 {
-	struct work *w = work_get(slot);
-	if (!w)
-		return 0;
 	if (w->st.status == DS_UNALIGNED) {
 		if (!h2_aligned(slot))
 			return 0;
 		dir_reset(&w->st, DS_OK);
 	}
-	if (w->st.status == DS_OK && w->st.want_preface) {
-		w->st.want_preface = 0;
+	if (w->st.status == DS_OK && w->st.h2.want_preface) {
+		w->st.h2.want_preface = 0;
 		if (h2_is_preface(slot))
-			w->st.skip = H2_PREFACE_LEN;
+			w->st.h2.skip = H2_PREFACE_LEN;
 		else
 			h2_stop(slot, PERR_BAD_FRAME);
 		w->pos = 0;
@@ -161,7 +158,7 @@ static __always_inline void walk_span(struct work *w, __u32 slot, __u8 proto, __
 		__u32 s = slot;
 		bpf_loop(MAX_STEPS, h1_cb, &s, 0);
 	} else {
-		h2_span(slot);
+		h2_span(w, slot);
 	}
 }
 
@@ -206,9 +203,9 @@ static __always_inline void conn_begin(struct conn_state *c, struct work *w, __u
 		dir_reset(&c->d[0], DS_OK);
 		dir_reset(&c->d[1], DS_OK);
 		if (fresh)
-			c->d[preface_dir & 1].want_preface = 1;
+			c->d[preface_dir & 1].h2.want_preface = 1;
 		else
-			c->d[preface_dir & 1].skip = H2_PREFACE_LEN;
+			c->d[preface_dir & 1].h2.skip = H2_PREFACE_LEN;
 	} else if (p == PROTO_H2_MIDSTREAM) {
 		/* Aligned on this chunk; the other direction must align itself. */
 		dir_reset(&c->d[0], w->dir ? DS_UNALIGNED : DS_OK);
@@ -219,7 +216,7 @@ static __always_inline void conn_begin(struct conn_state *c, struct work *w, __u
 		 * connection, and never inside a body on an old one). */
 		dir_reset(&c->d[0], DS_OK);
 		dir_reset(&c->d[1], DS_OK);
-		c->d[w->dir & 1].h1_mode = H1_START;
+		c->d[w->dir & 1].h1.mode = H1_START;
 	}
 	if (conn_name(c)) {
 		w->conn_id = c->conn_id;
@@ -241,9 +238,11 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 
 	span_reset(w, len);
 	w->rec_len = w->rec_entries = 0;
+	w->known_fd = c->fd;
 	if (c->proto == 0) {
 		int pd = decide(slot);
 		if (!pd) {
+			c->fd = w->known_fd;
 			if (++c->tries >= DETECT_TRIES)
 				c->proto = PROTO_NOT_HTTP;
 			return 0;
@@ -281,13 +280,16 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 		w->src = src;
 	}
 	walk_span(w, slot, proto, len);
-	rec_flush(slot);
-	w->st.last_ts = w->ts;
+	if (w->rec_entries)
+		rec_flush(slot);
+	if (proto == PROTO_H1 ? w->st.h1.hidden != 0 : w->st.h2.acc_on)
+		w->st.last_ts = chunk_time(w);
 
 	if (dir)
 		c->d[1] = w->st;
 	else
 		c->d[0] = w->st;
+	c->fd = w->known_fd;
 	/* Each side writes only what it owns: requests and responses are
 	 * counted by the directions that carry them. */
 	if (w->h1_upgraded)
@@ -316,7 +318,7 @@ __noinline int flush_pending(__u32 slot, __u32 proto)
 	w->ts = w->st.last_ts;
 	if (proto == PROTO_H1) {
 		h1_end(slot);
-	} else if (w->st.acc_on) {
+	} else if (w->st.h2.acc_on) {
 		acc_flush(slot);
 	}
 	rec_flush(slot);
@@ -332,7 +334,7 @@ static __always_inline void conn_end(struct conn_state *c, struct work *w, __u32
 	w->pid = c->pid;
 	w->tid = 0;
 	for (__u32 dir = 0; dir < 2; dir++) {
-		if (!c->d[dir].acc_on && !c->d[dir].h1_hidden)
+		if (c->proto == PROTO_H1 ? !c->d[dir].h1.hidden : !c->d[dir].h2.acc_on)
 			continue;
 		w->dir = dir;
 		w->st = c->d[dir];

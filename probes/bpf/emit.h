@@ -38,7 +38,8 @@ static __always_inline void count_drop(__u32 reason)
 }
 
 /* Batched wakeups (see wakeup_shift): a record wakes the reader when it
- * takes the queued data across a multiple of 2^wakeup_shift bytes. Waking
+ * takes the queued data (or, for chunk records, what its CPU shipped)
+ * across a multiple of 2^wakeup_shift bytes. Waking
  * on every record above one threshold would cost an IPI per record (an
  * MSR write, trapped by the hypervisor on a VM) exactly when the reader is
  * already behind; crossing any multiple, not just the first, means that a

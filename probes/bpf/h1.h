@@ -83,10 +83,10 @@ __noinline int h1_open(__u32 slot)
 	struct rec_buf *r = rec_get(slot);
 	if (!w || !r)
 		return 0;
-	if (w->st.h1_hidden) {
+	if (w->st.h1.hidden) {
 		struct ev_entry *e = rec_entry(w, r, slot, EV_H1_DATA);
-		e->len = w->st.h1_hidden > 0xffffffff ? 0xffffffff : w->st.h1_hidden;
-		w->st.h1_hidden = 0;
+		e->len = w->st.h1.hidden > 0xffffffff ? 0xffffffff : w->st.h1.hidden;
+		w->st.h1.hidden = 0;
 	}
 	w->ent_off = w->rec_len;
 	rec_entry(w, r, slot, EV_H1_DATA);
@@ -104,7 +104,7 @@ static __always_inline void h1_count(struct work *w, struct rec_buf *r, __u64 n)
 		e->len += n;
 		w->ent_data = 0;
 	} else {
-		w->st.h1_hidden += n;
+		w->st.h1.hidden += n;
 	}
 	w->pos += n;
 }
@@ -116,12 +116,12 @@ __noinline int h1_end(__u32 slot)
 	struct rec_buf *r = rec_get(slot);
 	if (!w || !r)
 		return 0;
-	if (!w->ent_open && w->st.h1_hidden) {
+	if (!w->ent_open && w->st.h1.hidden) {
 		struct ev_entry *e = rec_entry(w, r, slot, EV_H1_DATA);
-		e->len = w->st.h1_hidden > 0xffffffff ? 0xffffffff : w->st.h1_hidden;
-		w->st.h1_hidden = 0;
+		e->len = w->st.h1.hidden > 0xffffffff ? 0xffffffff : w->st.h1.hidden;
+		w->st.h1.hidden = 0;
 	}
-	w->st.h1_mode = (w->st.h1_bits & H1B_RESPONSE) && w->h1_upgraded ? H1_DONE : H1_START;
+	w->st.h1.mode = (w->st.h1.bits & H1B_RESPONSE) && w->h1_upgraded ? H1_DONE : H1_START;
 	return 0;
 }
 
@@ -133,17 +133,17 @@ __noinline int h1_lose(__u32 slot)
 	if (!w)
 		return 1;
 	lose(slot);
-	w->st.h1_mode = H1_SYNC;
-	w->st.h1_hidden = 0;
+	w->st.h1.mode = H1_SYNC;
+	w->st.h1.hidden = 0;
 	return 1;
 }
 
 /* The start line is complete: what kind of message it begins. */
 static __always_inline void h1_start_line(struct work *w)
 {
-	const __u8 *s = w->st.h1_sl;
+	const __u8 *s = w->st.h1.sl;
 	if (s[0] == 'H' && s[1] == 'T' && s[2] == 'T' && s[3] == 'P' && s[4] == '/') {
-		w->st.h1_bits |= H1B_RESPONSE;
+		w->st.h1.bits |= H1B_RESPONSE;
 		/* "HTTP/1.1 200": the status in bytes 9..11, kept in h1_cl
 		 * until the header block ends */
 		__u32 st = 0;
@@ -153,16 +153,16 @@ static __always_inline void h1_start_line(struct work *w)
 				return;
 			st = st * 10 + (c - '0');
 		}
-		w->st.h1_sl[15] = 1; /* status known */
-		w->st.h1_line_len = 0;
-		w->st.h1_left = st;
+		w->st.h1.sl[15] = 1; /* status known */
+		w->st.h1.line_len = 0;
+		w->st.h1.left = st;
 		return;
 	}
 	if (s[0] == 'H' && s[1] == 'E' && s[2] == 'A' && s[3] == 'D' && s[4] == ' ')
-		w->st.h1_bits |= H1B_HEAD;
+		w->st.h1.bits |= H1B_HEAD;
 	if (s[0] == 'C' && s[1] == 'O' && s[2] == 'N' && s[3] == 'N' && s[4] == 'E' && s[5] == 'C' &&
 	    s[6] == 'T' && s[7] == ' ')
-		w->st.h1_bits |= H1B_CONNECT;
+		w->st.h1.bits |= H1B_CONNECT;
 }
 
 /* The header block ended: where the body is and how it ends. */
@@ -171,8 +171,8 @@ __noinline int h1_head_end(__u32 slot)
 	struct work *w = work_get(slot);
 	if (!w)
 		return 0;
-	__u8 bits = w->st.h1_bits;
-	__u64 cl = w->st.h1_cl;
+	__u8 bits = w->st.h1.bits;
+	__u64 cl = w->st.h1.cl;
 	if (!(bits & H1B_RESPONSE)) {
 		__u64 bit = 1ULL << (w->h1_reqs & 63);
 		if (bits & H1B_HEAD)
@@ -183,12 +183,12 @@ __noinline int h1_head_end(__u32 slot)
 		if (bits & H1B_CONNECT) {
 			w->h1_upgraded = 1;
 			h1_end(slot);
-			w->st.h1_mode = H1_DONE;
+			w->st.h1.mode = H1_DONE;
 			return 0;
 		}
 		goto body;
 	}
-	__u32 status = w->st.h1_sl[15] ? (__u32)w->st.h1_left : 0;
+	__u32 status = w->st.h1.sl[15] ? (__u32)w->st.h1.left : 0;
 	if (status >= 100 && status < 200 && status != 101)
 		return h1_end(slot); /* informational: the final response follows */
 	__u32 i = w->h1_resps++;
@@ -196,7 +196,7 @@ __noinline int h1_head_end(__u32 slot)
 	if (status == 101) {
 		w->h1_upgraded = 1;
 		h1_end(slot);
-		w->st.h1_mode = H1_DONE;
+		w->st.h1.mode = H1_DONE;
 		return 0;
 	}
 	if (head || status == 204 || status == 304 || (w->h1_upgraded && status / 100 == 2)) {
@@ -204,19 +204,19 @@ __noinline int h1_head_end(__u32 slot)
 		return h1_end(slot);
 	}
 	if (!(bits & (H1B_CHUNKED | H1B_CL))) {
-		w->st.h1_mode = H1_CLOSE; /* until the connection ends */
+		w->st.h1.mode = H1_CLOSE; /* until the connection ends */
 		return 0;
 	}
 body:
 	if (bits & H1B_CHUNKED) {
-		w->st.h1_mode = H1_CHUNK_SIZE;
-		w->st.h1_left = 0;
-		w->st.h1_bits &= H1B_RESPONSE;
+		w->st.h1.mode = H1_CHUNK_SIZE;
+		w->st.h1.left = 0;
+		w->st.h1.bits &= H1B_RESPONSE;
 		return 0;
 	}
 	if ((bits & H1B_CL) && cl) {
-		w->st.h1_mode = H1_BODY;
-		w->st.h1_left = cl;
+		w->st.h1.mode = H1_BODY;
+		w->st.h1.left = cl;
 		return 0;
 	}
 	return h1_end(slot);
@@ -232,80 +232,80 @@ static __always_inline int h1_head_byte(struct work *w, __u8 c)
 {
 	struct dir_state *d = &w->st;
 	if (c == '\n') {
-		__u32 n = d->h1_line_len;
-		__u8 line = d->h1_line;
-		d->h1_line_len = 0;
+		__u32 n = d->h1.line_len;
+		__u8 line = d->h1.line;
+		d->h1.line_len = 0;
 		if (line == L_START) {
-			if (d->h1_sl_have == 0)
+			if (d->h1.sl_have == 0)
 				return 0; /* empty lines before a start line */
 			h1_start_line(w);
-			d->h1_line = L_NAME;
-			d->h1_cl_i = d->h1_te_i = 0;
+			d->h1.line = L_NAME;
+			d->h1.cl_i = d->h1.te_i = 0;
 			return 0;
 		}
-		d->h1_line = L_NAME;
-		d->h1_cl_i = d->h1_te_i = 0;
+		d->h1.line = L_NAME;
+		d->h1.cl_i = d->h1.te_i = 0;
 		return n <= 1; /* "\r\n" or "\n": the block ends */
 	}
-	d->h1_line_len++;
-	switch (d->h1_line) {
+	d->h1.line_len++;
+	switch (d->h1.line) {
 	case L_START:
-		if (d->h1_sl_have == 0 && c == '\r')
-			d->h1_line_len = 0;
-		else if (d->h1_sl_have < 15)
-			d->h1_sl[d->h1_sl_have++ & 15] = c;
+		if (d->h1.sl_have == 0 && c == '\r')
+			d->h1.line_len = 0;
+		else if (d->h1.sl_have < 15)
+			d->h1.sl[d->h1.sl_have++ & 15] = c;
 		break;
 	case L_NAME: {
 		__u8 l = lower(c);
-		__u8 i = d->h1_cl_i;
+		__u8 i = d->h1.cl_i;
 		if (i < 15 && l == (__u8)h1_cl_name[i & 15]) {
-			d->h1_cl_i = ++i;
+			d->h1.cl_i = ++i;
 			if (i == 15) {
-				d->h1_line = L_CL;
-				d->h1_cl = 0;
-				d->h1_bits |= H1B_CL;
+				d->h1.line = L_CL;
+				d->h1.cl = 0;
+				d->h1.bits |= H1B_CL;
 				break;
 			}
 		} else {
-			d->h1_cl_i = 0xff;
+			d->h1.cl_i = 0xff;
 		}
-		i = d->h1_te_i;
+		i = d->h1.te_i;
 		if (i < 18 && l == (__u8)h1_te_name[i & 31]) {
-			d->h1_te_i = ++i;
+			d->h1.te_i = ++i;
 			if (i == 18) {
-				d->h1_line = L_TE;
-				d->h1_ch_i = 0;
-				d->h1_bits &= ~H1B_CHUNKED;
+				d->h1.line = L_TE;
+				d->h1.ch_i = 0;
+				d->h1.bits &= ~H1B_CHUNKED;
 				break;
 			}
 		} else {
-			d->h1_te_i = 0xff;
+			d->h1.te_i = 0xff;
 		}
-		if (d->h1_cl_i == 0xff && d->h1_te_i == 0xff)
-			d->h1_line = L_SKIP;
+		if (d->h1.cl_i == 0xff && d->h1.te_i == 0xff)
+			d->h1.line = L_SKIP;
 		break;
 	}
 	case L_CL:
-		if (c >= '0' && c <= '9' && d->h1_cl < (1ULL << 56))
-			d->h1_cl = d->h1_cl * 10 + (c - '0');
+		if (c >= '0' && c <= '9' && d->h1.cl < (1ULL << 56))
+			d->h1.cl = d->h1.cl * 10 + (c - '0');
 		break;
 	case L_TE: {
 		/* chunked must be the last coding: any other token after it
 		 * clears the flag again */
 		__u8 l = lower(c);
-		__u8 i = d->h1_ch_i;
+		__u8 i = d->h1.ch_i;
 		if (l == ' ' || l == '\t' || l == '\r' || l == ',') {
 			if (i != 7)
-				d->h1_ch_i = 0;
+				d->h1.ch_i = 0;
 			if (l == ',')
-				d->h1_ch_i = 0;
+				d->h1.ch_i = 0;
 		} else if (i < 7 && l == (__u8)h1_chunked[i & 7]) {
-			d->h1_ch_i = ++i;
+			d->h1.ch_i = ++i;
 			if (i == 7)
-				d->h1_bits |= H1B_CHUNKED;
+				d->h1.bits |= H1B_CHUNKED;
 		} else {
-			d->h1_bits &= ~H1B_CHUNKED;
-			d->h1_ch_i = l == 'c' ? 1 : 8;
+			d->h1.bits &= ~H1B_CHUNKED;
+			d->h1.ch_i = l == 'c' ? 1 : 8;
 		}
 		break;
 	}
@@ -328,40 +328,40 @@ static __always_inline int hexval(__u8 c)
 static __always_inline int h1_chunk_byte(struct work *w, __u8 c)
 {
 	struct dir_state *d = &w->st;
-	switch (d->h1_mode) {
+	switch (d->h1.mode) {
 	case H1_CHUNK_SIZE:
 		if (c == '\n') {
-			d->h1_bits &= ~H1B_EXT;
-			d->h1_line_len = 0;
-			d->h1_mode = d->h1_left ? H1_CHUNK_DATA : H1_TRAILER;
+			d->h1.bits &= ~H1B_EXT;
+			d->h1.line_len = 0;
+			d->h1.mode = d->h1.left ? H1_CHUNK_DATA : H1_TRAILER;
 			return 1;
 		}
 		if (c == ';')
-			d->h1_bits |= H1B_EXT;
-		if (!(d->h1_bits & H1B_EXT)) {
+			d->h1.bits |= H1B_EXT;
+		if (!(d->h1.bits & H1B_EXT)) {
 			int v = hexval(c);
-			if (v >= 0 && d->h1_left < (1ULL << 56))
-				d->h1_left = d->h1_left * 16 + v;
+			if (v >= 0 && d->h1.left < (1ULL << 56))
+				d->h1.left = d->h1.left * 16 + v;
 		}
 		return 0;
 	case H1_CHUNK_END:
 		if (c == '\n') {
-			d->h1_mode = H1_CHUNK_SIZE;
-			d->h1_left = 0;
+			d->h1.mode = H1_CHUNK_SIZE;
+			d->h1.left = 0;
 			return 1;
 		}
 		return 0;
 	case H1_TRAILER:
 		if (c == '\n') {
-			__u32 n = d->h1_line_len;
-			d->h1_line_len = 0;
+			__u32 n = d->h1.line_len;
+			d->h1.line_len = 0;
 			if (n <= 1) {
-				d->h1_mode = H1_START; /* h1_end follows */
+				d->h1.mode = H1_START; /* h1_end follows */
 				return 1;
 			}
 			return 0;
 		}
-		d->h1_line_len++;
+		d->h1.line_len++;
 		return 0;
 	}
 	return 1;
@@ -385,7 +385,7 @@ __noinline int h1_needed(__u32 slot)
 	}
 	__u32 k = min32(a, H1_RUN);
 	__u32 o = w->pos - w->win_start;
-	__u8 mode = w->st.h1_mode;
+	__u8 mode = w->st.h1.mode;
 	__u32 used = 0;
 	int ended = 0;
 	for (int i = 0; i < H1_RUN; i++) {
@@ -408,9 +408,9 @@ __noinline int h1_needed(__u32 slot)
 	rec_bytes(w, r, w->ent_off, o, used);
 	w->pos += used;
 	if (mode == H1_HEAD && !ended) {
-		w->st.h1_head_len += used;
-		if (w->st.h1_head_len > H1_MAX_HEAD)
-			w->st.h1_mode = H1_SYNC;
+		w->st.h1.head_len += used;
+		if (w->st.h1.head_len > H1_MAX_HEAD)
+			w->st.h1.mode = H1_SYNC;
 	}
 	if (!ended)
 		return 0;
@@ -432,7 +432,7 @@ __noinline int h1_step(__u32 slot)
 		return 1;
 	rec_reserve(w, slot);
 	__u32 rest = w->len - w->pos;
-	switch (w->st.h1_mode) {
+	switch (w->st.h1.mode) {
 	case H1_DONE:
 		w->pos = w->len;
 		return 1;
@@ -443,24 +443,24 @@ __noinline int h1_step(__u32 slot)
 			w->pos = w->len;
 			return 1;
 		}
-		w->st.h1_mode = H1_START;
+		w->st.h1.mode = H1_START;
 		return 0;
 	}
 	case H1_START:
 		if (w->h1_upgraded && w->h1_req_dir == 1 + w->dir) {
 			/* the response switched protocols: these are not requests */
-			w->st.h1_mode = H1_DONE;
+			w->st.h1.mode = H1_DONE;
 			return 0;
 		}
-		w->st.h1_mode = H1_HEAD;
-		w->st.h1_line = L_START;
-		w->st.h1_line_len = 0;
-		w->st.h1_sl_have = 0;
-		w->st.h1_head_len = 0;
-		w->st.h1_bits = 0;
-		w->st.h1_cl = 0;
-		w->st.h1_left = 0;
-		__builtin_memset(w->st.h1_sl, 0, sizeof(w->st.h1_sl));
+		w->st.h1.mode = H1_HEAD;
+		w->st.h1.line = L_START;
+		w->st.h1.line_len = 0;
+		w->st.h1.sl_have = 0;
+		w->st.h1.head_len = 0;
+		w->st.h1.bits = 0;
+		w->st.h1.cl = 0;
+		w->st.h1.left = 0;
+		__builtin_memset(w->st.h1.sl, 0, sizeof(w->st.h1.sl));
 		if (w->ent_open && w->ent_data) {
 			/* pipelined: a message per entry */
 			w->ent_data = 0;
@@ -468,14 +468,14 @@ __noinline int h1_step(__u32 slot)
 		return 0;
 	case H1_BODY:
 	case H1_CHUNK_DATA: {
-		__u64 k = w->st.h1_left < rest ? w->st.h1_left : rest;
+		__u64 k = w->st.h1.left < rest ? w->st.h1.left : rest;
 		h1_count(w, r, k);
-		w->st.h1_left -= k;
-		if (w->st.h1_left)
+		w->st.h1.left -= k;
+		if (w->st.h1.left)
 			return 1;
-		if (w->st.h1_mode == H1_BODY)
+		if (w->st.h1.mode == H1_BODY)
 			return h1_end(slot);
-		w->st.h1_mode = H1_CHUNK_END;
+		w->st.h1.mode = H1_CHUNK_END;
 		return 0;
 	}
 	case H1_CLOSE:

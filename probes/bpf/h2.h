@@ -66,7 +66,7 @@ static const char h2_preface[H2_PREFACE_LEN] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n
  * length within the default SETTINGS_MAX_FRAME_SIZE unless max_len says
  * the frame fits the chunk exactly). Non-strict: established connection,
  * only what RFC 9113 makes a connection error. */
-__noinline int frame_ok(__u32 len, __u32 type, __u32 flags, __u32 sid_raw, __u32 max_len)
+static __always_inline int frame_ok(__u32 len, __u32 type, __u32 flags, __u32 sid_raw, __u32 max_len)
 {
 	__u32 sid = sid_raw & 0x7fffffff;
 	int strict = max_len != 0;
@@ -186,7 +186,7 @@ __noinline int h2_is_preface(__u32 slot)
 static __always_inline void stream_key_of(struct stream_key *k, struct work *w, __u32 dir)
 {
 	k->conn_id = w->conn_id;
-	k->stream = w->st.stream;
+	k->stream = w->st.h2.stream;
 	k->dir = dir;
 }
 
@@ -195,18 +195,18 @@ __noinline int acc_flush(__u32 slot)
 {
 	struct work *w = work_get(slot);
 	struct rec_buf *r = rec_get(slot);
-	if (!w || !r || !w->st.acc_on)
+	if (!w || !r || !w->st.h2.acc_on)
 		return 0;
 	struct ev_entry *e = rec_entry(w, r, slot, EV_H2_FRAME);
 	e->type = F_DATA;
-	e->flags = w->st.acc_flags;
-	e->stream_id = w->st.acc_stream;
-	e->len = w->st.acc_bytes;
-	e->grpc_msgs = w->st.acc_msgs;
-	w->st.acc_on = 0;
-	w->st.acc_flags = 0;
-	w->st.acc_bytes = 0;
-	w->st.acc_msgs = 0;
+	e->flags = w->st.h2.acc_flags;
+	e->stream_id = w->st.h2.acc_stream;
+	e->len = w->st.h2.acc_bytes;
+	e->grpc_msgs = w->st.h2.acc_msgs;
+	w->st.h2.acc_on = 0;
+	w->st.h2.acc_flags = 0;
+	w->st.h2.acc_bytes = 0;
+	w->st.h2.acc_msgs = 0;
 	return 0;
 }
 
@@ -214,14 +214,14 @@ __noinline int acc_flush(__u32 slot)
  * space sees every stream's frames in order). */
 static __always_inline struct ev_entry *h2_entry(struct work *w, struct rec_buf *r, __u32 slot)
 {
-	if (w->st.acc_on)
+	if (w->st.h2.acc_on)
 		acc_flush(slot);
 	struct ev_entry *e = rec_entry(w, r, slot, EV_H2_FRAME);
-	e->type = w->st.type;
-	e->flags = w->st.flags;
-	e->stream_id = w->st.stream;
-	e->len = w->st.flen;
-	e->offset = w->st.off;
+	e->type = w->st.h2.type;
+	e->flags = w->st.h2.flags;
+	e->stream_id = w->st.h2.stream;
+	e->len = w->st.h2.flen;
+	e->offset = w->st.h2.off;
 	return e;
 }
 
@@ -252,13 +252,13 @@ __noinline int h2_emit_bytes(__u32 slot, __u32 n)
 	struct ev_entry *e = h2_entry(w, r, slot);
 	__u32 eoff = w->rec_len - sizeof(struct ev_entry);
 	__u32 woff = w->pos - w->win_start;
-	if (w->st.type == F_HEADERS && w->st.off == 0) {
+	if (w->st.h2.type == F_HEADERS && w->st.h2.off == 0) {
 		/* A cheap hint for user space (e.g. :method GET = 2, :status 200 = 8)
 		 * when the block starts with an indexed static-table field. */
 		__u32 skip = 0;
-		if (w->st.flags & FL_PADDED)
+		if (w->st.h2.flags & FL_PADDED)
 			skip += 1;
-		if (w->st.flags & FL_PRIORITY)
+		if (w->st.h2.flags & FL_PRIORITY)
 			skip += 5;
 		if (skip < n) {
 			__u8 b = win_at(w, woff + skip);
@@ -279,7 +279,7 @@ __noinline int h2_stop(__u32 slot, __u32 reason)
 	struct rec_buf *r = rec_get(slot);
 	if (!w || !r)
 		return 1;
-	if (w->st.acc_on)
+	if (w->st.h2.acc_on)
 		acc_flush(slot);
 	w->st.status = DS_DEAD;
 	count_drop(DROP_PARSE_STOP);
@@ -287,7 +287,7 @@ __noinline int h2_stop(__u32 slot, __u32 reason)
 	struct ev_entry *e = rec_entry(w, r, slot, EV_PARSE_ERR);
 	e->value = reason;
 	e->data_len = 9;
-	__builtin_memcpy(&r->data[(eoff + sizeof(struct ev_entry)) & (RMAX - 1)], w->st.hdr, 9);
+	__builtin_memcpy(&r->data[(eoff + sizeof(struct ev_entry)) & (RMAX - 1)], w->st.h2.hdr, 9);
 	w->rec_len += 9;
 	return 1;
 }
@@ -300,17 +300,17 @@ __noinline int h2_lose(__u32 slot)
 	struct work *w = work_get(slot);
 	if (!w)
 		return 1;
-	if (w->st.acc_on)
+	if (w->st.h2.acc_on)
 		acc_flush(slot);
 	lose(slot);
 	__u32 seq = w->st.seq;
-	__u32 used = w->st.streams_used;
+	__u32 used = w->st.h2.streams_used;
 	__u32 next_tcp = w->st.next_tcp;
 	__u8 known = w->st.tcp_known;
 	__u64 last = w->st.last_ts;
 	__builtin_memset(&w->st, 0, sizeof(w->st));
 	w->st.seq = seq;
-	w->st.streams_used = used;
+	w->st.h2.streams_used = used;
 	w->st.next_tcp = next_tcp;
 	w->st.tcp_known = known;
 	w->st.last_ts = last;
@@ -326,48 +326,48 @@ __noinline int frame_end(__u32 slot)
 		return 1;
 	struct stream_key k = {};
 	stream_key_of(&k, w, w->dir);
-	switch (w->st.type) {
+	switch (w->st.h2.type) {
 	case F_DATA: {
-		if (w->st.acc_on && w->st.acc_stream != w->st.stream)
+		if (w->st.h2.acc_on && w->st.h2.acc_stream != w->st.h2.stream)
 			acc_flush(slot);
-		__u32 pad = (w->st.flags & FL_PADDED) ? 1 + w->st.pad_len : 0;
-		w->st.acc_on = 1;
-		w->st.acc_stream = w->st.stream;
-		w->st.acc_bytes += w->st.flen - pad;
-		w->st.acc_msgs += w->st.grpc_msgs;
-		if (w->st.flags & FL_END_STREAM) {
-			w->st.acc_flags = FL_END_STREAM;
+		__u32 pad = (w->st.h2.flags & FL_PADDED) ? 1 + w->st.h2.pad_len : 0;
+		w->st.h2.acc_on = 1;
+		w->st.h2.acc_stream = w->st.h2.stream;
+		w->st.h2.acc_bytes += w->st.h2.flen - pad;
+		w->st.h2.acc_msgs += w->st.h2.grpc_msgs;
+		if (w->st.h2.flags & FL_END_STREAM) {
+			w->st.h2.acc_flags = FL_END_STREAM;
 			acc_flush(slot);
-			if (w->st.stream_known)
+			if (w->st.h2.stream_known)
 				bpf_map_delete_elem(&streams, &k);
-		} else if (w->st.msg_left || w->st.pfx_have) {
+		} else if (w->st.h2.msg_left || w->st.h2.pfx_have) {
 			struct grpc_state g = {};
-			g.msg_left = w->st.msg_left;
-			g.pfx_have = w->st.pfx_have;
-			__builtin_memcpy(g.pfx, w->st.pfx, sizeof(g.pfx));
+			g.msg_left = w->st.h2.msg_left;
+			g.pfx_have = w->st.h2.pfx_have;
+			__builtin_memcpy(g.pfx, w->st.h2.pfx, sizeof(g.pfx));
 			if (bpf_map_update_elem(&streams, &k, &g, BPF_ANY))
 				count_drop(DROP_STREAM_TABLE);
 			else
-				w->st.streams_used = 1;
-		} else if (w->st.stream_known) {
+				w->st.h2.streams_used = 1;
+		} else if (w->st.h2.stream_known) {
 			bpf_map_delete_elem(&streams, &k);
 		}
 		break;
 	}
 	case F_RST_STREAM:
-		h2_emit(slot, be32(w->st.val), 0);
-		if (w->st.streams_used) {
+		h2_emit(slot, be32(w->st.h2.val), 0);
+		if (w->st.h2.streams_used) {
 			bpf_map_delete_elem(&streams, &k);
 			k.dir = !w->dir;
 			bpf_map_delete_elem(&streams, &k);
 		}
 		break;
 	case F_GOAWAY:
-		h2_emit(slot, be32(w->st.val + 4), be32(w->st.val) & 0x7fffffff);
+		h2_emit(slot, be32(w->st.h2.val + 4), be32(w->st.h2.val) & 0x7fffffff);
 		break;
 	}
-	w->st.in_payload = 0;
-	w->st.off = 0;
+	w->st.h2.in_payload = 0;
+	w->st.h2.off = 0;
 	return 0;
 }
 
@@ -378,35 +378,35 @@ __noinline int frame_begin(__u32 slot)
 	if (!w)
 		return 1;
 	__u32 len, type, flags, sid;
-	hdr_fields(w->st.hdr, &len, &type, &flags, &sid);
-	w->st.hdr_have = 0;
+	hdr_fields(w->st.h2.hdr, &len, &type, &flags, &sid);
+	w->st.h2.hdr_have = 0;
 	if (!frame_ok(len, type, flags, sid, 0))
 		return h2_stop(slot, PERR_BAD_FRAME);
-	w->st.flen = len;
-	w->st.type = type;
-	w->st.flags = flags;
-	w->st.stream = sid & 0x7fffffff;
-	w->st.off = 0;
-	w->st.in_payload = 1;
-	w->st.pad_len = 0;
-	w->st.grpc_msgs = 0;
-	__builtin_memset(w->st.val, 0, sizeof(w->st.val));
+	w->st.h2.flen = len;
+	w->st.h2.type = type;
+	w->st.h2.flags = flags;
+	w->st.h2.stream = sid & 0x7fffffff;
+	w->st.h2.off = 0;
+	w->st.h2.in_payload = 1;
+	w->st.h2.pad_len = 0;
+	w->st.h2.grpc_msgs = 0;
+	__builtin_memset(w->st.h2.val, 0, sizeof(w->st.h2.val));
 	if (type == F_DATA) {
 		struct stream_key k = {};
 		stream_key_of(&k, w, w->dir);
 		/* Most directions never leave a message open across frames
 		 * (small messages, plain HTTP bodies ending with END_STREAM):
 		 * they skip the hash lookup per DATA frame. */
-		struct grpc_state *g = w->st.streams_used ? bpf_map_lookup_elem(&streams, &k) : NULL;
+		struct grpc_state *g = w->st.h2.streams_used ? bpf_map_lookup_elem(&streams, &k) : NULL;
 		if (g) {
-			w->st.stream_known = 1;
-			w->st.msg_left = g->msg_left;
-			w->st.pfx_have = g->pfx_have;
-			__builtin_memcpy(w->st.pfx, g->pfx, sizeof(w->st.pfx));
+			w->st.h2.stream_known = 1;
+			w->st.h2.msg_left = g->msg_left;
+			w->st.h2.pfx_have = g->pfx_have;
+			__builtin_memcpy(w->st.h2.pfx, g->pfx, sizeof(w->st.h2.pfx));
 		} else {
-			w->st.stream_known = 0;
-			w->st.msg_left = 0;
-			w->st.pfx_have = 0;
+			w->st.h2.stream_known = 0;
+			w->st.h2.msg_left = 0;
+			w->st.h2.pfx_have = 0;
 		}
 	}
 	if (len == 0) {
@@ -425,28 +425,28 @@ __noinline int frame_begin(__u32 slot)
  * padding. Bytes are counted at the frame's end. */
 static __always_inline int data_step(struct work *w, __u32 slot, __u32 n)
 {
-	if ((w->st.flags & FL_PADDED) && w->st.off == 0) {
+	if ((w->st.h2.flags & FL_PADDED) && w->st.h2.off == 0) {
 		if (fetch(w, slot) == 0)
 			return h2_lose(slot);
 		__u8 pl = win_at(w, w->pos - w->win_start);
-		w->st.pad_len = pl;
-		w->st.off++;
+		w->st.h2.pad_len = pl;
+		w->st.h2.off++;
 		w->pos++;
-		if ((__u32)pl > w->st.flen - 1)
+		if ((__u32)pl > w->st.h2.flen - 1)
 			return h2_stop(slot, PERR_BAD_FRAME);
 		return 0;
 	}
-	__u32 data_end = w->st.flen - w->st.pad_len;
-	if (w->st.off >= data_end) {
-		w->st.off += n; /* padding */
+	__u32 data_end = w->st.h2.flen - w->st.h2.pad_len;
+	if (w->st.h2.off >= data_end) {
+		w->st.h2.off += n; /* padding */
 		w->pos += n;
 		return 0;
 	}
-	__u32 k = min32(n, data_end - w->st.off);
-	if (w->st.msg_left) {
-		k = min32(k, w->st.msg_left);
-		w->st.msg_left -= k;
-		w->st.off += k;
+	__u32 k = min32(n, data_end - w->st.h2.off);
+	if (w->st.h2.msg_left) {
+		k = min32(k, w->st.h2.msg_left);
+		w->st.h2.msg_left -= k;
+		w->st.h2.off += k;
 		w->pos += k;
 		return 0;
 	}
@@ -455,36 +455,33 @@ static __always_inline int data_step(struct work *w, __u32 slot, __u32 n)
 	if (a == 0) {
 		/* Unreadable, but frame boundaries are known: only the
 		 * stream's message count is lost; skip its messages. */
-		w->st.msg_left = 0xffffffff;
+		w->st.h2.msg_left = 0xffffffff;
 		return 0;
 	}
-	if (w->st.pfx_have == 0)
-		w->st.grpc_msgs++;
-	k = min32(min32(k, a), 5 - w->st.pfx_have);
+	if (w->st.h2.pfx_have == 0)
+		w->st.h2.grpc_msgs++;
+	k = min32(min32(k, a), 5 - w->st.h2.pfx_have);
 	__u32 o = w->pos - w->win_start;
 	for (int i = 0; i < 5; i++) {
 		if (i >= k)
 			break;
-		w->st.pfx[(w->st.pfx_have + i) & 7] = win_at(w, o + i);
+		w->st.h2.pfx[(w->st.h2.pfx_have + i) & 7] = win_at(w, o + i);
 	}
-	w->st.pfx_have += k;
-	w->st.off += k;
+	w->st.h2.pfx_have += k;
+	w->st.h2.off += k;
 	w->pos += k;
-	if (w->st.pfx_have >= 5) {
-		w->st.msg_left = be32(w->st.pfx + 1);
-		w->st.pfx_have = 0;
+	if (w->st.h2.pfx_have >= 5) {
+		w->st.h2.msg_left = be32(w->st.h2.pfx + 1);
+		w->st.h2.pfx_have = 0;
 	}
 	return 0;
 }
 
-__noinline int payload_step(__u32 slot)
+static __always_inline int payload_step(struct work *w, __u32 slot)
 {
-	struct work *w = work_get(slot);
-	if (!w)
-		return 1;
-	__u32 left = w->st.flen - w->st.off;
+	__u32 left = w->st.h2.flen - w->st.h2.off;
 	__u32 n = min32(w->len - w->pos, left);
-	switch (w->st.type) {
+	switch (w->st.h2.type) {
 	case F_HEADERS:
 	case F_CONTINUATION:
 	case F_PUSH_PROMISE: { /* carries a header block: HPACK needs it too */
@@ -501,7 +498,7 @@ __noinline int payload_step(__u32 slot)
 		goto check_end; /* data_step moved pos and off */
 	case F_SETTINGS:
 		/* One entry; the payload rides along when it is all in the window. */
-		if (w->st.off == 0) {
+		if (w->st.h2.off == 0) {
 			__u32 a = n == left && left <= MAX_SETTINGS ? fetch(w, slot) : 0;
 			if (a >= n)
 				h2_emit_bytes(slot, n);
@@ -511,17 +508,17 @@ __noinline int payload_step(__u32 slot)
 		break;
 	case F_RST_STREAM:
 	case F_GOAWAY: {
-		__u32 need = w->st.flen < 8 ? w->st.flen : 8;
-		if (w->st.off < need) {
+		__u32 need = w->st.h2.flen < 8 ? w->st.h2.flen : 8;
+		if (w->st.h2.off < need) {
 			__u32 a = fetch(w, slot);
 			if (a == 0)
 				return h2_lose(slot);
-			n = min32(min32(n, a), need - w->st.off);
+			n = min32(min32(n, a), need - w->st.h2.off);
 			__u32 o = w->pos - w->win_start;
 			for (int i = 0; i < 8; i++) {
 				if (i >= n)
 					break;
-				w->st.val[(w->st.off + i) & 7] = win_at(w, o + i);
+				w->st.h2.val[(w->st.h2.off + i) & 7] = win_at(w, o + i);
 			}
 		}
 		break;
@@ -529,10 +526,10 @@ __noinline int payload_step(__u32 slot)
 	default: /* PING, WINDOW_UPDATE, PRIORITY, extensions: no entry */
 		break;
 	}
-	w->st.off += n;
+	w->st.h2.off += n;
 	w->pos += n;
 check_end:
-	if (w->st.off >= w->st.flen)
+	if (w->st.h2.off >= w->st.h2.flen)
 		return frame_end(slot);
 	return 0;
 }
@@ -548,29 +545,29 @@ __noinline int h2_step(__u32 slot)
 		return 1;
 	rec_reserve(w, slot);
 	__u32 avail = w->len - w->pos;
-	if (w->st.skip) {
-		__u32 k = min32(avail, w->st.skip);
-		w->st.skip -= k;
+	if (w->st.h2.skip) {
+		__u32 k = min32(avail, w->st.h2.skip);
+		w->st.h2.skip -= k;
 		w->pos += k;
 		return 0;
 	}
-	if (w->st.in_payload)
-		return payload_step(slot);
+	if (w->st.h2.in_payload)
+		return payload_step(w, slot);
 	__u32 a = fetch(w, slot);
 	if (a == 0)
 		return h2_lose(slot);
 	__u32 o = w->pos - w->win_start;
-	if (w->st.hdr_have == 0 && a >= 9) {
+	if (w->st.h2.hdr_have == 0 && a >= 9) {
 		for (int i = 0; i < 9; i++)
-			w->st.hdr[i] = win_at(w, o + i);
-		w->st.hdr_have = 9;
+			w->st.h2.hdr[i] = win_at(w, o + i);
+		w->st.h2.hdr_have = 9;
 		w->pos += 9;
 	} else {
 		/* A header split across chunks or segments: byte by byte. */
-		w->st.hdr[w->st.hdr_have & 15] = win_at(w, o);
-		w->st.hdr_have++;
+		w->st.h2.hdr[w->st.h2.hdr_have & 15] = win_at(w, o);
+		w->st.h2.hdr_have++;
 		w->pos++;
-		if (w->st.hdr_have < 9)
+		if (w->st.h2.hdr_have < 9)
 			return 0;
 	}
 	return frame_begin(slot);

@@ -83,13 +83,12 @@ static __always_inline int on_sock_chunk(struct sock *sk, int ret, __u32 dir, __
 	struct work *w = work_get(slot);
 	if (!w)
 		return 0;
-	__u64 now = bpf_ktime_get_ns();
 	w->sk = (__u64)sk;
 	w->dir = dir;
 	w->len = ret;
 	w->pid = id >> 32;
 	w->tid = (__u32)id;
-	w->ts = dir == DIR_EGRESS ? egress_time((__u64)sk, now) : now;
+	w->ts = 0; /* chunk_time() */
 	w->src = SRC_UNKNOWN; /* read from the registers when first needed */
 	w->vectored = 0;
 	w->iovcnt = 0;
