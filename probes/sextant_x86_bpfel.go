@@ -42,6 +42,7 @@ type sextantConnState struct {
 	H1Reqs     uint32
 	H1Resps    uint32
 	H1HeadBits uint64
+	_          [8]byte
 	D          [2]struct {
 		_        structs.HostLayout
 		Seq      uint32
@@ -77,6 +78,7 @@ type sextantConnState struct {
 			Pfx         [8]uint8
 			Val         [8]uint8
 		}
+		_ [24]byte
 	}
 }
 
@@ -248,6 +250,7 @@ type sextantWork struct {
 			Pfx         [8]uint8
 			Val         [8]uint8
 		}
+		_ [24]byte
 	}
 	Ts         uint64
 	ConnId     uint64
@@ -293,6 +296,7 @@ type sextantWork struct {
 		Len  uint64
 	}
 	Win [8192]uint8
+	_   [8]byte
 }
 
 // Names of all BPF objects in the ELF.

@@ -289,7 +289,8 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 		c->d[1] = w->st;
 	else
 		c->d[0] = w->st;
-	c->fd = w->known_fd;
+	if (c->fd != w->known_fd)
+		c->fd = w->known_fd;
 	/* Each side writes only what it owns: requests and responses are
 	 * counted by the directions that carry them. */
 	if (w->h1_upgraded)

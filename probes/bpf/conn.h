@@ -87,7 +87,8 @@ struct dir_state {
 		struct h2_dir h2;
 		struct h1_dir h1;
 	};
-};
+} __attribute__((aligned(64))); /* its own two cache lines: the directions of
+				   a socket may run on two CPUs */
 
 struct conn_state {
 	__u64 conn_id;    /* 0 until EV_CONN */

@@ -242,11 +242,10 @@ __noinline int h2_emit(__u32 slot, __u32 value, __u32 value2)
 /* One entry for the current frame with the n window bytes at w->pos:
  * a header block piece (first field's static index as a hint at offset
  * 0) or a SETTINGS payload. */
-__noinline int h2_emit_bytes(__u32 slot, __u32 n)
+static __always_inline int h2_emit_bytes(struct work *w, __u32 slot, __u32 n)
 {
-	struct work *w = work_get(slot);
 	struct rec_buf *r = rec_get(slot);
-	if (!w || !r)
+	if (!r)
 		return 0;
 	n = min32(n, WIN);
 	struct ev_entry *e = h2_entry(w, r, slot);
@@ -489,7 +488,7 @@ static __always_inline int payload_step(struct work *w, __u32 slot)
 		if (a == 0)
 			return h2_lose(slot);
 		n = min32(n, a);
-		h2_emit_bytes(slot, n);
+		h2_emit_bytes(w, slot, n);
 		break;
 	}
 	case F_DATA:
@@ -501,7 +500,7 @@ static __always_inline int payload_step(struct work *w, __u32 slot)
 		if (w->st.h2.off == 0) {
 			__u32 a = n == left && left <= MAX_SETTINGS ? fetch(w, slot) : 0;
 			if (a >= n)
-				h2_emit_bytes(slot, n);
+				h2_emit_bytes(w, slot, n);
 			else
 				h2_emit(slot, 0, 0);
 		}
