@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/sextant/sextant/testbed"
@@ -185,7 +187,8 @@ func threadCPU(b *testing.B) time.Duration {
 // BenchmarkNoSocketIO measures the CPU a process that does no socket I/O
 // spends on a loop of operations (getppid; a 64-byte pipe write+read; a
 // 64-byte pread of a cached file) with no probes attached, with socket
-// capture and with syscall capture attached. Both captures stay loaded;
+// capture, with syscall capture and with main's programs (before this
+// branch) attached. All stay loaded;
 // each round attaches one mode at a time, in rotating order, for 200k
 // calls: a ratio is a mode's CPU over the no-probes CPU of the same round
 // (adjacent in time, so host noise cancels), and the median over rounds
@@ -193,7 +196,11 @@ func threadCPU(b *testing.B) time.Duration {
 func BenchmarkNoSocketIO(b *testing.B) {
 	testbed.RequireRoot(b)
 	const calls = 200_000
-	var loaded []*Probes
+	type switchable struct {
+		name           string
+		attach, detach func()
+	}
+	var loaded []switchable
 	for _, c := range captures(b) {
 		p, err := Load(Options{Capture: c})
 		if err != nil {
@@ -201,8 +208,10 @@ func BenchmarkNoSocketIO(b *testing.B) {
 		}
 		b.Cleanup(func() { p.Close() })
 		detach(b, p)
-		loaded = append(loaded, p)
+		loaded = append(loaded, switchable{c.String(), func() { attach(b, p) }, func() { detach(b, p) }})
 	}
+	m := loadMain(b)
+	loaded = append(loaded, switchable{"main", func() { m.attach(b) }, m.detach})
 	for _, w := range noSocketLoops {
 		b.Run(w.name, func(b *testing.B) {
 			op := w.setup(b)
@@ -214,11 +223,11 @@ func BenchmarkNoSocketIO(b *testing.B) {
 				for k := range cpu {
 					i := (k + round) % len(cpu) // 0: no probes
 					if i > 0 {
-						attach(b, loaded[i-1])
+						loaded[i-1].attach()
 					}
 					cpu[i] = cpuOf(b, op, calls)
 					if i > 0 {
-						detach(b, loaded[i-1])
+						loaded[i-1].detach()
 					}
 				}
 				none = append(none, cpu[0])
@@ -228,10 +237,10 @@ func BenchmarkNoSocketIO(b *testing.B) {
 				round++
 			}
 			b.ReportMetric(float64(median(none).Nanoseconds())/calls, "none-ns/call")
-			for i, p := range loaded {
+			for i, l := range loaded {
 				r := medianF(ratios[i])
-				b.ReportMetric(r, p.Capture().String()+"-ratio")
-				b.ReportMetric(r*float64(median(none).Nanoseconds())/calls, p.Capture().String()+"-ns/call")
+				b.ReportMetric(r, l.name+"-ratio")
+				b.ReportMetric(r*float64(median(none).Nanoseconds())/calls, l.name+"-ns/call")
 			}
 		})
 	}
@@ -383,21 +392,12 @@ func BenchmarkH2Load(b *testing.B) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for _, capture := range captures(b) {
-		b.Run(capture.String(), func(b *testing.B) {
-			p, err := Load(Options{KernelStats: true, Capture: capture})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer p.Close()
-			var events atomic.Uint64
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { p.Run(ctx, func(ev *Event) { events.Add(1); ev.Release() }); close(done) }()
-			defer func() { cancel(); <-done }()
+	for _, mode := range tracedModes(b) {
+		b.Run(mode.name, func(b *testing.B) {
+			stats := mode.start(b)
 			const clients = 4
 			n := max(b.N, clients)
-			before := p.Stats()
+			before := stats()
 			b.ResetTimer()
 			out, err := exec.Command(h2load, "-n", fmt.Sprint(n), "-c", fmt.Sprint(clients), "-m", "1", "-t", "1",
 				"--rps", fmt.Sprint(h2cRate/clients), "http://"+addr+"/small").CombinedOutput()
@@ -406,10 +406,46 @@ func BenchmarkH2Load(b *testing.B) {
 			}
 			b.StopTimer()
 			time.Sleep(2 * pollInterval)
-			reportBPF(b, before, p.Stats(), float64(n))
-			b.ReportMetric(float64(events.Load())/float64(n), "events/req")
+			after := stats()
+			reportBPF(b, before, after, float64(n))
+			b.ReportMetric(float64(after.Events-before.Events)/float64(n), "events/req")
 		})
 	}
+}
+
+// tracedMode is a set of kernel programs a benchmark runs under: one of
+// this branch's captures, or main's programs.
+type tracedMode struct {
+	name  string
+	start func(b *testing.B) (stats func() Stats) // loads, attaches, reads; undone at cleanup
+}
+
+func tracedModes(b *testing.B) []tracedMode {
+	var modes []tracedMode
+	for _, c := range captures(b) {
+		modes = append(modes, tracedMode{c.String(), func(b *testing.B) func() Stats {
+			p, err := Load(Options{KernelStats: true, Capture: c})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { p.Run(ctx, func(ev *Event) { ev.Release() }); close(done) }()
+			b.Cleanup(func() { cancel(); <-done; p.Close() })
+			return p.Stats
+		}})
+	}
+	modes = append(modes, tracedMode{"main", func(b *testing.B) func() Stats {
+		st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m := loadMain(b)
+		m.attach(b)
+		b.Cleanup(func() { m.detach(); st.Close() })
+		return m.stats
+	}})
+	return modes
 }
 
 // reportBPF reports kernel program time per request, in total and per
@@ -434,4 +470,89 @@ func reportBPF(b *testing.B, before, after Stats, n float64) {
 			b.Logf("drops[%s] = %d", DropReason(i), d-before.Drops[i])
 		}
 	}
+}
+
+// mainProbes are the programs this branch replaced (main at 10e65c5,
+// syscall capture with one record per frame, testdata/), loaded as they
+// were so that benchmarks put before and after side by side in one run.
+type mainProbes struct {
+	coll   *ebpf.Collection
+	links  []link.Link
+	reader *ringbuf.Reader
+	done   chan struct{}
+}
+
+const mainObject = "testdata/sextant_main_10e65c5.o"
+
+func loadMain(b *testing.B) *mainProbes {
+	b.Helper()
+	spec, err := ebpf.LoadCollectionSpec(mainObject)
+	if err != nil {
+		b.Fatal(err)
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := &mainProbes{coll: coll, done: make(chan struct{})}
+	b.Cleanup(m.close)
+	if err := coll.Maps["excluded"].Put(uint32(os.Getpid()), uint8(1)); err != nil {
+		b.Fatal(err)
+	}
+	m.reader, err = ringbuf.NewReader(coll.Maps["events"])
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { // drain: the records are not this branch's format
+		defer close(m.done)
+		var rec ringbuf.Record
+		for m.reader.ReadInto(&rec) == nil {
+		}
+	}()
+	return m
+}
+
+func (m *mainProbes) attach(b *testing.B) {
+	for _, name := range []string{"sys_exit", "sys_enter", "process_exit"} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: m.coll.Programs[name]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.links = append(m.links, l)
+	}
+}
+
+func (m *mainProbes) detach() {
+	for _, l := range m.links {
+		l.Close()
+	}
+	m.links = nil
+}
+
+func (m *mainProbes) close() {
+	m.detach()
+	if m.reader != nil {
+		m.reader.Close()
+		<-m.done
+		m.reader = nil
+	}
+	m.coll.Close()
+}
+
+// stats mirrors Probes.Stats' program part.
+func (m *mainProbes) stats() Stats {
+	var s Stats
+	names := make([]string, 0, len(m.coll.Programs))
+	for name := range m.coll.Programs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		ps := ProgramStats{Name: name}
+		if st, err := m.coll.Programs[name].Stats(); err == nil {
+			ps.RunTimeNs, ps.RunCount = uint64(st.Runtime), st.RunCount
+		}
+		s.Programs = append(s.Programs, ps)
+	}
+	return s
 }
