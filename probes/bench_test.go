@@ -365,7 +365,8 @@ func rawFD(b *testing.B, c net.Conn) int {
 }
 
 // BenchmarkH2Load is the bench's workload (go run ./bench): h2load drives
-// nghttpd at 5000 req/s over 4 connections, GETs of a 128-byte document,
+// nghttpd at 5000 req/s over 4 connections (up to 8 streams each, as the
+// bench runs it), GETs of a 128-byte document,
 // both ends traced; BPF time per request per program (bpf_stats, which
 // also counts other processes' socket I/O on the host: run it quiet).
 func BenchmarkH2Load(b *testing.B) {
@@ -399,7 +400,7 @@ func BenchmarkH2Load(b *testing.B) {
 			n := max(b.N, clients)
 			before := stats()
 			b.ResetTimer()
-			out, err := exec.Command(h2load, "-n", fmt.Sprint(n), "-c", fmt.Sprint(clients), "-m", "1", "-t", "1",
+			out, err := exec.Command(h2load, "-n", fmt.Sprint(n), "-c", fmt.Sprint(clients), "-m", "8", "-t", "1",
 				"--rps", fmt.Sprint(h2cRate/clients), "http://"+addr+"/small").CombinedOutput()
 			if err != nil || !bytes.Contains(out, []byte(fmt.Sprintf("%d succeeded", n))) {
 				b.Fatalf("h2load: %v\n%s", err, out)

@@ -371,11 +371,8 @@ __noinline int frame_end(__u32 slot)
 }
 
 /* A complete frame header was collected. */
-__noinline int frame_begin(__u32 slot)
+static __always_inline int frame_begin(struct work *w, __u32 slot)
 {
-	struct work *w = work_get(slot);
-	if (!w)
-		return 1;
 	__u32 len, type, flags, sid;
 	hdr_fields(w->st.h2.hdr, &len, &type, &flags, &sid);
 	w->st.h2.hdr_have = 0;
@@ -569,5 +566,10 @@ __noinline int h2_step(__u32 slot)
 		if (w->st.h2.hdr_have < 9)
 			return 0;
 	}
-	return frame_begin(slot);
+	if (frame_begin(w, slot))
+		return 1;
+	/* The payload in the same step: one loop iteration per frame. */
+	if (w->st.h2.in_payload && w->pos < w->len)
+		return payload_step(w, slot);
+	return 0;
 }
