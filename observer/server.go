@@ -14,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -48,6 +49,10 @@ type Options struct {
 	// Node names the events this server creates itself (lost events of a
 	// slow follower).
 	Node string
+	// Starting: the server answers Unavailable (and health NOT_SERVING)
+	// until Ready is called, so that an answer means the daemon is
+	// observing (the agent's probes are attached).
+	Starting bool
 	// FollowBuffer is how many events a follower may lag behind before it
 	// loses events (ring.DefaultSubscriberBuffer when 0).
 	FollowBuffer int
@@ -65,6 +70,7 @@ type Server struct {
 	// buffered), so that a graceful stop does not wait for followers.
 	done     chan struct{}
 	shutdown sync.Once
+	ready    atomic.Bool
 }
 
 // New returns a server of opts.Ring.
@@ -75,9 +81,28 @@ func New(opts Options) *Server {
 	if opts.Ring == nil {
 		opts.Ring = ring.New[*observerpb.GetFlowsResponse](0)
 	}
-	h := health.NewServer()
-	h.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
-	return &Server{opts: opts, started: time.Now(), health: h, done: make(chan struct{})}
+	s := &Server{opts: opts, started: time.Now(), health: health.NewServer(), done: make(chan struct{})}
+	if opts.Starting {
+		s.health.SetServingStatus(HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
+	} else {
+		s.Ready()
+	}
+	return s
+}
+
+// Ready starts answering (see Options.Starting).
+func (s *Server) Ready() {
+	s.ready.Store(true)
+	s.health.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
+}
+
+var errStarting = status.Error(codes.Unavailable, "starting: not observing yet, try again in a moment")
+
+func (s *Server) checkReady() error {
+	if !s.ready.Load() {
+		return errStarting
+	}
+	return nil
 }
 
 // Register adds the Observer service and the gRPC health service (with
@@ -101,6 +126,9 @@ func (s *Server) Shutdown() {
 // ServerStatus reports the ring's fill level, the flows seen since start,
 // uptime and the flow rate over the last minute.
 func (s *Server) ServerStatus(context.Context, *observerpb.ServerStatusRequest) (*observerpb.ServerStatusResponse, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
 	var st *observerpb.ServerStatusResponse
 	if s.opts.Status != nil {
 		st = s.opts.Status()
@@ -162,6 +190,9 @@ func flowRate(events []*observerpb.GetFlowsResponse, wrapped bool, now time.Time
 
 // GetNodes lists the nodes this server speaks for.
 func (s *Server) GetNodes(context.Context, *observerpb.GetNodesRequest) (*observerpb.GetNodesResponse, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
 	var nodes []*observerpb.Node
 	if s.opts.Nodes != nil {
 		nodes = s.opts.Nodes()
@@ -174,6 +205,9 @@ func (s *Server) GetNodes(context.Context, *observerpb.GetNodesRequest) (*observ
 // when Number is 0, within Since/Until; with Follow, then every new one.
 // Lost events are never filtered and never counted against Number.
 func (s *Server) GetFlows(req *observerpb.GetFlowsRequest, stream observerpb.Observer_GetFlowsServer) error {
+	if err := s.checkReady(); err != nil {
+		return err
+	}
 	q, err := newQuery(req)
 	if err != nil {
 		return err

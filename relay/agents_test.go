@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant/sextant/observer/ring"
 	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/ring"
 )
 
 // testAgent is a real Observer API server over a ring the test fills: what
@@ -143,6 +143,9 @@ func startRelay(t *testing.T, opts Options, serverTLS *tls.Config) (*Relay, stri
 	if opts.Log == nil {
 		opts.Log = testLogger(t)
 	}
+	// The test agents serve plaintext on loopback: allowed here, on
+	// purpose (mTLS has its own test).
+	opts.AllowInsecure = opts.AllowInsecure || opts.AgentTLS == nil
 	r, err := New(opts)
 	if err != nil {
 		t.Fatalf("new relay: %v", err)

@@ -3,8 +3,8 @@ package relay
 import (
 	"log/slog"
 
-	"github.com/sextant/sextant/observer/hubble"
 	"github.com/sextant/sextant/exporters"
+	"github.com/sextant/sextant/observer/hubble"
 )
 
 // Export feeds exporters from the merged stream: the event that ends each

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant/sextant/certs"
+	"github.com/sextant/sextant/serve"
 )
 
 // callTimeout bounds the unary calls a session starts with.
@@ -86,8 +86,9 @@ func (p *peer) settle() {
 
 func (p *peer) run(ctx context.Context) {
 	log := p.r.log.With("agent", p.key.target, "address", p.key.addr)
+	// A unix socket is secured by its mode, TCP by mTLS.
 	creds := insecure.NewCredentials()
-	if tc := p.r.opts.AgentTLS; tc != nil {
+	if tc := p.r.opts.AgentTLS; tc != nil && !isSocket(p.key.addr) {
 		tc = tc.Clone()
 		if tc.ServerName == "" {
 			tc.ServerName = p.serverName
@@ -142,10 +143,8 @@ func (p *peer) run(ctx context.Context) {
 // session asks the agent who it is, claims its node and follows its events
 // until the stream breaks.
 func (p *peer) session(ctx context.Context, client observerpb.ObserverClient) error {
-	if p.r.opts.AgentTLS == nil {
-		if err := certs.CheckPlaintext(p.key.addr, p.r.opts.AllowInsecure); err != nil {
-			return err
-		}
+	if err := serve.CheckDial(p.key.addr, p.r.opts.AgentTLS != nil, p.r.opts.AllowInsecure); err != nil {
+		return err
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	nodes, err := client.GetNodes(cctx, &observerpb.GetNodesRequest{})

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,9 +35,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sextant/sextant/certs"
-	"github.com/sextant/sextant/observer/ring"
 	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/ring"
+	"github.com/sextant/sextant/serve"
 )
 
 // Defaults of Options.
@@ -168,16 +169,15 @@ func New(opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("no agent address given")
 	}
 	for _, a := range opts.Agents {
+		if isSocket(a) {
+			continue
+		}
 		host, port, err := net.SplitHostPort(a)
 		if err != nil || host == "" || port == "" {
-			return nil, fmt.Errorf("agent address %q: want host:port", a)
+			return nil, fmt.Errorf("agent address %q: want host:port or unix:///path", a)
 		}
-		// A host name may resolve to anything: plaintext to names other
-		// than localhost is refused up front, addresses again per dial.
-		if opts.AgentTLS == nil {
-			if err := certs.CheckPlaintext(a, opts.AllowInsecure); err != nil {
-				return nil, fmt.Errorf("agent %w", err)
-			}
+		if err := serve.CheckDial(a, opts.AgentTLS != nil, opts.AllowInsecure); err != nil {
+			return nil, fmt.Errorf("agent %w", err)
 		}
 	}
 	r := &Relay{
@@ -257,7 +257,7 @@ func (r *Relay) Stats() Stats {
 // watch keeps one peer per address target resolves to.
 func (r *Relay) watch(ctx context.Context, target string) {
 	host, port, _ := net.SplitHostPort(target) // validated by New
-	if _, err := netip.ParseAddr(host); err == nil {
+	if _, err := netip.ParseAddr(host); err == nil || isSocket(target) {
 		p := r.addPeer(ctx, peerKey{target, target}, host)
 		<-ctx.Done()
 		p.wait()
@@ -381,3 +381,6 @@ func (r *Relay) Nodes() []*observerpb.Node {
 	})
 	return out
 }
+
+// isSocket reports whether an agent address is a unix socket (unix:///path).
+func isSocket(addr string) bool { return strings.HasPrefix(addr, "unix://") }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sextant/sextant/certs"
+	"github.com/sextant/sextant/serve"
 )
 
 func dial(t *testing.T, addr string, creds credentials.TransportCredentials) observerpb.ObserverClient {
@@ -292,17 +293,19 @@ func waitConnected(t *testing.T, r *Relay, n uint32) {
 	t.Fatalf("connected nodes %v, want %d", r.Status().GetNumConnectedNodes(), n)
 }
 
-func TestPlaintextRefusedBeyondLoopback(t *testing.T) {
-	for _, a := range []string{"10.1.2.3:4244", "agents.example:4244"} {
-		if _, err := New(Options{Agents: []string{a}}); !errors.Is(err, certs.ErrPlaintext) {
+// Loopback is not authentication: plaintext to any TCP agent, loopback
+// included, needs explicit consent; unix sockets are secured by their mode.
+func TestPlaintextNeedsConsent(t *testing.T) {
+	for _, a := range []string{"10.1.2.3:4244", "agents.example:4244", "localhost:4244", "127.0.0.1:4244", "[::1]:4244"} {
+		if _, err := New(Options{Agents: []string{a}}); !errors.Is(err, serve.ErrPlaintext) {
 			t.Errorf("plaintext to %s: %v, want ErrPlaintext", a, err)
 		}
 		if _, err := New(Options{Agents: []string{a}, AllowInsecure: true}); err != nil {
 			t.Errorf("plaintext to %s allowed explicitly: %v", a, err)
 		}
 	}
-	if _, err := New(Options{Agents: []string{"localhost:4244", "127.0.0.1:4244", "[::1]:4244"}}); err != nil {
-		t.Errorf("loopback agents: %v", err)
+	if _, err := New(Options{Agents: []string{"unix:///var/run/sextant/observer.sock"}}); err != nil {
+		t.Errorf("agent on a unix socket: %v", err)
 	}
 	if _, err := New(Options{Agents: []string{"4244"}}); err == nil {
 		t.Error("agent address without host accepted")

@@ -18,11 +18,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant/sextant/agent"
 	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/observer"
 	"github.com/sextant/sextant/observer/hubble"
 	"github.com/sextant/sextant/observer/ring"
+	"github.com/sextant/sextant/serve"
 )
 
 func sextant(args ...string) (code int, stdout, stderr string) {
@@ -78,7 +78,7 @@ func TestObserveWithoutAgent(t *testing.T) {
 func serveObserver(t *testing.T, r *ring.Ring[*observerpb.GetFlowsResponse]) string {
 	t.Helper()
 	socket := filepath.Join(t.TempDir(), "observer.sock")
-	ln, err := agent.ListenUnix(socket, "")
+	ln, err := serve.Unix(socket, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,16 +16,6 @@ import (
 	"github.com/sextant/sextant/flow"
 )
 
-// Direction says which way bytes moved, seen from the observed process.
-type Direction uint8
-
-const (
-	Egress  Direction = iota // the process wrote the bytes
-	Ingress                  // the process read the bytes
-)
-
-func (d Direction) other() Direction { return d ^ 1 }
-
 // Names used in Exchange.Unknown (the flow.Flow fields they concern).
 const (
 	UnknownAuthority       = "authority"
@@ -42,10 +32,10 @@ const (
 
 // Exchange is one HTTP/1.x request with its response.
 type Exchange struct {
-	// RequestDir is the direction that carried the request: Egress means
-	// the observed process sent it (it is the client), Ingress that it
+	// RequestDir is the direction that carried the request: flow.Egress means
+	// the observed process sent it (it is the client), flow.Ingress that it
 	// received it (it is the server).
-	RequestDir Direction
+	RequestDir flow.Direction
 	Protocol   string // "HTTP/1.1" or "HTTP/1.0", from the request line (status line when no request was seen)
 
 	Method string
@@ -141,8 +131,8 @@ func (d *Decoder) Stats() Stats { return d.stats }
 func (d *Decoder) NewConn(emit func(*Exchange)) *Conn {
 	c := &Conn{d: d, emit: emit}
 	// A connection may be joined mid-message: wait for a start line.
-	c.dirs[Egress].mode = modeSync
-	c.dirs[Ingress].mode = modeSync
+	c.dirs[flow.Egress].mode = modeSync
+	c.dirs[flow.Ingress].mode = modeSync
 	return c
 }
 
@@ -191,7 +181,7 @@ type Conn struct {
 	dirs [2]dirState
 
 	rolesKnown bool
-	reqDir     Direction
+	reqDir     flow.Direction
 
 	queue []*pending // FIFO: responses pair with requests in order
 	// skip counts responses still to come for requests that were evicted
@@ -205,8 +195,8 @@ func (c *Conn) Pending() int { return len(c.queue) }
 
 // Feed decodes one read or write: head is its first min(total, 1024)
 // bytes, tail its last bytes when total > len(head). Inputs are not kept.
-func (c *Conn) Feed(dir Direction, t time.Time, head []byte, total uint32, tail []byte) {
-	if c.closed || dir > Ingress || total == 0 {
+func (c *Conn) Feed(dir flow.Direction, t time.Time, head []byte, total uint32, tail []byte) {
+	if c.closed || dir > flow.Ingress || total == 0 {
 		return
 	}
 	if uint64(len(head)) > uint64(total) {
@@ -228,8 +218,8 @@ func (c *Conn) Feed(dir Direction, t time.Time, head []byte, total uint32, tail 
 // side also ends every request still waiting for its response: the lost
 // records may have held responses, so pairing the next ones by order
 // could match them with the wrong request.
-func (c *Conn) Lost(dir Direction) {
-	if c.closed || dir > Ingress {
+func (c *Conn) Lost(dir flow.Direction) {
+	if c.closed || dir > flow.Ingress {
 		return
 	}
 	c.d.stats.Lost++
@@ -264,7 +254,7 @@ func (c *Conn) Close(t time.Time) {
 	if c.closed {
 		return
 	}
-	for dir := Egress; dir <= Ingress; dir++ {
+	for dir := flow.Egress; dir <= flow.Ingress; dir++ {
 		ds := &c.dirs[dir]
 		switch ds.mode {
 		case modeHeaders:
@@ -292,7 +282,7 @@ func (c *Conn) Close(t time.Time) {
 	c.closed = true
 }
 
-func (c *Conn) feed(dir Direction, t time.Time, v *view) {
+func (c *Conn) feed(dir flow.Direction, t time.Time, v *view) {
 	ds := &c.dirs[dir]
 	var off int64
 	for off < v.total {
@@ -382,7 +372,7 @@ func (c *Conn) feed(dir Direction, t time.Time, v *view) {
 // (a whole start line with a known method). Short reads that could begin
 // one are kept in ds.hdr until the line is whole or proves to be none; v
 // then goes on from there.
-func (c *Conn) resync(dir Direction, t time.Time, v *view) bool {
+func (c *Conn) resync(dir flow.Direction, t time.Time, v *view) bool {
 	ds := &c.dirs[dir]
 	if len(ds.hdr) > 0 {
 		joined := append(ds.hdr, v.head...)
@@ -411,7 +401,7 @@ func (c *Conn) resync(dir Direction, t time.Time, v *view) bool {
 
 // headers gathers a header block from v at off (a visible position) and
 // returns where this chunk's share of it ends.
-func (c *Conn) headers(dir Direction, t time.Time, v *view, off int64) int64 {
+func (c *Conn) headers(dir flow.Direction, t time.Time, v *view, off int64) int64 {
 	ds := &c.dirs[dir]
 	if off >= int64(len(v.head)) {
 		// cannot happen: blocks only start at visible bytes, later chunks
@@ -440,7 +430,7 @@ func (c *Conn) headers(dir Direction, t time.Time, v *view, off int64) int64 {
 }
 
 // parsed handles a complete header block of dir.
-func (c *Conn) parsed(dir Direction, t time.Time) {
+func (c *Conn) parsed(dir flow.Direction, t time.Time) {
 	ds := &c.dirs[dir]
 	defer func() { ds.hdr = ds.hdr[:0] }()
 	switch classifyStartLine(ds.hdr) {
@@ -473,7 +463,7 @@ func (c *Conn) parsed(dir Direction, t time.Time) {
 			c.malformed(dir)
 			return
 		}
-		c.setRoles(dir.other())
+		c.setRoles(dir.Other())
 		if h.status/100 == 1 && h.status != http.StatusSwitchingProtocols {
 			ds.mode = modeStart // informational: the final response follows
 			return
@@ -500,7 +490,7 @@ func (c *Conn) parsed(dir Direction, t time.Time) {
 }
 
 // body sets dir up for the body that follows a header block.
-func (c *Conn) body(dir Direction, f framing, t time.Time) {
+func (c *Conn) body(dir flow.Direction, f framing, t time.Time) {
 	ds := &c.dirs[dir]
 	switch {
 	case f.chunked:
@@ -517,14 +507,14 @@ func (c *Conn) body(dir Direction, f framing, t time.Time) {
 	}
 }
 
-func (c *Conn) setRoles(reqDir Direction) {
+func (c *Conn) setRoles(reqDir flow.Direction) {
 	if !c.rolesKnown {
 		c.rolesKnown, c.reqDir = true, reqDir
 	}
 }
 
 // request queues the exchange a request begins.
-func (c *Conn) request(dir Direction, h *head) *pending {
+func (c *Conn) request(dir flow.Direction, h *head) *pending {
 	c.setRoles(dir)
 	if len(c.queue) >= c.d.cfg.MaxPending {
 		old := c.queue[0]
@@ -587,19 +577,19 @@ func (c *Conn) response(h *head, start time.Time) *pending {
 }
 
 // end completes the message in progress on dir at t.
-func (c *Conn) end(dir Direction, t time.Time) {
+func (c *Conn) end(dir flow.Direction, t time.Time) {
 	c.finish(dir, t, true)
 	c.dirs[dir].mode = modeStart
 }
 
 // cut ends the message in progress on dir where it cannot be followed any
 // further: its size and end are unknown. dir waits for a start line.
-func (c *Conn) cut(dir Direction) {
+func (c *Conn) cut(dir flow.Direction) {
 	c.finish(dir, time.Time{}, false)
 	c.dirs[dir].mode = modeSync
 }
 
-func (c *Conn) finish(dir Direction, t time.Time, complete bool) {
+func (c *Conn) finish(dir flow.Direction, t time.Time, complete bool) {
 	ds := &c.dirs[dir]
 	p := ds.p
 	size, exact := ds.body, true
@@ -635,7 +625,7 @@ func (c *Conn) finish(dir Direction, t time.Time, complete bool) {
 
 // truncated reports the message whose header block on dir was cut short
 // with the part of it that is exact, and makes dir wait for a start line.
-func (c *Conn) truncated(dir Direction) {
+func (c *Conn) truncated(dir flow.Direction) {
 	ds := &c.dirs[dir]
 	ds.mode = modeSync
 	defer func() { ds.hdr = ds.hdr[:0] }()
@@ -666,7 +656,7 @@ func (c *Conn) truncated(dir Direction) {
 		p.reqDone = true
 		return
 	}
-	c.setRoles(dir.other())
+	c.setRoles(dir.Other())
 	if h.status/100 == 1 && h.status != http.StatusSwitchingProtocols {
 		return
 	}
@@ -682,7 +672,7 @@ func (c *Conn) truncated(dir Direction) {
 }
 
 // malformed drops the message on dir that net/http (or the framing) rejects.
-func (c *Conn) malformed(dir Direction) {
+func (c *Conn) malformed(dir flow.Direction) {
 	c.d.stats.Malformed++
 	ds := &c.dirs[dir]
 	ds.hdr = ds.hdr[:0]
@@ -692,7 +682,7 @@ func (c *Conn) malformed(dir Direction) {
 // upgrade stops decoding: the connection speaks another protocol now.
 func (c *Conn) upgrade(t time.Time) {
 	c.d.stats.Upgrades++
-	for dir := Egress; dir <= Ingress; dir++ {
+	for dir := flow.Egress; dir <= flow.Ingress; dir++ {
 		switch c.dirs[dir].mode {
 		case modeLength, modeChunked, modeClose:
 			c.end(dir, t)

@@ -363,6 +363,9 @@ func (e *Exporter) Close(ctx context.Context) error {
 	}
 }
 
+// QueueCapacity is how many sealed batches may wait in memory.
+func (e *Exporter) QueueCapacity() int { return cap(e.queue) }
+
 // Stats returns the counters.
 func (e *Exporter) Stats() Stats {
 	s := Stats{

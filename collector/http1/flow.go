@@ -1,13 +1,10 @@
-package collector
+package http1
 
-import (
-	"github.com/sextant/sextant/collector/http1"
-	"github.com/sextant/sextant/flow"
-)
+import "github.com/sextant/sextant/flow"
 
-// exchangeFlow turns an HTTP/1 exchange into a flow (addresses, process and
-// node are filled in by Collector.emit).
-func exchangeFlow(ex *http1.Exchange) *flow.Flow {
+// Flow is the exchange as a flow; the collector adds addresses, process
+// and node.
+func (ex *Exchange) Flow() *flow.Flow {
 	f := &flow.Flow{
 		Time:            ex.RequestStart,
 		Protocol:        ex.Protocol,
@@ -25,7 +22,7 @@ func exchangeFlow(ex *http1.Exchange) *flow.Flow {
 		Unknown:         ex.Unknown,
 		Observer:        flow.SideServer,
 	}
-	if ex.RequestDir == http1.Egress {
+	if ex.RequestDir == flow.Egress {
 		f.Observer = flow.SideClient
 	}
 	if !ex.ResponseStart.IsZero() {

@@ -1,4 +1,10 @@
-package agent
+// Package serve is where sextant's daemons answer: unix sockets readable by
+// their owner (and a named group), TCP only with mutual TLS unless the
+// operator explicitly accepts plaintext, and limits on every server (size,
+// streams, connections, idle time) so that a local user or a remote peer
+// can neither read what it may not nor exhaust the daemon. docs/security.md
+// states the trust model these enforce.
+package serve
 
 import (
 	"errors"
@@ -12,21 +18,14 @@ import (
 	"time"
 )
 
-// DefaultSocket is where the agent serves the Observer API and where
-// `sextant observe` connects by default.
-const DefaultSocket = "/var/run/sextant/observer.sock"
-
-// DefaultListen is the loopback TCP address of the Observer API, Hubble's
-// usual port.
-const DefaultListen = "127.0.0.1:4244"
-
-// ListenUnix listens on a unix socket at path, readable and writable by the
-// owner only (flows carry URLs and headers of every process on the host), or
+// Unix listens on a unix socket at path, readable and writable by the
+// owner only (flows carry URLs and headers of every process on the host;
+// history answers SQL), or
 // by the owner and group when group is set (a group name or gid). The parent
 // directory is created (0700, or 0750 with a group) when missing. A socket
 // file left behind by an agent that died is replaced; one that still
 // answers is not.
-func ListenUnix(path, group string) (net.Listener, error) {
+func Unix(path, group string) (net.Listener, error) {
 	gid := -1
 	if group != "" {
 		var err error
@@ -91,12 +90,12 @@ func removeStaleSocket(path string) error {
 		return fmt.Errorf("inspect %s: %w", path, err)
 	}
 	if fi.Mode().Type() != os.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket: remove it or choose another --socket", path)
+		return fmt.Errorf("%s exists and is not a socket: remove it or choose another socket path", path)
 	}
 	conn, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		conn.Close()
-		return fmt.Errorf("an agent is already listening on %s", path)
+		return fmt.Errorf("another process is already listening on %s", path)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("check existing socket %s: %w", path, err)
