@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/exporters/clickhouse"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/testbed"
 )
 

@@ -48,8 +48,10 @@ func TestOrder(t *testing.T) {
 		wantErr string
 	}{
 		{
-			name:   "start in order, stop in reverse after each Run ends",
-			stages: func(r *recorder) []Stage { return []Stage{r.stage("a", nil, nil), r.stage("b", nil, nil), r.stage("c", nil, nil)} },
+			name: "start in order, stop in reverse after each Run ends",
+			stages: func(r *recorder) []Stage {
+				return []Stage{r.stage("a", nil, nil), r.stage("b", nil, nil), r.stage("c", nil, nil)}
+			},
 			cancel: true,
 			want: []string{"start a", "start b", "start c", "ready",
 				"run-end c", "stop c", "run-end b", "stop b", "run-end a", "stop a"},
