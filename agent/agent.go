@@ -140,6 +140,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if api != nil {
 			api.server.Ready()
 		}
+		if metrics != nil {
+			metrics.ready.Store(true)
+		}
 		log.Info("observing", "node", cfg.Node, "probes_load_time", pr.p.LoadTime().Round(time.Millisecond))
 	}, stages...)
 	log.Info("stopped", "flows", coll.Stats().Flows)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync/atomic"
 
 	prom "github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -51,6 +52,9 @@ type agentMetrics struct {
 	also []prom.Collector
 	self *selfMetrics
 	http *serve.HTTP
+	// ready: /metrics answers 503 until every stage started, so that a
+	// scrape that succeeds means the probes are attached.
+	ready atomic.Bool
 }
 
 // newMetrics builds the exporter (nil when metrics are off).
@@ -84,13 +88,23 @@ func (m *agentMetrics) stage() stage.Stage {
 			if err != nil {
 				return fmt.Errorf("metrics: listen on %s: %w", m.cfg.Listen, err)
 			}
-			m.http = &serve.HTTP{Listener: serve.LimitConns(ln, 0), Handler: metricsHandler(m.reg, m.cfg.Pprof)}
+			m.http = &serve.HTTP{Listener: serve.LimitConns(ln, 0), Handler: m.gate(metricsHandler(m.reg, m.cfg.Pprof))}
 			m.log.Info("serving Prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 			return nil
 		},
 		Run:  func(ctx context.Context) error { return m.http.Run(ctx) },
 		Stop: func(ctx context.Context) error { return m.http.Stop(ctx) },
 	}
+}
+
+func (m *agentMetrics) gate(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "starting: the probes are not attached yet", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func metricsHandler(reg *prom.Registry, withPprof bool) http.Handler {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sextant/sextant/exporters/clickhouse"
 	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/route"
 	"github.com/sextant/sextant/testbed"
 )
 
@@ -89,7 +90,9 @@ const (
 
 func knownFlows(t0 time.Time) []*flow.Flow {
 	var out []*flow.Flow
+	routes, _ := route.New(nil, 0) // the agent's route stage
 	add := func(f *flow.Flow) {
+		routes.Enrich(f)
 		f.Time = t0.Add(time.Duration(len(out)/2) * 5 * time.Second) // one flow every 5 s: several minutes, several buckets
 		f.Node, f.Protocol, f.Scheme = "node-a", "HTTP/2", "http"
 		f.Destination = netip.MustParseAddrPort("10.0.1.1:8080")

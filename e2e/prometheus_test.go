@@ -12,7 +12,6 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -47,9 +46,21 @@ type promServer struct {
 }
 
 // startPrometheus runs Prometheus scraping target every second.
-func startPrometheus(t *testing.T, target string) *promServer {
+func startPrometheus(t *testing.T, targets ...string) *promServer {
 	t.Helper()
-	return &promServer{Prometheus: testbed.StartPrometheus(t, target), t: t}
+	return &promServer{Prometheus: testbed.StartPrometheus(t, targets...), t: t}
+}
+
+// valueErr evaluates an instant query of exactly one sample.
+func (p *promServer) valueErr(query string, at time.Time) (float64, error) {
+	s, err := p.Query(query, at)
+	if err != nil {
+		return 0, err
+	}
+	if len(s) != 1 {
+		return 0, fmt.Errorf("query %s: %d samples, want one", query, len(s))
+	}
+	return s[0].Float(), nil
 }
 
 func (p *promServer) get(path string, params url.Values, v any) {
@@ -159,8 +170,9 @@ type promCall struct {
 func TestPrometheusGoldenSignals(t *testing.T) {
 	testbed.RequireRoot(t)
 	testbed.PrometheusBinary(t)
-	bin := sextantBinary(t)
+	bin := testbed.Sextant(t)
 	tmp := t.TempDir()
+	cg := testbed.NewCgroup(t, "prometheus")
 
 	// The workload: an h2c server and a gRPC server in this process (the
 	// agent observes every process but itself).
@@ -186,16 +198,19 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 	gport := strconv.Itoa(gl.Addr().(*net.TCPAddr).Port)
 
 	metricsAddr := testbed.FreeAddr(t)
-	startDaemon(t, "agent", bin, "agent", "--node", "prom-e2e",
-		"--socket", filepath.Join(tmp, "agent.sock"), "--listen", "",
-		"--metrics-listen", metricsAddr, "--metrics-route", "/api/users/{id}",
+	testbed.StartDaemon(t, "agent", bin, "agent", "--node", "prom-e2e", "--cgroup", cg.Path,
+		"--socket", filepath.Join(tmp, "agent.sock"),
+		"--metrics-listen", metricsAddr, "--route", "/api/users/{id}",
 		"--log-level", "debug")
 	// /metrics answers once the probes are attached.
 	awaitMetrics(t, "http://"+metricsAddr+"/metrics")
 	prom := startPrometheus(t, metricsAddr)
 	prom.await(`up{job="sextant"}`, 1, 30*time.Second)
+	// The workload runs in this process, from now on in the only cgroup
+	// the agent observes (Prometheus, started before, is not in it).
+	cg.Join(t)
 
-	client := h2cClient(t)
+	client := testbed.H2CClient(t)
 	do := func(calls []promCall) error {
 		var wg sync.WaitGroup
 		errs := make(chan error, len(calls))
@@ -429,19 +444,6 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 }
 
 // awaitMetrics waits for the agent's /metrics to answer.
-// h2cClient is an HTTP/2 client without TLS (prior knowledge), closed with
-// the test.
-func h2cClient(t *testing.T) *http.Client {
-	c := &http.Client{Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}, Timeout: 30 * time.Second}
-	t.Cleanup(c.CloseIdleConnections)
-	return c
-}
 
 func awaitMetrics(t *testing.T, u string) {
 	t.Helper()

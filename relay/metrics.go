@@ -70,8 +70,10 @@ func newMetrics(r *Relay, export *exportStage) *relayMetrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		promexp.RingCollector(r.ring.Stats),
-		promexp.ExporterCollector("clickhouse", m.clickhouseQueue),
-		promexp.ExporterCollector("otlp", m.otlpQueue),
+		promexp.ExporterCollector(
+			promexp.Queue{Exporter: "clickhouse", Stats: m.clickhouseQueue},
+			promexp.Queue{Exporter: "otlp", Stats: m.otlpQueue},
+		),
 		promexp.ScrapeTime{
 			Descs: []*prom.Desc{mergedDesc, lateDesc, duplicatesDesc, heldDesc, nodesDesc, subDropDesc,
 				chWrittenDesc, chSpooledDesc, chReplayedDesc, chSpoolBatches, chSpoolBytes, otlpSentDesc, otlpFailedDesc, otlpErrorsDesc},
@@ -81,22 +83,22 @@ func newMetrics(r *Relay, export *exportStage) *relayMetrics {
 	return m
 }
 
-func (m *relayMetrics) clickhouseQueue() promexp.QueueStats {
+func (m *relayMetrics) clickhouseQueue() (promexp.QueueStats, bool) {
 	e := m.clickhouse.Load()
 	if e == nil {
-		return promexp.QueueStats{}
+		return promexp.QueueStats{}, false
 	}
 	s := e.Stats()
-	return promexp.QueueStats{Received: s.Exported, Dropped: s.Dropped, Queued: s.QueueBatches, Capacity: e.QueueCapacity()}
+	return promexp.QueueStats{Received: s.Exported, Dropped: s.Dropped, Queued: s.QueueBatches, Capacity: e.QueueCapacity()}, true
 }
 
-func (m *relayMetrics) otlpQueue() promexp.QueueStats {
+func (m *relayMetrics) otlpQueue() (promexp.QueueStats, bool) {
 	e := m.otel.Load()
 	if e == nil {
-		return promexp.QueueStats{}
+		return promexp.QueueStats{}, false
 	}
 	s := e.Stats()
-	return promexp.QueueStats{Received: s.Received, Dropped: s.Dropped, Queued: s.Queued, Capacity: s.QueueSize}
+	return promexp.QueueStats{Received: s.Received, Dropped: s.Dropped, Queued: s.Queued, Capacity: s.QueueSize}, true
 }
 
 func (m *relayMetrics) collect(ch chan<- prom.Metric) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/route"
 	"github.com/sextant/sextant/testbed"
 )
 
@@ -103,7 +104,10 @@ func testFlows(n int, t0 time.Time) []*flow.Flow {
 				f.GRPC.Message = "failed \"quoted\"\n"
 			}
 		}
+		testRoutes.Enrich(f) // the agent's route stage
 		out[i] = f
 	}
 	return out
 }
+
+var testRoutes, _ = route.New(nil, 0)

@@ -59,17 +59,33 @@ type QueueStats struct {
 	Capacity int    // of the queue, same unit
 }
 
-// ExporterCollector reports one exporter's queue as sextant_exporter_*
-// with exporter=name.
-func ExporterCollector(name string, stats func() QueueStats) prom.Collector {
+// Queue names an exporter and reads its queue (ok false while it is not
+// running: nothing is reported for it then).
+type Queue struct {
+	Exporter string
+	Stats    func() (s QueueStats, ok bool)
+}
+
+// ExporterCollector reports exporters' queues as sextant_exporter_* with
+// exporter=<name>.
+func ExporterCollector(queues ...Queue) prom.Collector {
 	return ScrapeTime{
 		Descs: []*prom.Desc{queueLengthDesc, queueCapacityDesc, droppedDesc, exportedDesc},
 		Read: func(ch chan<- prom.Metric) {
-			s := stats()
-			ch <- prom.MustNewConstMetric(queueLengthDesc, prom.GaugeValue, float64(s.Queued), name)
-			ch <- prom.MustNewConstMetric(queueCapacityDesc, prom.GaugeValue, float64(s.Capacity), name)
-			ch <- prom.MustNewConstMetric(droppedDesc, prom.CounterValue, float64(s.Dropped), name)
-			ch <- prom.MustNewConstMetric(exportedDesc, prom.CounterValue, float64(s.Received), name)
+			for _, q := range queues {
+				s, ok := q.Stats()
+				if !ok {
+					continue
+				}
+				collectQueue(ch, q.Exporter, s)
+			}
 		},
 	}
+}
+
+func collectQueue(ch chan<- prom.Metric, name string, s QueueStats) {
+	ch <- prom.MustNewConstMetric(queueLengthDesc, prom.GaugeValue, float64(s.Queued), name)
+	ch <- prom.MustNewConstMetric(queueCapacityDesc, prom.GaugeValue, float64(s.Capacity), name)
+	ch <- prom.MustNewConstMetric(droppedDesc, prom.CounterValue, float64(s.Dropped), name)
+	ch <- prom.MustNewConstMetric(exportedDesc, prom.CounterValue, float64(s.Received), name)
 }

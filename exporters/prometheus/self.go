@@ -33,10 +33,8 @@ func (c *selfCollector) Describe(ch chan<- *prom.Desc) {
 
 func (c *selfCollector) Collect(ch chan<- prom.Metric) {
 	e := c.e
-	ExporterCollector("prometheus", func() QueueStats {
-		length, capacity, dropped := e.QueueStats()
-		return QueueStats{Received: e.exported.Load(), Dropped: dropped, Queued: length, Capacity: capacity}
-	}).Collect(ch)
+	length, capacity, dropped := e.QueueStats()
+	collectQueue(ch, "prometheus", QueueStats{Received: e.exported.Load(), Dropped: dropped, Queued: length, Capacity: capacity})
 	ch <- prom.MustNewConstMetric(seriesLimitDesc, prom.GaugeValue, float64(e.httpFams[0].limit))
 	report := func(names []string, series int64, overflowed uint64) {
 		for _, n := range names {

@@ -1,4 +1,4 @@
-package agent_test
+package e2e
 
 import (
 	"bufio"
@@ -8,12 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,96 +19,62 @@ import (
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/sextant/sextant/certs"
 	"github.com/sextant/sextant/testbed"
 )
 
-// repoRoot is the main module's directory.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
+// agentDaemon is a `sextant agent` process of a test, scoped to the
+// test's cgroup.
+type agentDaemon struct {
+	*testbed.Daemon
+	socket string // unix:///… of its Observer API
+	tcp    string // its mTLS address, when started with certificates
 }
 
-// build builds the sextant CLI into a temporary directory and returns its
-// path and that of the stock hubble CLI, built from tools/hubble into
-// bin/hubble unless `go tool task tools` already did.
-func build(t *testing.T) (sextant, hubble string) {
+// startAgent runs `sextant agent` for node, observing only cgroup cg, on a
+// private socket (plus mTLS TCP with the certificates in certDir when
+// set), and waits until it answers, which proves the probes are attached.
+func startAgent(t *testing.T, node string, cg *testbed.Cgroup, certDir string, extra ...string) *agentDaemon {
 	t.Helper()
-	root := repoRoot(t)
-	sextant = filepath.Join(t.TempDir(), "sextant")
-	cmd := exec.Command("go", "build", "-o", sextant, "./cmd/sextant")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/sextant: %v\n%s", err, out)
+	tmp := t.TempDir()
+	a := &agentDaemon{socket: "unix://" + filepath.Join(tmp, "observer.sock")}
+	args := []string{"agent", "--node", node, "--cgroup", cg.Path, "--socket", strings.TrimPrefix(a.socket, "unix://"),
+		"--metrics-listen", "", "--log-level", "debug"}
+	if certDir != "" {
+		a.tcp = testbed.FreeAddr(t)
+		f := certs.ServerFiles(certDir)
+		args = append(args, "--listen", a.tcp, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA)
 	}
-	hubble = filepath.Join(root, "bin", "hubble")
-	if _, err := os.Stat(hubble); err != nil {
-		t.Log("building the hubble CLI from tools/hubble (takes a few minutes once)")
-		cmd := exec.Command("go", "build", "-o", hubble, "github.com/cilium/cilium/hubble")
-		cmd.Dir = filepath.Join(root, "tools", "hubble")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build hubble CLI in tools/hubble: %v\n%s", err, out)
+	a.Daemon = testbed.StartDaemon(t, "agent "+node, testbed.Sextant(t), append(args, extra...)...)
+	hubble := testbed.Hubble(t)
+	a.Await("agent answering", 90*time.Second, func() error {
+		out, err := exec.Command(hubble, "status", "--server", a.socket).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("hubble status: %v: %s", err, out)
 		}
-	}
-	return sextant, hubble
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// startAgent runs `sextant agent` and waits until `hubble status` reports
-// it healthy, which proves the probes are attached.
-func startAgent(t *testing.T, sextant, hubble, socket, listen string) {
-	t.Helper()
-	var logs bytes.Buffer
-	agent := exec.Command(sextant, "agent", "--node", "e2e-node", "--socket", socket, "--listen", listen, "--log-level", "debug")
-	agent.Stdout, agent.Stderr = &logs, &logs
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- agent.Wait() }()
-	t.Cleanup(func() {
-		agent.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("agent exit: %v\n%s", err, logs.String())
-			}
-		case <-time.After(30 * time.Second):
-			agent.Process.Kill()
-			t.Errorf("agent did not stop within 30s of SIGTERM\n%s", logs.String())
+		if !strings.Contains(string(out), "Healthcheck") || !strings.Contains(string(out), "Ok") {
+			t.Fatalf("hubble status:\n%s", out)
 		}
+		return nil
 	})
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		out, err := exec.Command(hubble, "status", "--server", "unix://"+socket).CombinedOutput()
-		if err == nil {
-			if !strings.Contains(string(out), "Healthcheck") || !strings.Contains(string(out), "Ok") {
-				t.Fatalf("hubble status:\n%s", out)
-			}
-			return
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("agent exited: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hubble status still failing after 90s: %v\n%s\nagent:\n%s", err, out, logs.String())
-		}
-		time.Sleep(200 * time.Millisecond)
+	return a
+}
+
+// devCerts writes a development CA and certificates (sextant certs).
+func devCerts(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := certs.Generate(dir, certs.GenerateOptions{}); err != nil {
+		t.Fatal(err)
 	}
+	return dir
+}
+
+// hubbleTLS are the hubble CLI's flags for mTLS with the certificates of dir.
+func hubbleTLS(dir string) []string {
+	f := certs.ClientFiles(dir)
+	return []string{"--tls", "--tls-server-name", "localhost", "--tls-ca-cert-files", f.CA,
+		"--tls-client-cert-file", f.Cert, "--tls-client-key-file", f.Key}
 }
 
 // h2cServer serves /e2e/… over cleartext HTTP/2: /e2e/fail… answers 500,
@@ -135,12 +99,6 @@ func h2cServer(t *testing.T) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
-}
-
-func h2cClient() *http.Client {
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: &protocols}, Timeout: 10 * time.Second}
 }
 
 func get(t *testing.T, c *http.Client, url string) {
@@ -216,15 +174,19 @@ func summarize(events []*observerpb.GetFlowsResponse) map[seen]int {
 // --last, --follow and status.
 func TestObserverAPIWithHubbleCLI(t *testing.T) {
 	testbed.RequireRoot(t)
-	sextant, hubble := build(t)
-	socket := filepath.Join(t.TempDir(), "observer.sock")
-	listen := freePort(t)
-	startAgent(t, sextant, hubble, socket, listen)
-	server := "unix://" + socket
+	sextant, hubble := testbed.Sextant(t), testbed.Hubble(t)
+	// The workload runs in this process: in a cgroup of its own, the only
+	// one the agent observes.
+	cg := testbed.NewCgroup(t, "hubble")
+	cg.Join(t)
+	dir := devCerts(t)
+	a := startAgent(t, "e2e-node", cg, dir)
+	server, listen := a.socket, a.tcp
+	tlsArgs := hubbleTLS(dir)
 
 	addr := h2cServer(t)
 	base := "http://" + addr
-	c := h2cClient()
+	c := testbed.H2CClient(t)
 	for range 3 {
 		get(t, c, base+"/e2e/ok")
 	}
@@ -277,8 +239,9 @@ func TestObserverAPIWithHubbleCLI(t *testing.T) {
 		}
 	}
 
-	// Compact output over TCP, with the field mask hubble sends; --last.
-	compact := strings.Split(strings.TrimSpace(string(run(t, hubble, "observe", "--server", listen, "--last", "3", "--http-path", "^/e2e/ok$"))), "\n")
+	// Compact output over TCP with mTLS, with the field mask hubble
+	// sends; --last.
+	compact := strings.Split(strings.TrimSpace(string(run(t, hubble, append([]string{"observe", "--server", listen, "--last", "3", "--http-path", "^/e2e/ok$"}, tlsArgs...)...))), "\n")
 	if len(compact) != 3 {
 		t.Fatalf("hubble observe --last 3: %d lines:\n%s", len(compact), strings.Join(compact, "\n"))
 	}
@@ -289,8 +252,8 @@ func TestObserverAPIWithHubbleCLI(t *testing.T) {
 		}
 	}
 
-	// hubble status over TCP.
-	status := string(run(t, hubble, "status", "--server", listen))
+	// hubble status over TCP (mTLS).
+	status := string(run(t, hubble, append([]string{"status", "--server", listen}, tlsArgs...)...))
 	if !strings.Contains(status, "Healthcheck") || !strings.Contains(status, "Ok") || !strings.Contains(status, "Flows") {
 		t.Fatalf("hubble status:\n%s", status)
 	}
