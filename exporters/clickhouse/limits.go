@@ -196,7 +196,12 @@ func writeEngineConfig(dir string, databases []string) (string, error) {
 </clickhouse>
 `
 	configFile := filepath.Join(dir, "sextant-config.xml")
+	// The flows history is for root (the engine creates its files 0644
+	// under this directory).
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("chDB: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
 		return "", fmt.Errorf("chDB: %w", err)
 	}
 	for name, body := range map[string]string{usersFile: users, configFile: config} {

@@ -18,7 +18,7 @@ import (
 
 // ErrNotReadOnly is returned (wrapped in a *RefusedError) for statements
 // the query path refuses.
-var ErrNotReadOnly = errors.New("only one SELECT statement on the flows database is allowed")
+var ErrNotReadOnly = errors.New("only one read-only SELECT on the flows database is allowed")
 
 // RefusedError says what part of a statement the sandbox refused.
 type RefusedError struct {
