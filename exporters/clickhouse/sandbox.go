@@ -144,19 +144,18 @@ func (p *policy) checkFunction(name string) error {
 	if why, denied := p.functionDenied(name); denied {
 		return refused("function %s (%s)", name, why)
 	}
-	// A table function name in an expression (x IN url(…)) would be run as
-	// a table function.
-	if p.isTableFunction(name) && !allowedTableFunctions[name] && !p.ordinaryTableFunctionName(name) {
+	// A table function's name is refused in expressions too (x IN
+	// url(…)): whether the engine would run it as a table function there
+	// is not for the check to guess.
+	if p.isTableFunction(name) && !allowedTableFunctions[name] && !ordinaryTableFunctions[name] {
 		return refused("table function %s", name)
 	}
 	return nil
 }
 
-// ordinaryTableFunctionName: names that are both a harmless ordinary
-// function and a table function (format, fuzzQuery).
-func (p *policy) ordinaryTableFunctionName(name string) bool {
-	return name == "format" || name == "fuzzQuery"
-}
+// ordinaryTableFunctions are harmless ordinary functions that share their
+// name with a table function.
+var ordinaryTableFunctions = map[string]bool{"format": true, "fuzzQuery": true}
 
 func (p *policy) isTableFunction(name string) bool {
 	return p.tableFunctions[strings.ToLower(name)]
@@ -288,6 +287,9 @@ func (p *policy) checkNode(n, parent *astNode) error {
 	case "SelectWithUnionQuery":
 		// ExpressionList of the selects, then INTO OUTFILE (a Literal),
 		// SETTINGS (Set), FORMAT (an Identifier).
+		if len(n.children) == 0 || n.children[0].typ != "ExpressionList" {
+			return refused("SELECT without a select list")
+		}
 		for _, c := range n.children[1:] {
 			switch c.typ {
 			case "Literal":
@@ -311,16 +313,12 @@ func (p *policy) checkNode(n, parent *astNode) error {
 		} else if err := p.checkFunction(n.name); err != nil {
 			return err
 		}
+		// x IN db.table names a table (a function there is checked as
+		// every function is).
 		if inFunctions[n.name] && len(n.children) == 1 && len(n.children[0].children) == 2 {
-			set := n.children[0].children[1]
-			switch set.typ {
-			case "Identifier": // x IN db.table
+			if set := n.children[0].children[1]; set.typ == "Identifier" {
 				if err := p.checkTable(set.name); err != nil {
 					return err
-				}
-			case "Function": // x IN numbers(10): a table function
-				if !allowedTableFunctions[set.name] && p.isTableFunction(set.name) {
-					return refused("table function %s", set.name)
 				}
 			}
 		}

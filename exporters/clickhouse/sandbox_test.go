@@ -345,6 +345,29 @@ func TestParseAST(t *testing.T) {
 	}
 }
 
+// checkAST on trees no engine printed: it refuses, it does not panic.
+func TestCheckASTForged(t *testing.T) {
+	p := newPolicy("sextant")
+	p.tableFunctions["file"] = true
+	for dump, want := range map[string]string{
+		"SelectWithUnionQuery":                                                             "without a select list",
+		"SelectWithUnionQuery (children 1)\n Literal 1":                                    "without a select list",
+		"SelectWithUnionQuery (children 2)\n ExpressionList\n Set":                         "SETTINGS clause",
+		"SelectWithUnionQuery (children 1)\n ExpressionList (children 1)\n  Function file": "function file",
+		"SelectWithUnionQuery (children 1)\n ExpressionList (children 1)\n  Whatever":      "syntax Whatever",
+		"InsertQuery":   "Insert statement",
+		"DescribeQuery": "DESCRIBE of anything but a table",
+	} {
+		root, err := parseAST(dump)
+		if err != nil {
+			t.Fatalf("%q: %v", dump, err)
+		}
+		if err := p.checkAST(root); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want …%s…", dump, err, want)
+		}
+	}
+}
+
 func TestLexSQL(t *testing.T) {
 	toks, err := lexSQL("SELECT 'a''b\\'c', `q``r`, \"s\" -- x\n/* y */ 1e-5 FROM t;")
 	if err != nil {
