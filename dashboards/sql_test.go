@@ -90,9 +90,7 @@ const (
 
 func knownFlows(t0 time.Time) []*flow.Flow {
 	var out []*flow.Flow
-	routes, _ := route.New(nil, 0) // the agent's route stage
 	add := func(f *flow.Flow) {
-		routes.Enrich(f)
 		f.Time = t0.Add(time.Duration(len(out)/2) * 5 * time.Second) // one flow every 5 s: several minutes, several buckets
 		f.Node, f.Protocol, f.Scheme = "node-a", "HTTP/2", "http"
 		f.Destination = netip.MustParseAddrPort("10.0.1.1:8080")
@@ -134,6 +132,14 @@ func knownFlows(t0 time.Time) []*flow.Flow {
 		f.GRPC = &flow.GRPC{Service: "helloworld.Greeter", Method: "SayHello", Status: &st, StatusSource: "trailers", Message: msg,
 			RequestMessages: 2, ResponseMessages: 3}
 		add(f)
+	}
+	// The agent's route stage names the route.
+	router, err := route.New(nil, 0)
+	if err != nil {
+		panic(err)
+	}
+	for _, f := range out {
+		router.Enrich(f)
 	}
 	return out
 }
@@ -239,7 +245,7 @@ func runSQL(t *testing.T, store clickhouse.Store, sql string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := store.Query(ctx, sql)
+	res, err := store.Query(ctx, sql, 0)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, sql)
 	}

@@ -34,6 +34,11 @@ type StoreConfig struct {
 	Database string `yaml:"database"`
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
+	// QueryUsername runs `sextant query` statements on a server: a user
+	// with the restricted profile of docs/clickhouse.md. Without one the
+	// writer runs them with readonly=1 and the limits as settings.
+	QueryUsername string `yaml:"queryUsername"`
+	QueryPassword string `yaml:"queryPassword"`
 	// DataDir holds the embedded engine's data and the spool of batches
 	// waiting for an unreachable server (default /var/lib/sextant).
 	DataDir string `yaml:"dataDir"`
@@ -97,6 +102,7 @@ func (s *storeStage) open(ctx context.Context) (clickhouse.Store, error) {
 	case StoreServer:
 		st, err := clickhouse.OpenNative(clickhouse.NativeConfig{
 			Addr: s.cfg.Addr, Database: s.cfg.Database, Username: s.cfg.Username, Password: s.cfg.Password, Retention: s.cfg.Retention,
+			QueryUser: s.cfg.QueryUsername, QueryPassword: s.cfg.QueryPassword,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("clickhouse %s: %w", s.cfg.Addr, err)

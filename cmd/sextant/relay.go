@@ -81,7 +81,8 @@ and, with mTLS, on TCP. Plaintext TCP, loopback included, needs
 
 	f.StringVar(&cfg.Store.Kind, "store", relay.StoreAuto, "flow history: embedded (chDB in this process, fetched once, ~570 MB), clickhouse (a server, --clickhouse-addr) or none (default: clickhouse when --clickhouse-addr is set, else embedded)")
 	f.StringVar(&cfg.Store.Addr, "clickhouse-addr", "", "ClickHouse server for flow history (native protocol, host:9000)")
-	f.StringVar(&cfg.Store.Username, "clickhouse-user", "", "ClickHouse user (default: default)")
+	f.StringVar(&cfg.Store.Username, "clickhouse-user", "", "ClickHouse user that writes the flow history (default: default); its password comes from the configuration file")
+	f.StringVar(&cfg.Store.QueryUsername, "clickhouse-query-user", "", "ClickHouse user that runs 'sextant query' statements, with the restricted profile of docs/clickhouse.md")
 	f.StringVar(&cfg.Store.DataDir, "data-dir", relay.DefaultDataDir, "where the embedded store and the ClickHouse spool live")
 	f.DurationVar(&cfg.Store.Retention, "retention", relay.DefaultRetention, "how long flow history is kept (TTL; modern ClickHouse and the embedded store)")
 	f.StringVar(&cfg.Store.Query.Socket, "query-socket", relay.DefaultQuerySocket, "unix socket answering 'sextant query' (mode 0600, 0660 with --socket-group)")
