@@ -34,6 +34,10 @@ type MetricsConfig struct {
 	// exporters/prometheus.Config).
 	MaxSeries int `yaml:"maxSeries"`
 	QueueSize int `yaml:"queueSize"`
+	// Exemplars exposes the trace ids of traceparent headers as exemplars
+	// (a header value: off by default, /metrics is readable by whoever
+	// reaches it).
+	Exemplars bool `yaml:"exemplars"`
 	// Pprof also serves Go's profiles under /debug/pprof/ on the same
 	// address: where the agent's CPU and memory go, on a live node.
 	Pprof bool `yaml:"pprof"`
@@ -66,7 +70,7 @@ func newMetrics(cfg MetricsConfig, log *slog.Logger) (*agentMetrics, error) {
 	// Every series says which daemon it comes from: the relay reports its
 	// pipeline with the same families.
 	labelled := prom.WrapRegistererWith(prom.Labels{"component": "agent"}, reg)
-	exp, err := promexp.New(promexp.Config{MaxSeries: cfg.MaxSeries, QueueSize: cfg.QueueSize, Registerer: labelled})
+	exp, err := promexp.New(promexp.Config{MaxSeries: cfg.MaxSeries, QueueSize: cfg.QueueSize, Exemplars: cfg.Exemplars, Registerer: labelled})
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}

@@ -13,7 +13,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -81,7 +80,7 @@ type runningAgent struct {
 	childEvents, childDrops, childGaps uint64
 
 	metricsURL string     // binary agent: its /metrics
-	apiPort    int        // binary agent: Observer API on TCP (for a relay), 0 if none
+	socket     string     // binary agent: its Observer API (for a relay)
 	relay      *relayProc // modeFull
 	before     snapshot
 }
@@ -97,14 +96,8 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 			return nil, err
 		}
 		ra.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
-		listen := ""
-		if withRelay {
-			if ra.apiPort, err = freePort(); err != nil {
-				return nil, err
-			}
-			listen = fmt.Sprintf("127.0.0.1:%d", ra.apiPort)
-		}
-		args := append([]string{"agent", "--socket", socket, "--listen", listen,
+		ra.socket = socket
+		args := append([]string{"agent", "--socket", socket,
 			"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, a.flags...)
 		if m == modeMetricsOnly {
 			args = append(args, "--metrics-only")
@@ -159,7 +152,7 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 			ra.stop()
 			return nil, fmt.Errorf("mode %s needs the sextant binary (-agent), not inproc", m)
 		}
-		rp, err := startRelay(ctx, a.binary, dir, ra.apiPort, m == modeExporters)
+		rp, err := startRelay(ctx, a.binary, dir, ra.socket, m == modeExporters)
 		if err != nil {
 			ra.stop()
 			return nil, err
@@ -542,34 +535,13 @@ func runChildAgent(discard bool) error {
 	c := collector.New(collector.Config{Node: "bench"}, func(*flow.Flow) { flows.Add(1) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// Handle and Tick must not run concurrently: one mutex, like the agent's
-	// single decode loop.
-	var mu sync.Mutex
 	done := make(chan error, 1)
 	go func() {
 		if discard {
-			done <- p.Run(ctx, func(*probes.Event) {})
+			done <- p.Run(ctx, func(ev *probes.Event) { ev.Release() })
 			return
 		}
-		done <- p.Run(ctx, func(ev *probes.Event) {
-			mu.Lock()
-			c.Handle(ev)
-			mu.Unlock()
-		})
-	}()
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				mu.Lock()
-				c.Tick(now)
-				mu.Unlock()
-			}
-		}
+		done <- c.Run(ctx, p) // the agent's own drive loop
 	}()
 	fmt.Println("READY")
 	// Stdin: "count" asks for the flow count; EOF (or SIGTERM) ends.
@@ -593,9 +565,7 @@ func runChildAgent(discard bool) error {
 			if line == "count" {
 				st := p.Stats()
 				drops := st.Lost()
-				mu.Lock()
 				gaps := c.Stats().SeqGaps
-				mu.Unlock()
 				fmt.Printf("FLOWS %d EVENTS %d DROPS %d GAPS %d\n", flows.Load(), st.Events, drops, gaps)
 			}
 		case <-term:

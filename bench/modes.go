@@ -161,20 +161,20 @@ type relayProc struct {
 // (exporters), in a data directory of its own so that no run inherits the
 // flows of an earlier one. The store's library is the one `sextant relay`
 // finds itself (CHDB_LIB_PATH or ~/.cache/sextant/chdb).
-func startRelay(ctx context.Context, binary, dir string, agentPort int, embedded bool) (*relayProc, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+func startRelay(ctx context.Context, binary, dir, agentSocket string, embedded bool) (*relayProc, error) {
 	dataDir, err := os.MkdirTemp(dir, "relay-")
 	if err != nil {
 		return nil, err
 	}
+	store := "none"
+	if embedded {
+		store = "embedded"
+	}
+	socket := filepath.Join(dataDir, "relay.sock")
 	cmd := exec.Command(binary, "relay",
-		"--agent", fmt.Sprintf("127.0.0.1:%d", agentPort),
-		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--query-listen", "", fmt.Sprintf("--embedded-store=%t", embedded), "--data-dir", dataDir,
-		"--log-level", "warn")
+		"--agent", "unix://"+agentSocket, "--socket", socket,
+		"--query-socket", filepath.Join(dataDir, "query.sock"), "--store", store, "--data-dir", dataDir,
+		"--metrics-listen", "", "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -182,7 +182,7 @@ func startRelay(ctx context.Context, binary, dir string, agentPort int, embedded
 	}
 	rp := &relayProc{cmd: cmd, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(rp.exited) }()
-	rp.conn, err = grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	rp.conn, err = grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		rp.stop()
 		return nil, err

@@ -32,7 +32,7 @@ type pipeline struct {
 	probes *probes.Probes
 	coll   *collector.Collector
 
-	mu    sync.Mutex // serialises Handle (single-goroutine) with Stats and flows
+	mu    sync.Mutex // guards flows and records
 	flows []*flow.Flow
 	// records of every connection, to show what the kernel sent when a
 	// flow comes out wrong.
@@ -54,40 +54,17 @@ func startPipelineWith(t *testing.T, cfg collector.Config) *pipeline {
 		t.Fatalf("load probes: %v", err)
 	}
 	pl := &pipeline{t: t, probes: p, done: make(chan error, 1), records: map[uint64][]*probes.Event{}}
-	// out runs inside Handle, i.e. with pl.mu held.
-	pl.coll = collector.New(cfg, func(f *flow.Flow) { pl.flows = append(pl.flows, f) })
+	pl.coll = collector.New(cfg, func(f *flow.Flow) {
+		pl.mu.Lock()
+		pl.flows = append(pl.flows, f)
+		pl.mu.Unlock()
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	pl.cancel = cancel
-	go func() {
-		pl.done <- p.Run(ctx, func(ev *probes.Event) {
-			pl.mu.Lock()
-			rec := *ev // a copy: the collector owns ev
-			pl.records[ev.ConnID] = append(pl.records[ev.ConnID], &rec)
-			pl.coll.Handle(ev)
-			pl.mu.Unlock()
-		})
-	}()
-	// The collector holds records for a short reorder window; Tick releases
-	// them when no newer record comes along (and sweeps dead processes).
-	ticked := make(chan struct{})
-	go func() {
-		defer close(ticked)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				pl.mu.Lock()
-				pl.coll.Tick(now)
-				pl.mu.Unlock()
-			}
-		}
-	}()
+	// The agent's own drive loop, with a tap that keeps every record.
+	go func() { pl.done <- pl.coll.Run(ctx, tap{p, pl.keep}) }()
 	t.Cleanup(func() {
 		cancel()
-		<-ticked
 		select {
 		case err := <-pl.done:
 			if err != nil && !errors.Is(err, context.Canceled) {
@@ -98,7 +75,7 @@ func startPipelineWith(t *testing.T, cfg collector.Config) *pipeline {
 		}
 		st := p.Stats()
 		t.Logf("probes stats: events=%d invalid=%d drops=%v", st.Events, st.Invalid, st.Drops)
-		t.Logf("collector stats: %+v", pl.collectorStats())
+		t.Logf("collector stats: %+v", pl.coll.Stats())
 		if err := p.Close(); err != nil {
 			t.Errorf("close probes: %v", err)
 		}
@@ -117,10 +94,28 @@ func (pl *pipeline) requireRunning() {
 	}
 }
 
-func (pl *pipeline) collectorStats() collector.Stats {
+func (pl *pipeline) collectorStats() collector.Stats { return pl.coll.Stats() }
+
+// keep copies a record (the collector owns ev) to show what the kernel
+// sent when a flow comes out wrong.
+func (pl *pipeline) keep(ev *probes.Event) {
+	rec := *ev
 	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	return pl.coll.Stats()
+	pl.records[ev.ConnID] = append(pl.records[ev.ConnID], &rec)
+	pl.mu.Unlock()
+}
+
+// tap is a collector.Source that shows every record to see first.
+type tap struct {
+	src collector.Source
+	see func(*probes.Event)
+}
+
+func (t tap) Run(ctx context.Context, sink func(*probes.Event)) error {
+	return t.src.Run(ctx, func(ev *probes.Event) {
+		t.see(ev)
+		sink(ev)
+	})
 }
 
 // matching returns the flows (so far) that keep says belong to the workload.

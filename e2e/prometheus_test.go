@@ -200,7 +200,7 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 	metricsAddr := testbed.FreeAddr(t)
 	testbed.StartDaemon(t, "agent", bin, "agent", "--node", "prom-e2e", "--cgroup", cg.Path,
 		"--socket", filepath.Join(tmp, "agent.sock"),
-		"--metrics-listen", metricsAddr, "--route", "/api/users/{id}",
+		"--metrics-listen", metricsAddr, "--route", "/api/users/{id}", "--metrics-exemplars",
 		"--log-level", "debug")
 	// /metrics answers once the probes are attached.
 	awaitMetrics(t, "http://"+metricsAddr+"/metrics")

@@ -61,6 +61,7 @@ Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
 	f.IntVar(&cfg.Observer.RingSize, "ring-size", ring.DefaultCapacity, "number of recent events kept in memory (two per exchange)")
 	f.StringArrayVar(&cfg.Routes, "route", nil, "route template tried before automatic collapsing, e.g. '/api/users/{id}': names http_route in metrics, spans and flow history (repeatable; see docs/metrics.md)")
 	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", agent.DefaultMetricsListen, "serve Prometheus metrics on http://<this address>/metrics ('' for none)")
+	f.BoolVar(&cfg.Metrics.Exemplars, "metrics-exemplars", false, "attach traceparent trace ids to latency observations as exemplars (header values: readable by whoever reaches --metrics-listen)")
 	f.BoolVar(&cfg.Metrics.Pprof, "pprof", false, "also serve Go profiles on --metrics-listen under /debug/pprof/ (readable by whoever reaches that address)")
 	f.IntVar(&cfg.Metrics.MaxSeries, "metrics-max-series", 2000, "series limit per metric; beyond it observations go to an _overflow_ series")
 	f.StringVar(&logLevel, "log-level", logLevel, "log level: debug, info, warn or error (debug adds a status line every 10s)")
