@@ -85,7 +85,7 @@ func (p *peer) settle() {
 }
 
 func (p *peer) run(ctx context.Context) {
-	log := p.r.log.With("agent", p.key.target, "address", p.key.addr)
+	log := p.r.log.With("agent", p.key.target, "addr", p.key.addr)
 	// A unix socket is secured by its mode, TCP by mTLS.
 	creds := insecure.NewCredentials()
 	if tc := p.r.opts.AgentTLS; tc != nil && !isSocket(p.key.addr) {
@@ -103,7 +103,7 @@ func (p *peer) run(ctx context.Context) {
 		}))
 	if err != nil {
 		// Only a malformed target gets here; New validated it.
-		log.Error("agent client", "error", err)
+		log.Error("agent client", "err", err)
 		return
 	}
 	defer conn.Close()
@@ -121,10 +121,10 @@ func (p *peer) run(ctx context.Context) {
 		// Say it once per outage (and when the reason changes), not on
 		// every retry.
 		if msg := err.Error(); msg != lastErr || time.Since(began) > p.r.opts.BackoffMax {
-			log.Warn("agent unavailable", "error", err, "retry_in", delay)
+			log.Warn("agent unavailable", "err", err, "retry_in", delay)
 			lastErr = msg
 		} else {
-			log.Debug("agent still unavailable", "error", err, "retry_in", delay)
+			log.Debug("agent still unavailable", "err", err, "retry_in", delay)
 		}
 		// A session that lasted proves the agent healthy: start the
 		// backoff over rather than punish the next failure.
@@ -278,7 +278,7 @@ func (r *Relay) setConnected(n *node, p *peer, up bool) {
 	}
 	n.state, n.stateSince = state, time.Now()
 	r.mu.Unlock()
-	r.log.Info("agent state", "node", n.name, "address", p.key.addr, "state", state)
+	r.log.Info("agent state", "node", n.name, "addr", p.key.addr, "state", state)
 	// The merger must hear of it even when the relay is stopping, or it
 	// could wait for a node that is gone; it drains r.in until then.
 	r.in <- arrival{node: n, state: state}

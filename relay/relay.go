@@ -277,7 +277,7 @@ func (r *Relay) watch(ctx context.Context, target string) {
 			}
 			// Keep the agents found before: a resolver hiccup must not
 			// tear down working streams.
-			r.log.Warn("resolve agent", "agent", target, "error", err)
+			r.log.Warn("resolve agent", "agent", target, "err", err)
 			if len(current) == 0 {
 				r.mu.Lock()
 				r.unresolved[target] = err
@@ -294,13 +294,13 @@ func (r *Relay) watch(ctx context.Context, target string) {
 		}
 		for k := range want {
 			if current[k] == nil {
-				r.log.Info("agent address found", "agent", target, "address", k.addr)
+				r.log.Info("agent address found", "agent", target, "addr", k.addr)
 				current[k] = r.addPeer(ctx, k, host)
 			}
 		}
 		for k, p := range current {
 			if !want[k] {
-				r.log.Info("agent address gone", "agent", target, "address", k.addr)
+				r.log.Info("agent address gone", "agent", target, "addr", k.addr)
 				r.removePeer(p)
 				delete(current, k)
 			}
