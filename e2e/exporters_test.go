@@ -162,10 +162,10 @@ func TestExporters(t *testing.T) {
 			return expClickHouseCounts(ch, sqlCounts("sextant.flows"))
 		}},
 		// http: spans in the trace, server spans, with the service name,
-		// server spans named "GET <route>" with http.route (client spans
-		// carry no route: semantic conventions); grpc: spans of the service
-		// in the client's time window, server spans, named by their method.
-		{"jaeger spans", []int64{2 * n, n, 2 * n, n, m, m, m}, func() ([]int64, error) {
+		// named "GET <route>" with http.route (server) or url.template
+		// (client); grpc: spans of the service in the client's time window,
+		// server spans, named by their method.
+		{"jaeger spans", []int64{2 * n, n, 2 * n, 2 * n, m, m, m}, func() ([]int64, error) {
 			return expJaegerCounts(jg, traceID, h2port, gport, g0.Add(-time.Second), g1.Add(time.Second))
 		}},
 		{"embedded store (sextant query)", []int64{2 * n, n, 2 * n, 2 * n, m, m}, func() ([]int64, error) {
@@ -408,7 +408,8 @@ func expJaegerCounts(j *testbed.Jaeger, traceID string, h2port, gport uint16, fr
 		if s.service == service {
 			named++
 		}
-		if s.kind == 2 && s.name == "GET "+expRoute && s.attrs["http.route"] == expRoute {
+		// Server spans carry http.route, client spans url.template.
+		if s.name == "GET "+expRoute && (s.kind == 2 && s.attrs["http.route"] == expRoute || s.kind == 3 && s.attrs["url.template"] == expRoute) {
 			routed++
 		}
 	}
