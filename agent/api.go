@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/link"
 	"github.com/sextant/sextant/observer/ring"
 	"github.com/sextant/sextant/serve"
 	"github.com/sextant/sextant/stage"
@@ -31,7 +32,8 @@ type ObserverConfig struct {
 	// The socket (default DefaultSocket) and the TCP address with mTLS.
 	serve.Config `yaml:",inline"`
 	// RingSize is how many recent events (a flow is a request and a
-	// response event) are kept (default ring.DefaultCapacity).
+	// response event) are kept (default ring.DefaultCapacity): the ring
+	// holds RingSize/2 flows.
 	RingSize int `yaml:"ringSize"`
 }
 
@@ -44,15 +46,18 @@ func (c *ObserverConfig) withDefaults() {
 	}
 }
 
-// observerAPI is the agent's Hubble Observer API: a ring the hubble feed
-// fills, served over gRPC on the socket and, with mTLS, on TCP.
+// observerAPI is the agent's Hubble Observer API: a ring of flows the feed
+// fills, served over gRPC on the socket and, with mTLS, on TCP, as Hubble
+// events built for each client when it reads them, and whole to relays
+// over the link service on the same listeners.
 type observerAPI struct {
 	cfg    ObserverConfig
 	node   string
 	log    *slog.Logger
-	ring   *ring.Ring[*observerpb.GetFlowsResponse]
+	ring   *ring.Ring[observer.Entry]
 	feed   *observer.Feed
 	server *observer.Server
+	link   *link.Server
 	grpc   *serve.GRPC
 }
 
@@ -61,9 +66,9 @@ func newObserverAPI(cfg Config, started time.Time) *observerAPI {
 		cfg:  cfg.Observer,
 		node: cfg.Node,
 		log:  cfg.Logger,
-		ring: ring.New[*observerpb.GetFlowsResponse](cfg.Observer.RingSize),
+		ring: observer.NewRing((cfg.Observer.RingSize + 1) / 2),
 	}
-	a.feed = observer.NewFeed(a.ring, cfg.Node, cfg.Logger)
+	a.feed = observer.NewFeed(a.ring, cfg.Node)
 	a.server = observer.New(observer.Options{
 		Ring:     a.ring,
 		Node:     cfg.Node,
@@ -95,9 +100,14 @@ func newObserverAPI(cfg Config, started time.Time) *observerAPI {
 			}}
 		},
 	})
+	a.link = link.NewServer(a.ring, cfg.Node)
 	srv := serve.NewGRPC()
 	a.server.Register(srv)
-	a.grpc = &serve.GRPC{Server: srv, BeforeStop: a.server.Shutdown}
+	a.link.Register(srv)
+	a.grpc = &serve.GRPC{Server: srv, BeforeStop: func() {
+		a.server.Shutdown()
+		a.link.Shutdown()
+	}}
 	return a
 }
 

@@ -155,8 +155,6 @@ var (
 	hpackUnknownDesc = desc("hpack_unknown_fields_total", "HTTP/2 header fields that referenced HPACK state the agent never saw.")
 	h2StreamsDesc    = desc("http2_streams_incomplete_total", "HTTP/2 exchanges not seen whole, by reason.", "reason")
 	h1EventsDesc     = desc("http1_events_total", "HTTP/1.x decoder events other than complete exchanges, by kind.", "kind")
-
-	feedLostDesc = desc("feed_lost_flows_total", "Flows lost before their conversion to Observer API events (conversion queue full).")
 )
 
 func (s *selfMetrics) Describe(ch chan<- *prom.Desc) {
@@ -164,7 +162,6 @@ func (s *selfMetrics) Describe(ch chan<- *prom.Desc) {
 		probeRecordsDesc, probeDropsDesc, probeInvalidDesc, probeRunDesc, probeRunsDesc,
 		collRecordsDesc, collFlowsDesc, collConnsDesc, collStreamsDesc, collEvictedDesc, collOrphanDesc, collSeqGapsDesc,
 		decodeErrorsDesc, hpackUnknownDesc, h2StreamsDesc, h1EventsDesc,
-		feedLostDesc,
 	} {
 		ch <- d
 	}
@@ -194,11 +191,6 @@ func (s *selfMetrics) Collect(ch chan<- prom.Metric) {
 
 	cs := s.coll.Stats()
 	collectorStats(cs, counter, gauge)
-
-	if s.api == nil {
-		return // metrics only: no ring, no feed
-	}
-	counter(feedLostDesc, s.api.feed.QueueLost())
 }
 
 func collectorStats(cs collector.Stats, counter func(*prom.Desc, uint64, ...string), gauge func(*prom.Desc, int, ...string)) {

@@ -28,8 +28,6 @@ type Status struct {
 	ProbeDrops  map[string]uint64
 	// ProbeInvalid counts records user space could not decode.
 	ProbeInvalid uint64
-	// QueueLost counts flows lost before their conversion to events.
-	QueueLost uint64
 	Collector collector.Stats
 }
 
@@ -46,7 +44,6 @@ func status(node string, started time.Time, p *probesStage, api *observerAPI, co
 	}
 	if api != nil {
 		st.FlowsSeen = api.feed.Seen()
-		st.QueueLost = api.feed.QueueLost()
 		st.Ring = api.ring.Stats()
 	}
 	return st
@@ -79,7 +76,6 @@ func logStatus(ctx context.Context, log *slog.Logger, every time.Duration, statu
 				"probe_drops", drops,
 				"parse_stops", cur.Collector.ParseErrors,
 				"follower_lost", cur.Ring.Lost,
-				"queue_lost", cur.QueueLost,
 				"followers", cur.Ring.Subscribers,
 			)
 			prev, prevAt = cur, now

@@ -47,10 +47,10 @@ func desc(name, help string, labels ...string) *prom.Desc {
 var (
 	mergedDesc     = desc("relay_events_merged_total", "Events released into the merged stream.")
 	lateDesc       = desc("relay_events_late_total", "Merged events released after a newer one (they arrived after the sort window).")
-	duplicatesDesc = desc("relay_duplicate_events_total", "Events an agent sent again after a reconnect, dropped.")
+	resumedDesc    = desc("relay_streams_resumed_total", "Agent streams that continued exactly where an earlier one stopped (its cursor): nothing delivered twice.")
 	heldDesc       = desc("relay_events_held", "Events waiting in the sort window now.")
 	nodesDesc      = desc("relay_nodes", "Agents by state.", "state")
-	subDropDesc    = desc("relay_subscription_dropped_events_total", "Merged events a subscriber could not take (its buffer was full), lost for it.", "subscriber")
+	subDropDesc    = desc("relay_subscription_dropped_events_total", "Merged events a subscriber did not read before the relay's ring overwrote them, lost for it.", "subscriber")
 
 	chWrittenDesc  = desc("clickhouse_written_flows_total", "Flows written to the flow history.")
 	chSpooledDesc  = desc("clickhouse_spooled_flows_total", "Flows that went through the disk spool while the store was away.")
@@ -75,7 +75,7 @@ func newMetrics(r *Relay, export *exportStage) *relayMetrics {
 			promexp.Queue{Exporter: "otlp", Stats: m.otlpQueue},
 		),
 		promexp.ScrapeTime{
-			Descs: []*prom.Desc{mergedDesc, lateDesc, duplicatesDesc, heldDesc, nodesDesc, subDropDesc,
+			Descs: []*prom.Desc{mergedDesc, lateDesc, resumedDesc, heldDesc, nodesDesc, subDropDesc,
 				chWrittenDesc, chSpooledDesc, chReplayedDesc, chSpoolBatches, chSpoolBytes, otlpSentDesc, otlpFailedDesc, otlpErrorsDesc},
 			Read: m.collect,
 		},
@@ -111,7 +111,7 @@ func (m *relayMetrics) collect(ch chan<- prom.Metric) {
 	st := m.r.Stats()
 	counter(mergedDesc, st.Merged)
 	counter(lateDesc, st.Late)
-	counter(duplicatesDesc, st.Duplicates)
+	counter(resumedDesc, st.Resumed)
 	gauge(heldDesc, float64(st.Held))
 	var connected, unavailable float64
 	for _, n := range m.r.Nodes() {

@@ -62,7 +62,7 @@ type Config struct {
 //	metrics       the relay's /metrics
 //	clickhouse    sink: flows → flow history
 //	otlp          sink: flows → spans and metrics over OTLP
-//	export        the merged stream → whole flows → every sink
+//	export        the merged flows → every sink
 //	merge         follow every agent, merge in time order
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Logger == nil {
@@ -136,14 +136,13 @@ func bind(g *serve.GRPC, cfg serve.Config, what string, log *slog.Logger) error 
 	return nil
 }
 
-// exportStage turns the merged stream back into whole flows for the sinks.
+// exportStage hands the merged flows to the sinks.
 type exportStage struct {
 	r        *Relay
 	log      *slog.Logger
 	sinks    exporters.Fanout
 	sub      *Subscription
 	exported uint64
-	bad      uint64
 }
 
 // sink is the stage of one exporter: open returns nil when it is not
@@ -176,7 +175,7 @@ func (e *exportStage) stage() stage.Stage {
 		Name: "export",
 		Start: func(context.Context) error {
 			if len(e.sinks) > 0 {
-				e.sub = e.r.Subscribe(0)
+				e.sub = e.r.Subscribe()
 			}
 			return nil
 		},
@@ -187,13 +186,13 @@ func (e *exportStage) stage() stage.Stage {
 			}
 			go func() {
 				defer close(done)
-				e.exported, e.bad = Export(e.sub, e.sinks, e.log)
+				e.exported = Export(e.sub, e.sinks)
 			}()
 			// The merge stops first and closes the subscription: every
 			// event it released reaches the sinks before they close.
 			<-ctx.Done()
 			<-done
-			e.log.Info("exporters fed", "flows", e.exported, "undecodable", e.bad, "dropped", e.sub.Dropped())
+			e.log.Info("exporters fed", "flows", e.exported, "dropped", e.sub.Dropped())
 			return nil
 		},
 	}
