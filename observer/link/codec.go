@@ -64,9 +64,7 @@ type FollowRequest struct {
 // AppendFollowRequest appends the encoding of r to b.
 func AppendFollowRequest(b []byte, r FollowRequest) []byte {
 	b = appendCursor(b, 1, r.Cursor)
-	if !r.Since.IsZero() {
-		b = appendInt(b, 4, r.Since.UnixNano())
-	}
+	b = appendTime(b, 4, r.Since)
 	return b
 }
 
@@ -134,9 +132,7 @@ func AppendEntry(b []byte, e *observer.Entry) []byte {
 	if l := e.Lost; l != nil {
 		var mark int
 		b, mark = begin(b, 5)
-		if !l.Time.IsZero() {
-			b = appendInt(b, 1, l.Time.UnixNano())
-		}
+		b = appendTime(b, 1, l.Time)
 		b = appendString(b, 2, l.Node)
 		b = appendInt(b, 3, int64(l.Source))
 		b = appendUint(b, 4, l.Count)
@@ -150,9 +146,7 @@ func AppendEntry(b []byte, e *observer.Entry) []byte {
 
 // AppendFlow appends the encoding of a Flow message.
 func AppendFlow(b []byte, f *flow.Flow) []byte {
-	if !f.Time.IsZero() {
-		b = appendInt(b, 1, f.Time.UnixNano())
-	}
+	b = appendTime(b, 1, f.Time)
 	b = appendInt(b, 2, int64(f.Latency))
 	b = appendInt(b, 3, int64(f.TTFB))
 	b = appendString(b, 4, f.Node)
@@ -244,6 +238,16 @@ func appendUint(b []byte, num protowire.Number, v uint64) []byte {
 }
 
 func appendInt(b []byte, num protowire.Number, v int64) []byte { return appendUint(b, num, uint64(v)) }
+
+// appendTime writes any time but the zero one (absent), the Unix epoch
+// included.
+func appendTime(b []byte, num protowire.Number, t time.Time) []byte {
+	if t.IsZero() {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(t.UnixNano()))
+}
 
 func appendString(b []byte, num protowire.Number, s string) []byte {
 	if s == "" {
@@ -473,6 +477,9 @@ func (d *Decoder) Flow(b []byte) (*flow.Flow, error) {
 			var ap netip.AddrPort
 			if err := ap.UnmarshalBinary(v); err != nil {
 				return fmt.Errorf("address: %w", err)
+			}
+			if !ap.IsValid() {
+				return errors.New("address without IP")
 			}
 			if num == 19 {
 				f.Source = ap
