@@ -28,7 +28,7 @@ type Status struct {
 	ProbeDrops  map[string]uint64
 	// ProbeInvalid counts records user space could not decode.
 	ProbeInvalid uint64
-	Collector collector.Stats
+	Collector    collector.Stats
 }
 
 func status(node string, started time.Time, p *probesStage, api *observerAPI, coll *collector.Collector) Status {

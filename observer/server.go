@@ -53,7 +53,7 @@ type Options struct {
 	// until Ready is called, so that an answer means the daemon is
 	// observing (the agent's probes are attached).
 	Starting bool
-	Log          *slog.Logger
+	Log      *slog.Logger
 }
 
 // Server implements observerpb.ObserverServer over a ring.

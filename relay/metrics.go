@@ -45,12 +45,12 @@ func desc(name, help string, labels ...string) *prom.Desc {
 }
 
 var (
-	mergedDesc     = desc("relay_events_merged_total", "Events released into the merged stream.")
-	lateDesc       = desc("relay_events_late_total", "Merged events released after a newer one (they arrived after the sort window).")
-	resumedDesc    = desc("relay_streams_resumed_total", "Agent streams that continued exactly where an earlier one stopped (its cursor): nothing delivered twice.")
-	heldDesc       = desc("relay_events_held", "Events waiting in the sort window now.")
-	nodesDesc      = desc("relay_nodes", "Agents by state.", "state")
-	subDropDesc    = desc("relay_subscription_dropped_events_total", "Merged events a subscriber did not read before the relay's ring overwrote them, lost for it.", "subscriber")
+	mergedDesc  = desc("relay_events_merged_total", "Events released into the merged stream.")
+	lateDesc    = desc("relay_events_late_total", "Merged events released after a newer one (they arrived after the sort window).")
+	resumedDesc = desc("relay_streams_resumed_total", "Agent streams that continued exactly where an earlier one stopped (its cursor): nothing delivered twice.")
+	heldDesc    = desc("relay_events_held", "Events waiting in the sort window now.")
+	nodesDesc   = desc("relay_nodes", "Agents by state.", "state")
+	subDropDesc = desc("relay_subscription_dropped_events_total", "Merged events a subscriber did not read before the relay's ring overwrote them, lost for it.", "subscriber")
 
 	chWrittenDesc  = desc("clickhouse_written_flows_total", "Flows written to the flow history.")
 	chSpooledDesc  = desc("clickhouse_spooled_flows_total", "Flows that went through the disk spool while the store was away.")

@@ -324,4 +324,3 @@ func (r *Relay) setConnected(n *node, p *peer, up bool) {
 	// could wait for a node that is gone; it drains r.in until then.
 	r.in <- arrival{node: n, state: state}
 }
-
