@@ -235,6 +235,9 @@ type snapshot struct {
 	// followers, sequence gaps the collector detected
 	events, kernelDrops, ringLost, seqGaps uint64
 	relayCPU                               time.Duration
+	// ringWritten: events the agent's ring took (flows' events and lost
+	// notices); relayMerged: events the relay merged of them.
+	ringWritten, relayMerged uint64
 }
 
 // progRun is the bpf_stats of one program (summed over programs that share
@@ -285,7 +288,8 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 		s.flows = uint64(m["sextant_collector_flows_total"])
 		s.events = uint64(m["sextant_probe_records_total"])
 		s.kernelDrops = uint64(m[lostDropsKey])
-		s.ringLost = uint64(m["sextant_ring_follower_lost_total"] + m["sextant_feed_lost_flows_total"])
+		s.ringLost = uint64(m["sextant_ring_follower_lost_total"])
+		s.ringWritten = uint64(m["sextant_ring_written_total"])
 		s.seqGaps = uint64(m["sextant_collector_sequence_gaps_total"])
 	} else {
 		if s.flows, err = ra.flowsSeen(); err != nil {
@@ -297,8 +301,33 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 		if s.relayCPU, err = processCPU(ra.relay.cmd.Process.Pid); err != nil {
 			return s, err
 		}
+		m, err := promCounters(ra.relay.metricsURL)
+		if err != nil {
+			return s, err
+		}
+		s.relayMerged = uint64(m["sextant_relay_events_merged_total"])
 	}
 	return s, nil
+}
+
+// relayCaughtUp waits (up to 10 s) until the relay merged every event the
+// agent's ring took since begin, and reports how many it still lacks.
+func (ra *runningAgent) relayCaughtUp() (behind uint64, err error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := ra.snapshot()
+		if err != nil {
+			return 0, err
+		}
+		want, got := s.ringWritten-ra.before.ringWritten, s.relayMerged-ra.before.relayMerged
+		if got >= want || time.Now().After(deadline) {
+			if got >= want {
+				return 0, nil
+			}
+			return want - got, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // flowsSeen asks the in-process child for its counts.
@@ -343,7 +372,10 @@ type agentUsage struct {
 	events, kernelDrops, ringLost, seqGaps uint64
 	relayCPU                               time.Duration
 	relayRSS, relayPeakRSS                 uint64 // 0 without a relay
-	runs                                   int    // runs summed in
+	// relayBehind: events the agent's ring took that the relay had not
+	// merged 10 s after the run (0 without a relay).
+	relayBehind uint64
+	runs        int // runs summed in
 }
 
 func (ra *runningAgent) end(requests int) (*agentUsage, error) {
@@ -397,6 +429,7 @@ func (u *agentUsage) add(o *agentUsage) {
 	u.relayCPU += o.relayCPU
 	u.relayRSS += o.relayRSS
 	u.relayPeakRSS = max(u.relayPeakRSS, o.relayPeakRSS)
+	u.relayBehind += o.relayBehind
 	u.runs += o.runs
 	if u.perProg == nil {
 		u.perProg = map[string]progRun{}

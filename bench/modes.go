@@ -36,12 +36,14 @@ const (
 	// modeMetricsOnly: the agent with --metrics-only: every exchange
 	// decoded into Prometheus metrics, no flows kept, no Observer API.
 	modeMetricsOnly mode = "agent-metrics"
-	// modeAgent: the agent keeping whole flows (Hubble events in its
-	// ring, Observer API on) and serving /metrics, nobody following.
+	// modeAgent: the agent keeping whole flows (in its ring, Observer API
+	// on: Hubble events are built only for a reader) and serving
+	// /metrics, nobody following.
 	modeAgent mode = "agent"
-	// modeFull: the agent plus a relay following all of its flows (the
-	// relay's exporters that need no external service: Observer API,
-	// route templating; no embedded store, no OTLP collector).
+	// modeFull: the agent plus a relay following all of its flows over
+	// the link (the relay's exporters that need no external service:
+	// Observer API, route templating; no embedded store, no OTLP
+	// collector).
 	modeFull mode = "agent+relay"
 	// modeExporters: agent+relay with the relay's embedded flow store
 	// (chDB) on, so that every flow also goes through the exporter path
@@ -151,10 +153,11 @@ func (p *proxy) stop() {
 
 // relayProc is a running `sextant relay` following one agent.
 type relayProc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	conn   *grpc.ClientConn
-	before time.Duration // CPU at begin
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	conn       *grpc.ClientConn
+	before     time.Duration // CPU at begin
+	metricsURL string        // its /metrics: how many events it merged
 }
 
 // startRelay starts a relay following the agent; with the embedded store
@@ -171,16 +174,20 @@ func startRelay(ctx context.Context, binary, dir, agentSocket string, embedded b
 		store = "embedded"
 	}
 	socket := filepath.Join(dataDir, "relay.sock")
+	metricsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	cmd := exec.Command(binary, "relay",
 		"--agent", "unix://"+agentSocket, "--socket", socket,
 		"--query-socket", filepath.Join(dataDir, "query.sock"), "--store", store, "--data-dir", dataDir,
-		"--metrics-listen", "", "--log-level", "warn")
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start relay: %w", err)
 	}
-	rp := &relayProc{cmd: cmd, exited: make(chan struct{})}
+	rp := &relayProc{cmd: cmd, exited: make(chan struct{}), metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)}
 	go func() { _ = cmd.Wait(); close(rp.exited) }()
 	rp.conn, err = grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -126,16 +126,27 @@ func (ev event) time() time.Time {
 	return e.Flow.Time
 }
 
+// builder builds the events one reader sends. It keeps the last REQUEST
+// event it built: the RESPONSE of the same flow is derived from it
+// (shared endpoints and trace context) instead of building it again.
+type builder struct {
+	entry *Entry
+	req   *flowpb.Flow
+}
+
 // build makes the Hubble flow event (nil for a lost-event notice).
-func (ev event) build() *flowpb.Flow {
+func (b *builder) build(ev event) *flowpb.Flow {
 	e := ev.entry
 	if e.Flow == nil {
 		return nil
 	}
-	if ev.resp {
-		return hubble.Response(e.Flow, nil, e.ID.UUID(true))
+	if b.entry != e {
+		b.entry, b.req = e, hubble.Request(e.Flow, e.ID.UUID(false))
 	}
-	return hubble.Request(e.Flow, e.ID.UUID(false))
+	if ev.resp {
+		return hubble.Response(e.Flow, b.req, e.ID.UUID(true))
+	}
+	return b.req
 }
 
 // response wraps a built flow event (or, for a notice, the lost event) as

@@ -17,6 +17,7 @@ type query struct {
 	limit        uint64 // Number; 0 = no limit
 	first        bool
 	mask         fieldmask.FieldMask
+	events       builder
 }
 
 func newQuery(req *observerpb.GetFlowsRequest) (*query, error) {
@@ -70,7 +71,7 @@ func (q *query) accept(ev event) (*observerpb.GetFlowsResponse, bool) {
 			return nil, false
 		}
 	}
-	f := ev.build()
+	f := q.events.build(ev)
 	if q.match != nil && !q.match(f) {
 		return nil, false
 	}
