@@ -30,7 +30,7 @@ func TestDocumentedFile(t *testing.T) {
 	}
 	a, r := f.Agent, f.Relay
 	if a.Node != "node-a" || len(a.Routes) != 2 || a.Observer.Listen != "127.0.0.1:4244" || a.Observer.TLS.CA != "/etc/sextant/tls/ca.crt" ||
-		a.Observer.RingSize != 4096 || a.StatusInterval != 10*time.Second || a.Metrics.MaxSeries != 2000 {
+		a.Observer.RingSize != 16384 || a.StatusInterval != 10*time.Second || a.Metrics.MaxSeries != 2000 {
 		t.Errorf("agent section: %+v", a)
 	}
 	if len(r.Agents) != 2 || r.SortWindow != time.Second || r.Store.Retention != 168*time.Hour ||

@@ -7,7 +7,6 @@ import (
 
 	"github.com/sextant/sextant/agent"
 	"github.com/sextant/sextant/config"
-	"github.com/sextant/sextant/observer/ring"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -58,7 +57,7 @@ Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
 	f.StringVar(&cfg.Cgroup, "cgroup", "", "observe only processes in this cgroup v2 subtree, e.g. /sextant/node1 (default: every process)")
 	f.BoolVar(&cfg.MetricsOnly, "metrics-only", false, "decode traffic only into Prometheus metrics: no flows kept, no Observer API (cheapest mode)")
 	f.IntVar(&cfg.KernelRingBytes, "kernel-ring-bytes", 0, "size of the kernel→agent ring buffer in bytes, a power of two (default 16 MiB); a full buffer drops records (counted)")
-	f.IntVar(&cfg.Observer.RingSize, "ring-size", ring.DefaultCapacity, "number of recent events kept in memory (two per exchange)")
+	f.IntVar(&cfg.Observer.RingSize, "ring-size", agent.DefaultRingSize, "number of recent events kept in memory (two per exchange)")
 	f.StringArrayVar(&cfg.Routes, "route", nil, "route template tried before automatic collapsing, e.g. '/api/users/{id}': names http_route in metrics, spans and flow history (repeatable; see docs/metrics.md)")
 	f.StringVar(&cfg.Metrics.Listen, "metrics-listen", agent.DefaultMetricsListen, "serve Prometheus metrics on http://<this address>/metrics ('' for none)")
 	f.BoolVar(&cfg.Metrics.Exemplars, "metrics-exemplars", false, "attach traceparent trace ids to latency observations as exemplars (header values: readable by whoever reaches --metrics-listen)")

@@ -32,7 +32,7 @@ agent:
 	listenFlags(f, &file.Agent.Observer.Config, "Observer API", "/run/default.sock")
 	f.StringVar(&file.Agent.Node, "node", "hostname", "")
 	f.StringArrayVar(&file.Agent.Routes, "route", nil, "")
-	f.IntVar(&file.Agent.Observer.RingSize, "ring-size", 4096, "")
+	f.IntVar(&file.Agent.Observer.RingSize, "ring-size", 16384, "")
 	f.StringVar(&file.Agent.Metrics.Listen, "metrics-listen", "127.0.0.1:9962", "")
 	if err := f.Parse([]string{"--node", "from-flag", "--route", "/flag/{id}", "--route", "/flag2"}); err != nil {
 		t.Fatal(err)

@@ -417,6 +417,17 @@ func (d *Decoder) lost(b []byte) (*observer.Lost, error) {
 // Flow decodes a Flow message.
 func (d *Decoder) Flow(b []byte) (*flow.Flow, error) {
 	f := new(flow.Flow)
+	// Both header lists in one allocation, sized by a first pass over the
+	// tags (cheaper than growing two slices).
+	if req, resp := countHeaders(b); req+resp > 0 {
+		hs := make([]flow.Header, 0, req+resp)
+		if req > 0 {
+			f.RequestHeaders = hs[0:0:req]
+		}
+		if resp > 0 {
+			f.ResponseHeaders = hs[req:req:(req + resp)]
+		}
+	}
 	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
 		switch num {
 		case 1:
@@ -516,6 +527,31 @@ func (d *Decoder) Flow(b []byte) (*flow.Flow, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// countHeaders counts the request (16) and response (17) header fields of
+// a Flow message; it stops quietly at malformed input (the decoding pass
+// reports it).
+func countHeaders(b []byte) (req, resp int) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+		switch num {
+		case 16:
+			req++
+		case 17:
+			resp++
+		}
+	}
+	return
 }
 
 func (d *Decoder) grpc(b []byte) (*flow.GRPC, error) {
