@@ -20,8 +20,8 @@ func benchFlow() *flow.Flow {
 		RequestHeaders:  []flow.Header{{Name: "user-agent", Value: "h2load nghttp2/1.52.0"}},
 		ResponseHeaders: []flow.Header{{Name: "server", Value: "nghttpd nghttp2/1.52.0"}, {Name: "content-length", Value: "128"}, {Name: "date", Value: "Wed, 02 Dec 2026 10:00:00 GMT"}},
 		Source:          netip.MustParseAddrPort("127.0.0.1:40000"), Destination: netip.MustParseAddrPort("127.0.0.1:8080"),
-		Process:         flow.Process{PID: 4242, Comm: "nghttpd", Exe: "/usr/bin/nghttpd", CgroupID: 77, Cgroup: "/user.slice"},
-		ConnID:          7, StreamID: 13,
+		Process: flow.Process{PID: 4242, Comm: "nghttpd", Exe: "/usr/bin/nghttpd", CgroupID: 77, Cgroup: "/user.slice"},
+		ConnID:  7, StreamID: 13,
 	}
 }
 
