@@ -128,10 +128,12 @@ func (ev event) time() time.Time {
 
 // builder builds the events one reader sends. It keeps the last REQUEST
 // event it built: the RESPONSE of the same flow is derived from it
-// (shared endpoints and trace context) instead of building it again.
+// (shared endpoints and trace context) instead of building it again. It
+// knows a flow by its pointer: entries are copied (reader buffers are
+// reused), flows are not.
 type builder struct {
-	entry *Entry
-	req   *flowpb.Flow
+	flow *flow.Flow
+	req  *flowpb.Flow
 }
 
 // build makes the Hubble flow event (nil for a lost-event notice).
@@ -140,8 +142,8 @@ func (b *builder) build(ev event) *flowpb.Flow {
 	if e.Flow == nil {
 		return nil
 	}
-	if b.entry != e {
-		b.entry, b.req = e, hubble.Request(e.Flow, e.ID.UUID(false))
+	if b.flow != e.Flow {
+		b.flow, b.req = e.Flow, hubble.Request(e.Flow, e.ID.UUID(false))
 	}
 	if ev.resp {
 		return hubble.Response(e.Flow, b.req, e.ID.UUID(true))

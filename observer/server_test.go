@@ -331,6 +331,17 @@ func TestGetFlowsFollow(t *testing.T) {
 	if _, err := untilStream.Recv(); !errors.Is(err, io.EOF) || !equal(got, labels("req 5", "resp 5", "req 6")) {
 		t.Errorf("follow with until: %v then %v, want up to req 6 then EOF", got, err)
 	}
+	// One flow at a time: each read lands in the same slot of the
+	// follower's buffer, every event must still be its own flow's.
+	if got := recv(t, fromNow, 10); !equal(got, events(6, 11)[1:]) {
+		t.Errorf("follow: %v", got)
+	}
+	for i := 12; i < 16; i++ {
+		feed.Export(flowAt(i))
+		if got := recv(t, fromNow, 2); !equal(got, events(i, i)) {
+			t.Errorf("follow, flow %d alone: %v", i, got)
+		}
+	}
 }
 
 // A follower that cannot keep up loses events, and is told how many (in
