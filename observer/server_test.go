@@ -470,3 +470,15 @@ func TestFlowRateWrappedRing(t *testing.T) {
 		t.Fatalf("unwrapped ring: rate %v, want 10/60", got)
 	}
 }
+
+func TestLostNoticeCPU(t *testing.T) {
+	r := lostResponse(&Lost{Time: base, Node: "n", Source: flowpb.LostEventSource_PERF_EVENT_RING_BUFFER, Count: 3, CPU: 1})
+	l := r.GetLostEvents()
+	if l.GetSource() != flowpb.LostEventSource_PERF_EVENT_RING_BUFFER || l.GetNumEventsLost() != 3 || l.GetCpu().GetValue() != 1 ||
+		!r.GetTime().AsTime().Equal(base) || r.GetNodeName() != "n" {
+		t.Errorf("lost event = %v", r)
+	}
+	if l := lostResponse(&Lost{Source: flowpb.LostEventSource_HUBBLE_RING_BUFFER, Count: 1, CPU: -1}).GetLostEvents(); l.GetCpu() != nil {
+		t.Errorf("cpu -1 must be unset: %v", l)
+	}
+}

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -303,19 +302,4 @@ func joinNonEmpty(parts ...string) string {
 		b.WriteString(p)
 	}
 	return b.String()
-}
-
-// LostEvent reports n events lost at src, for example flows that a slow
-// client missed (HUBBLE_RING_BUFFER) or kernel records dropped before user
-// space read them (PERF_EVENT_RING_BUFFER). cpu < 0 means the CPU is unknown
-// or does not apply.
-func LostEvent(src observerpb.LostEventSource, n uint64, cpu int32) *observerpb.GetFlowsResponse {
-	lost := &flowpb.LostEvent{Source: src, NumEventsLost: n}
-	if cpu >= 0 {
-		lost.Cpu = wrapperspb.Int32(cpu)
-	}
-	return &observerpb.GetFlowsResponse{
-		Time:          timestamppb.Now(),
-		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: lost},
-	}
 }
