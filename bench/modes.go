@@ -181,7 +181,11 @@ func startRelay(ctx context.Context, binary, dir, agentSocket string, embedded b
 	cmd := exec.Command(binary, "relay",
 		"--agent", "unix://"+agentSocket, "--socket", socket,
 		"--query-socket", filepath.Join(dataDir, "query.sock"), "--store", store, "--data-dir", dataDir,
-		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--log-level", "warn")
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--log-level", "warn",
+		// Every flow the agent keeps, whatever its start time: flows of
+		// exchanges that began before the relay did (other processes'
+		// long-lived streams) count in the agent's ring too.
+		"--history", "1h")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
