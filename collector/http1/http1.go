@@ -198,7 +198,7 @@ type Conn struct {
 	// began: FIFO says their responses are the next ones, and the method
 	// says how those are framed (HEAD), so they are followed unreported.
 	evicted []string
-	closed bool
+	closed  bool
 }
 
 // Pending is the number of exchanges whose response has not ended yet.
