@@ -34,7 +34,8 @@ func requireCCore(t *testing.T) string {
 }
 
 // ccoreRounds: each round is 15 calls (10 unary, 3 error statuses, one
-// server stream of 5 messages, one deadline exceeded).
+// server stream of 5 messages, one deadline exceeded); one unary call ends
+// the workload.
 const ccoreRounds = 4
 
 // echoPeers starts the Echo server of one implementation and runs the
@@ -65,8 +66,8 @@ func (e echoPeers) run(t *testing.T, s *scope, pl *pipeline) {
 	var calls []grpcCall
 	cli.expectJSON(&calls, 2*time.Minute)
 	cli.waitExit(30 * time.Second)
-	if len(calls) != 15*ccoreRounds {
-		t.Fatalf("client made %d calls, want %d", len(calls), 15*ccoreRounds)
+	if len(calls) != 15*ccoreRounds+1 {
+		t.Fatalf("client made %d calls, want %d", len(calls), 15*ccoreRounds+1)
 	}
 	var wants []want
 	for _, c := range calls {
@@ -79,24 +80,23 @@ func (e echoPeers) run(t *testing.T, s *scope, pl *pipeline) {
 	}
 }
 
-// echoWant is the flow of one Echo call, the same from both ends and for
-// both implementations but one: a C-core server answers a call whose
-// deadline passed by itself (trailers-only DEADLINE_EXCEEDED), racing the
-// client's RST_STREAM, and either may reach the wire first.
-func echoWant(c grpcCall, addr string, port uint16, ccoreServer bool) want {
+// grpcWant is the flow of one gRPC call as the client saw it (the same
+// from both ends): complete with grpc-status in trailers, trailers-only for
+// an error before any message, reset (CANCEL) for a deadline exceeded.
+func grpcWant(service string, c grpcCall, addr string, port uint16) want {
 	w := want{
 		Protocol:   "HTTP/2",
 		Method:     "POST",
 		Scheme:     "http",
 		Authority:  addr,
-		Path:       "/" + echoService + "/" + c.Method,
+		Path:       "/" + service + "/" + c.Method,
 		Status:     200,
 		ReqBytes:   uint64(c.ReqBytes),
 		RespBytes:  uint64(c.RespBytes),
 		Outcome:    flow.OutcomeComplete,
 		ServerPort: port,
 		GRPC: &wantGRPC{
-			Service:      echoService,
+			Service:      service,
 			Method:       c.Method,
 			Status:       u32(c.Code),
 			StatusSource: "trailers",
@@ -107,21 +107,32 @@ func echoWant(c grpcCall, addr string, port uint16, ccoreServer bool) want {
 	}
 	switch {
 	case c.Deadline:
-		if ccoreServer {
-			answered := w
-			answered.GRPC = &wantGRPC{Service: echoService, Method: c.Method, Status: u32(c.Code),
-				StatusSource: "trailers-only", Message: "Deadline Exceeded", ReqMsgs: 1}
-			w.Or = &answered
-		}
+		// No response headers ever came: the stream was reset (CANCEL)
+		// once the grpc-timeout the client sent had elapsed; both ends'
+		// timers race to reset it.
 		w.Status = 0
 		w.Outcome = flow.OutcomeReset
 		w.ResetCode = 0x8 // CANCEL
 		w.AnyResetBy = true
 		w.GRPC.StatusSource = "deadline"
 	case c.Code != 0:
-		// Both answer an error before any message with one HEADERS frame
-		// holding :status and grpc-status.
+		// C-core and grpc-go answer an error before any message with a
+		// single HEADERS frame holding :status and grpc-status.
 		w.GRPC.StatusSource = "trailers-only"
+	}
+	return w
+}
+
+// echoWant is grpcWant for the Echo service, but for one difference of
+// implementations: a C-core server answers a call whose deadline passed by
+// itself (trailers-only DEADLINE_EXCEEDED), racing the client's RST_STREAM,
+// and either may reach the wire first.
+func echoWant(c grpcCall, addr string, port uint16, ccoreServer bool) want {
+	w := grpcWant(echoService, c, addr, port)
+	if c.Deadline && ccoreServer {
+		answered := grpcWant(echoService, grpcCall{Method: c.Method, ReqBytes: c.ReqBytes, ReqMsgs: 1, Code: c.Code,
+			Message: "Deadline Exceeded"}, addr, port)
+		w.Or = &answered
 	}
 	return w
 }

@@ -56,13 +56,15 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 // and grpc-go then see exactly what a generated client would send.
 func (rawCodec) Name() string { return "proto" }
 
-// splitPair parses the "a|b" requests of the Echo service.
-func splitPair(req []byte) (string, string, error) {
+// numberAnd parses the "number|rest" requests of the Echo service; a bad
+// one is the caller's InvalidArgument.
+func numberAnd(req []byte) (int, string, error) {
 	a, b, ok := strings.Cut(string(req), "|")
-	if !ok {
-		return "", "", fmt.Errorf("request %q is not a|b", req)
+	n, err := strconv.Atoi(a)
+	if !ok || err != nil {
+		return 0, "", status.Errorf(codes.InvalidArgument, "request %q is not number|rest", req)
 	}
-	return a, b, nil
+	return n, b, nil
 }
 
 func unaryHandler(f func(ctx context.Context, req []byte) ([]byte, error)) grpc.MethodHandler {
@@ -80,26 +82,18 @@ var echoDesc = grpc.ServiceDesc{
 	HandlerType: (*any)(nil),
 	Methods: []grpc.MethodDesc{
 		{MethodName: "Unary", Handler: unaryHandler(func(_ context.Context, req []byte) ([]byte, error) {
-			size, _, err := splitPair(req)
+			size, _, err := numberAnd(req)
 			if err != nil {
-				return nil, status.Error(codes.InvalidArgument, err.Error())
+				return nil, err
 			}
-			n, err := strconv.Atoi(size)
-			if err != nil {
-				return nil, status.Error(codes.InvalidArgument, err.Error())
-			}
-			return bytes.Repeat([]byte{'r'}, n), nil
+			return bytes.Repeat([]byte{'r'}, size), nil
 		})},
 		{MethodName: "Fail", Handler: unaryHandler(func(_ context.Context, req []byte) ([]byte, error) {
-			code, msg, err := splitPair(req)
+			code, msg, err := numberAnd(req)
 			if err != nil {
-				return nil, status.Error(codes.InvalidArgument, err.Error())
+				return nil, err
 			}
-			c, err := strconv.Atoi(code)
-			if err != nil {
-				return nil, status.Error(codes.InvalidArgument, err.Error())
-			}
-			return nil, status.Error(codes.Code(c), msg)
+			return nil, status.Error(codes.Code(code), msg)
 		})},
 		// Slow sleeps without watching its context: had it returned
 		// DEADLINE_EXCEEDED when the deadline passed, its trailers would
@@ -122,14 +116,13 @@ var echoDesc = grpc.ServiceDesc{
 			if err := st.RecvMsg(&req); err != nil {
 				return err
 			}
-			n, size, err := splitPair(req)
+			count, size, err := numberAnd(req)
 			if err != nil {
-				return status.Error(codes.InvalidArgument, err.Error())
+				return err
 			}
-			count, err1 := strconv.Atoi(n)
-			each, err2 := strconv.Atoi(size)
-			if err1 != nil || err2 != nil {
-				return status.Errorf(codes.InvalidArgument, "request %q", req)
+			each, err := strconv.Atoi(size)
+			if err != nil {
+				return status.Errorf(codes.InvalidArgument, "request %q: size: %v", req, err)
 			}
 			for i := range count {
 				if err := st.SendMsg(bytes.Repeat([]byte{'s'}, each*(i+1))); err != nil {
@@ -239,5 +232,13 @@ func runRawGRPCClient(raw []byte) error {
 			calls = append(calls, grpcCall{Method: "Slow", ReqBytes: framed(req), ReqMsgs: 1, Code: uint32(codes.DeadlineExceeded), Deadline: true})
 		}
 	}
+	// One more call, so that the last deadline call's RST_STREAM is on the
+	// wire before the connection closes.
+	req := []byte("1|last")
+	var resp []byte
+	if err := cc.Invoke(ctx, method("Unary"), req, &resp); err != nil {
+		return fmt.Errorf("last unary: %w", err)
+	}
+	calls = append(calls, grpcCall{Method: "Unary", ReqBytes: framed(req), RespBytes: framed(resp), ReqMsgs: 1, RespMsgs: 1})
 	return sayJSON(calls)
 }

@@ -77,8 +77,9 @@ func (pl *pipeline) logConns(pids ...uint32) {
 		for _, k := range keys {
 			fmt.Fprintf(&b, " %s=%d", k, counts[k])
 		}
+		// the first and last records of it, and every parse error
 		for i, ev := range recs {
-			if ev.Kind == probes.KindParseError || i < 12 {
+			if ev.Kind == probes.KindParseError || i < 16 || i >= len(recs)-16 {
 				fmt.Fprintf(&b, "\n  %s", describeRecord(ev))
 			}
 		}

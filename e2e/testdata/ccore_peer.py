@@ -109,6 +109,13 @@ def client(addr, rounds):
                 if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise SystemExit("Slow: got %s, want DEADLINE_EXCEEDED" % e.code())
             calls.append(dict(Method="Slow", ReqBytes=framed(req), ReqMsgs=1, Code=4, Deadline=True))
+
+        # One more call: C-core writes a cancelled call's RST_STREAM before
+        # later frames, so once this is answered the reset is on the wire,
+        # not lost to the channel's shutdown that follows.
+        req = b"1|last"
+        resp = unary_call(req)
+        calls.append(dict(Method="Unary", ReqBytes=framed(req), RespBytes=framed(resp), ReqMsgs=1, RespMsgs=1))
     print("RESULT " + json.dumps(calls), flush=True)
 
 
