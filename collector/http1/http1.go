@@ -247,7 +247,7 @@ func (c *Conn) Lost(dir flow.Direction) {
 // that come next by order could match them with the wrong request.
 // Requests sent after these bytes were read are queued later and pair as
 // usual once the direction finds a status line again.
-func (c *Conn) unfollowed(dir Direction) {
+func (c *Conn) unfollowed(dir flow.Direction) {
 	if !c.rolesKnown || dir == c.reqDir {
 		return
 	}

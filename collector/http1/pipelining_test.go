@@ -75,11 +75,11 @@ func clientView(batches [][]string, resps [][]byte) []record {
 	for _, paths := range batches {
 		var read []byte
 		for _, p := range paths {
-			recs = append(recs, record{dir: Egress, t: tick(), data: []byte("GET " + p + " HTTP/1.1\r\nHost: pipelined\r\n\r\n")})
+			recs = append(recs, record{dir: flow.Egress, t: tick(), data: []byte("GET " + p + " HTTP/1.1\r\nHost: pipelined\r\n\r\n")})
 			read = append(read, resps[0]...)
 			resps = resps[1:]
 		}
-		recs = append(recs, record{dir: Ingress, t: tick(), data: read})
+		recs = append(recs, record{dir: flow.Ingress, t: tick(), data: read})
 	}
 	return recs
 }
@@ -111,7 +111,7 @@ func TestPipelinedResponsesBeyondHead(t *testing.T) {
 	for i, e := range out {
 		statusKnown, exact := responseFate(resps[i], off)
 		off += len(resps[i])
-		if e.Path != batch[i] || e.RequestDir != Egress {
+		if e.Path != batch[i] || e.RequestDir != flow.Egress {
 			t.Errorf("exchange %d is %s, want %s", i, e.Path, batch[i])
 		}
 		switch {
@@ -195,7 +195,7 @@ func TestPipelinedWholeMessages(t *testing.T) {
 	var out []*Exchange
 	c := d.NewConn(func(e *Exchange) { out = append(out, e) })
 	for _, r := range clientView(batches, resps) {
-		if r.dir == Egress {
+		if r.dir == flow.Egress {
 			feedRecord(c, r)
 			continue
 		}
@@ -224,7 +224,7 @@ func TestBodyCountedNotShipped(t *testing.T) {
 	recs, _ := pipeline(t, srv, []string{"/a?1"}, []string{"/a?2"}, []string{"/a?3"})
 	var view []record
 	for _, r := range recs {
-		if r.dir == Egress {
+		if r.dir == flow.Egress {
 			// header block by write(2), the body by sendfile(2)
 			end := bytes.Index(r.data, []byte("\r\n\r\n")) + 4
 			view = append(view, record{dir: r.dir, t: r.t, data: r.data[:end]}, record{dir: r.dir, t: r.t, data: r.data[end:]})
@@ -237,7 +237,7 @@ func TestBodyCountedNotShipped(t *testing.T) {
 	c := d.NewConn(func(e *Exchange) { out = append(out, e) })
 	bodies := 0
 	for _, r := range view {
-		if r.dir == Egress && !bytes.HasPrefix(r.data, []byte("HTTP/1.1 ")) {
+		if r.dir == flow.Egress && !bytes.HasPrefix(r.data, []byte("HTTP/1.1 ")) {
 			c.Feed(r.dir, r.t, nil, uint32(len(r.data)), nil) // counted, not shipped
 			bodies++
 			continue
