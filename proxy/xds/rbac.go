@@ -12,13 +12,9 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sextant/sextant/proxy/access"
 	"github.com/sextant/sextant/proxy/config"
 )
-
-// AuditLoggerName is the gRPC audit logger the RBAC filter of gRPC
-// servers names (proxy/access registers it with grpc-go): grpc-go finds
-// the logger by the last segment of the TypedStruct's type URL.
-const AuditLoggerName = "sextant.proxy.v1alpha1.AuditLogger"
 
 // serverRule is the L7 rules of one policy on one server address.
 type serverRule struct {
@@ -72,8 +68,8 @@ func (t *translation) rbac(addr netip.AddrPort, rs []serverRule) (*rbacfilterv3.
 		rb.AuditLoggingOptions = &rbacv3.RBAC_AuditLoggingOptions{
 			AuditCondition: rbacv3.RBAC_AuditLoggingOptions_ON_DENY_AND_ALLOW,
 			LoggerConfigs: []*rbacv3.RBAC_AuditLoggingOptions_AuditLoggerConfig{{
-				AuditLogger: &corev3.TypedExtensionConfig{Name: AuditLoggerName, TypedConfig: mustAny(&xdstypev3.TypedStruct{
-					TypeUrl: "type.googleapis.com/" + AuditLoggerName, Value: cfg})},
+				AuditLogger: &corev3.TypedExtensionConfig{Name: access.AuditLoggerName, TypedConfig: mustAny(&xdstypev3.TypedStruct{
+					TypeUrl: "type.googleapis.com/" + access.AuditLoggerName, Value: cfg})},
 			}},
 		}
 	}
