@@ -30,7 +30,7 @@ func (t *translation) clusters() error {
 			}
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: typ}
 			c.LoadAssignment = &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LoadBalancingWeight: wrapperspb.UInt32(1),
+				LoadBalancingWeight: wrapperspb.UInt32(1), Locality: locality,
 				LbEndpoints:         []*endpointv3.LbEndpoint{lbEndpoint(d.Hostname, uint32(d.Port), 1)},
 			}}}
 		} else {
@@ -38,7 +38,8 @@ func (t *translation) clusters() error {
 			c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads(), ServiceName: name}
 			cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 			// grpc-go ignores locality entries without a weight.
-			loc := &endpointv3.LocalityLbEndpoints{LoadBalancingWeight: wrapperspb.UInt32(1)}
+			// grpc-go rejects an EDS locality without an ID.
+			loc := &endpointv3.LocalityLbEndpoints{LoadBalancingWeight: wrapperspb.UInt32(1), Locality: locality}
 			for _, e := range b.Obj.Spec.Endpoints {
 				loc.LbEndpoints = append(loc.LbEndpoints, lbEndpoint(e.Address, uint32(e.Port), ptr(e.Weight, 1)))
 			}
@@ -64,6 +65,9 @@ func (t *translation) clusters() error {
 	}
 	return nil
 }
+
+// locality is the one locality of every backend (the node's).
+var locality = &corev3.Locality{Region: "sextant", Zone: "node"}
 
 func lbEndpoint(addr string, port, weight uint32) *endpointv3.LbEndpoint {
 	return &endpointv3.LbEndpoint{
