@@ -31,7 +31,7 @@ func (t *translation) clusters() error {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: typ}
 			c.LoadAssignment = &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 				LoadBalancingWeight: wrapperspb.UInt32(1), Locality: locality,
-				LbEndpoints:         []*endpointv3.LbEndpoint{lbEndpoint(d.Hostname, uint32(d.Port), 1)},
+				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(d.Hostname, uint32(d.Port), 1)},
 			}}}
 		} else {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}

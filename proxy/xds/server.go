@@ -86,6 +86,12 @@ type nodeState struct {
 	nacks   uint64
 	last    *NACK
 	seen    time.Time
+	// good is the snapshot the node last ACKed whole; a node that NACKs
+	// a newer one is put back on it (go-control-plane would otherwise
+	// answer every NACK with the rejected version again: a busy loop)
+	// until the next Apply.
+	good     *cachev3.Snapshot
+	rejected string // the version the node is held back from
 }
 
 // NACK is a client's rejection of a resource version.
@@ -235,6 +241,7 @@ func (s *Server) install(set *config.Set, l7 []config.Doc[*config.L7Policy]) (Re
 	s.version++
 	s.set, s.l7, s.snapshots, s.warnings, s.applied = set, l7, snaps, warnings, time.Now()
 	for id, n := range s.nodes {
+		n.rejected = ""
 		s.setSnapshot(id, n.profile)
 	}
 	return Result{Version: version, Warnings: warnings}, nil
@@ -292,15 +299,48 @@ func (s *Server) request(stream int64, req *discoverygrpc.DiscoveryRequest) {
 		return // a subscription, not an answer
 	}
 	typ := shortType(req.GetTypeUrl())
+	current := s.snapshots[n.profile]
 	if e := req.GetErrorDetail(); e != nil {
+		if n.rejected == current.GetVersion(req.GetTypeUrl()) {
+			return // the answer to a response sent before the node was held back
+		}
 		n.nacks++
-		n.last = &NACK{Node: id, TypeURL: req.GetTypeUrl(), Version: s.snapshots[n.profile].GetVersion(req.GetTypeUrl()), Error: e.GetMessage(), Time: time.Now()}
+		n.last = &NACK{Node: id, TypeURL: req.GetTypeUrl(), Version: current.GetVersion(req.GetTypeUrl()), Error: e.GetMessage(), Time: time.Now()}
 		s.nacks.WithLabelValues(id, typ).Inc()
-		s.log.Warn("xDS client rejected a response (NACK)", "node", id, "type", typ, "kept_version", req.GetVersionInfo(), "error", e.GetMessage())
+		s.log.Warn("xDS client rejected a response (NACK)", "node", id, "type", typ, "version", n.last.Version, "kept_version", req.GetVersionInfo(), "error", e.GetMessage())
+		s.holdBack(id, n)
 		return
 	}
 	n.acked[req.GetTypeUrl()] = req.GetVersionInfo()
 	s.acks.WithLabelValues(id, typ).Inc()
+	if n.rejected == "" && s.ackedAll(n, current) {
+		n.good = current
+	}
+}
+
+// ackedAll: the node ACKed every type of snap it uses.
+func (s *Server) ackedAll(n *nodeState, snap *cachev3.Snapshot) bool {
+	for typ, v := range n.acked {
+		if v != snap.GetVersion(typ) {
+			return false
+		}
+	}
+	return true
+}
+
+// holdBack puts a node that rejected the current snapshot back on the
+// last one it accepted (an empty one if it never accepted any): the
+// client keeps what it has, the server stops re-sending what it refuses.
+func (s *Server) holdBack(id string, n *nodeState) {
+	current := s.snapshots[n.profile]
+	n.rejected = current.GetVersion(resource.ListenerType)
+	back := n.good
+	if back == nil {
+		back, _ = cachev3.NewSnapshot(n.rejected+"-rejected", nil)
+	}
+	if err := s.caches[n.profile].SetSnapshot(context.Background(), id, back); err != nil {
+		s.log.Error("hold back xDS node", "node", id, "err", err)
+	}
 }
 
 func shortType(url string) string {
@@ -314,7 +354,10 @@ func shortType(url string) string {
 
 // NodeStatus is one xDS client as the server knows it.
 type NodeStatus struct {
-	ID       string            `json:"id"`
+	ID string `json:"id"`
+	// Rejected is the version the node NACKed and is held back from (it
+	// keeps Version, the last it accepted) until the next change.
+	Rejected string            `json:"rejected_version,omitempty"`
 	Profile  string            `json:"profile"`
 	Streams  int               `json:"streams"` // open xDS streams (0: disconnected)
 	Version  string            `json:"snapshot_version"`
@@ -346,7 +389,7 @@ func (s *Server) Status() Status {
 		for t, v := range n.acked {
 			acked[shortType(t)] = v
 		}
-		ns := NodeStatus{ID: id, Profile: n.profile.String(), Streams: n.streams, Acked: acked, NACKs: n.nacks, LastSeen: n.seen}
+		ns := NodeStatus{ID: id, Profile: n.profile.String(), Streams: n.streams, Acked: acked, NACKs: n.nacks, LastSeen: n.seen, Rejected: n.rejected}
 		if snap, err := s.caches[n.profile].GetSnapshot(id); err == nil {
 			ns.Version = snap.GetVersion(resource.ListenerType)
 		}

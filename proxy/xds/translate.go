@@ -136,8 +136,13 @@ func Translate(set *config.Set, l7 []config.Doc[*config.L7Policy], p Profile, op
 	return t.out, t.warnings, nil
 }
 
+// warn records a feature left out, once (a route attached to several
+// fronts is translated once per front).
 func (t *translation) warn(at, feature, format string, args ...any) {
-	t.warnings = append(t.warnings, Warning{Profile: t.profile, At: at, Feature: feature, Msg: fmt.Sprintf(format, args...)})
+	w := Warning{Profile: t.profile, At: at, Feature: feature, Msg: fmt.Sprintf(format, args...)}
+	if !slices.Contains(t.warnings, w) {
+		t.warnings = append(t.warnings, w)
+	}
 }
 
 func (t *translation) add(typ resource.Type, r types.Resource, at string) error {
