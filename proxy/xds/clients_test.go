@@ -100,34 +100,6 @@ func add(into map[string]int, from map[string]int) {
 	}
 }
 
-// requireFlows: the flows each backend's side observed equal the calls
-// it received (and these equal what the clients counted).
-func requireFlows(t *testing.T, pl *xdstest.Pipeline, path string, want map[*xdstest.Backend]int) map[*xdstest.Backend][]*flow.Flow {
-	t.Helper()
-	total := 0
-	for _, n := range want {
-		total += n
-	}
-	out := map[*xdstest.Backend][]*flow.Flow{}
-	any := func(f *flow.Flow) bool {
-		for b := range want {
-			if xdstest.ServedBy(b, path)(f) {
-				return true
-			}
-		}
-		return false
-	}
-	pl.Await(any, total)
-	for b, n := range want {
-		out[b] = pl.Matching(xdstest.ServedBy(b, path))
-		t.Logf("backend %s: %d calls, %d flows observed", b.Name, n, len(out[b]))
-		if len(out[b]) != n {
-			t.Errorf("backend %s: sextant observed %d flows, the clients counted %d calls", b.Name, len(out[b]), n)
-		}
-	}
-	return out
-}
-
 func TestWeightedSplitShiftedLive(t *testing.T) {
 	pl := xdstest.StartPipeline(t)
 	cp := xdstest.StartControlPlane(t, pxds.Options{})
@@ -187,7 +159,7 @@ spec:
 	if a.Calls() != total["split-a"] || b.Calls() != total["split-b"] {
 		t.Errorf("backends received %d/%d, clients counted %v", a.Calls(), b.Calls(), total)
 	}
-	requireFlows(t, pl, unary, map[*xdstest.Backend]int{a: total["split-a"], b: total["split-b"]})
+	xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{a: total["split-a"], b: total["split-b"]})
 }
 
 func TestHeaderRouting(t *testing.T) {
@@ -215,7 +187,7 @@ spec:
 	if c := callN(t, cc, 200); c["hdr-a"] != 200 {
 		t.Errorf("no header → %v", c)
 	}
-	fl := requireFlows(t, pl, unary, map[*xdstest.Backend]int{a: 400, b: 200})
+	fl := xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{a: 400, b: 200})
 	for bk, want := range map[*xdstest.Backend]func(string) bool{b: func(v string) bool { return v == "yes" }, a: func(v string) bool { return v != "yes" }} {
 		for _, f := range fl[bk] {
 			if v := header(f, "x-canary"); !want(v) {
@@ -282,7 +254,7 @@ spec:
 	if a.Calls() != 2*n {
 		t.Errorf("backend saw %d attempts, want %d (each call retried once)", a.Calls(), 2*n)
 	}
-	fl := requireFlows(t, pl, unary, map[*xdstest.Backend]int{a: 2 * n})[a]
+	fl := xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{a: 2 * n})[a]
 	byStatus := map[int]int{}
 	for _, f := range fl {
 		byStatus[xdstest.GRPCStatus(f)]++
@@ -329,7 +301,7 @@ spec:
 	}
 	// The server side saw each call with the grpc-timeout the client's
 	// route imposed, and the client's reset when it expired.
-	for _, f := range requireFlows(t, pl, unary, map[*xdstest.Backend]int{slow: n})[slow] {
+	for _, f := range xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{slow: n})[slow] {
 		to := header(f, "grpc-timeout")
 		d, err := time.ParseDuration(strings.NewReplacer("m", "ms", "u", "us", "n", "ns", "S", "s").Replace(to))
 		if err != nil || d > 200*time.Millisecond || d <= 0 {
@@ -385,7 +357,7 @@ spec:
 		t.Errorf("backend received %d, want the %d calls not aborted", a.Calls(), n-aborted)
 	}
 	// Aborted calls never leave the client: sextant sees only the others.
-	requireFlows(t, pl, unary, map[*xdstest.Backend]int{a: n - aborted})
+	xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{a: n - aborted})
 
 	cp.Apply(t, doc("{delay: {percent: 100, fixedDelay: 150ms}}"))
 	// Wait until aborts stop (the new policy reached the client).
@@ -464,7 +436,7 @@ spec:
 	if a.Calls() != 1+2+10 {
 		t.Errorf("backend received %d calls, want 13 (the %d refused never left the client)", a.Calls(), over)
 	}
-	requireFlows(t, pl, unary, map[*xdstest.Backend]int{a: 13})
+	xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{a: 13})
 }
 
 func TestOutlierDetectionEjects(t *testing.T) {
@@ -522,7 +494,7 @@ spec:
 	if bad.Calls() != badCalls || badCalls != failures {
 		t.Errorf("ejected backend received %d calls (then %d); clients saw %d failures", badCalls, bad.Calls(), failures)
 	}
-	fl := requireFlows(t, pl, unary, map[*xdstest.Backend]int{bad: failures, good: good.Calls()})
+	fl := xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{bad: failures, good: good.Calls()})
 	for _, f := range fl[bad] {
 		if xdstest.GRPCStatus(f) != int(codes.Unavailable) {
 			t.Errorf("observed status %d at the failing backend", xdstest.GRPCStatus(f))
@@ -585,7 +557,7 @@ spec:
 	}
 	// sextant's flows agree: each user's calls observed at one backend,
 	// the one the client saw answering.
-	for b, fl := range requireFlows(t, pl, unary, want) {
+	for b, fl := range xdstest.RequireFlows(t, pl, unary, want) {
 		for _, f := range fl {
 			if u := header(f, "x-user"); owner[u] != b.Name {
 				t.Errorf("%s observed at %s, owned by %s", u, b.Name, owner[u])

@@ -205,11 +205,19 @@ type Backend struct {
 	Handler Handler
 
 	mu      sync.Mutex
-	calls   int
+	calls   int // UnaryCall
+	streams int // FullDuplexCall
 	serving chan struct{}
 }
 
-// Calls the backend has received.
+// Streams the backend has received (FullDuplexCall).
+func (b *Backend) Streams() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.streams
+}
+
+// Calls the backend has received (UnaryCall).
 func (b *Backend) Calls() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -230,7 +238,7 @@ func (b *Backend) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*te
 
 func (b *Backend) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
 	b.mu.Lock()
-	b.calls++
+	b.streams++
 	b.mu.Unlock()
 	if b.Handler != nil {
 		if err := b.Handler(stream.Context(), b); err != nil {
@@ -391,6 +399,34 @@ func (pl *Pipeline) Matching(keep func(*flow.Flow) bool) []*flow.Flow {
 	for _, f := range pl.flows {
 		if keep(f) {
 			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// RequireFlows: the flows each backend's side observed equal the calls
+// it received (and these equal what the clients counted).
+func RequireFlows(t testing.TB, pl *Pipeline, path string, want map[*Backend]int) map[*Backend][]*flow.Flow {
+	t.Helper()
+	total := 0
+	for _, n := range want {
+		total += n
+	}
+	out := map[*Backend][]*flow.Flow{}
+	any := func(f *flow.Flow) bool {
+		for b := range want {
+			if ServedBy(b, path)(f) {
+				return true
+			}
+		}
+		return false
+	}
+	pl.Await(any, total)
+	for b, n := range want {
+		out[b] = pl.Matching(ServedBy(b, path))
+		t.Logf("backend %s: %d calls, %d flows observed", b.Name, n, len(out[b]))
+		if len(out[b]) != n {
+			t.Errorf("backend %s: sextant observed %d flows, the clients counted %d calls", b.Name, len(out[b]), n)
 		}
 	}
 	return out
