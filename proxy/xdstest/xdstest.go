@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -167,7 +168,8 @@ func (cp *ControlPlane) Bootstrap(node string) []byte {
 			"channel_creds":   []any{map[string]any{"type": "insecure"}},
 			"server_features": []string{"xds_v3"},
 		}},
-		"node":                                   map[string]any{"id": node},
+		// grpc-js refuses a node without a locality.
+		"node":                                   map[string]any{"id": node, "locality": map[string]any{}},
 		"server_listener_resource_name_template": pxds.ServerListenerTemplate,
 	})
 	return b
@@ -446,4 +448,48 @@ func GRPCStatus(f *flow.Flow) int {
 		return -1
 	}
 	return int(*f.GRPC.Status)
+}
+
+// ---------------------------------------------------------------------------
+// grpc-js.
+
+// GRPCJSModules installs @grpc/grpc-js and @grpc/grpc-js-xds once into a
+// cache directory the tests own and returns its node_modules (NODE_PATH).
+func GRPCJSModules(t testing.TB) string {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		testbed.Missing(t, "node not installed: %v", err)
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		testbed.Missing(t, "npm not installed: %v", err)
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(cache, "sextant", "grpc-js-xds-1.14.1")
+	mods := filepath.Join(dir, "node_modules")
+	if _, err := os.Stat(filepath.Join(mods, "@grpc", "grpc-js-xds", "package.json")); err == nil {
+		return mods
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "install-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	cmd := exec.Command(npm, "install", "--prefix", tmp, "--no-audit", "--no-fund", "@grpc/grpc-js@1.14.7", "@grpc/grpc-js-xds@1.14.1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		testbed.Missing(t, "npm install @grpc/grpc-js-xds: %v\n%s", err, out)
+	}
+	// Another test binary may have won the race: either copy works.
+	if err := os.Rename(tmp, dir); err != nil {
+		if _, serr := os.Stat(mods); serr != nil {
+			t.Fatalf("install grpc-js: %v", err)
+		}
+	}
+	return mods
 }
