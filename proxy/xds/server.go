@@ -3,6 +3,7 @@ package xds
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -433,4 +434,20 @@ func Validate(opt Options, paths ...string) (Report, error) {
 		}
 	}
 	return r, errors.Join(errs...)
+}
+
+// GRPCBootstrap is a gRPC xDS bootstrap (grpc-go, grpc-js) for node
+// against the server at serverURI (host:port, or unix:///path).
+func GRPCBootstrap(serverURI, node string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"xds_servers": []any{map[string]any{
+			"server_uri":      serverURI,
+			"channel_creds":   []any{map[string]any{"type": "insecure"}},
+			"server_features": []string{"xds_v3"},
+		}},
+		// grpc-js refuses a node without a locality.
+		"node":                                   map[string]any{"id": node, "locality": map[string]any{}},
+		"server_listener_resource_name_template": ServerListenerTemplate,
+	})
+	return b
 }

@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"slices"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
@@ -64,6 +66,9 @@ type Options struct {
 	// Servers are xDS gRPC servers that need a server listener even when
 	// no L7 policy selects them (the forwarder's downstream side).
 	Servers []netip.AddrPort
+	// UpstreamMark is the SO_MARK of Envoy's upstream connections, so
+	// that the connect-time redirect lets them through (0: none).
+	UpstreamMark uint32
 	// AuditSink names the access.Sink that gRPC servers' RBAC audit
 	// events go to ("" = no audit logging).
 	AuditSink string
@@ -166,6 +171,11 @@ func (t *translation) run() error {
 	if err := t.serverListeners(); err != nil {
 		return err
 	}
+	if t.profile == Envoy && t.opt.UpstreamMark != 0 {
+		for _, r := range t.out[resource.ClusterType] {
+			markUpstream(r.(*clusterv3.Cluster), t.opt.UpstreamMark)
+		}
+	}
 	for _, r := range t.set.EnvoyResources {
 		typ := typeURLOf(r.Obj)
 		if err := t.add(typ, proto.Clone(r.Obj), r.String()); err != nil {
@@ -173,6 +183,18 @@ func (t *translation) run() error {
 		}
 	}
 	return nil
+}
+
+// markUpstream sets SO_MARK on a cluster's connections before they
+// connect (the redirect skips marked sockets: no loop back to Envoy).
+func markUpstream(c *clusterv3.Cluster, mark uint32) {
+	c.UpstreamBindConfig = &corev3.BindConfig{SocketOptions: []*corev3.SocketOption{{
+		Description: "sextant: not redirected",
+		Level:       1,  // SOL_SOCKET
+		Name:        36, // SO_MARK
+		Value:       &corev3.SocketOption_IntValue{IntValue: int64(mark)},
+		State:       corev3.SocketOption_STATE_PREBIND,
+	}}}
 }
 
 func typeURLOf(m proto.Message) string {
@@ -189,16 +211,40 @@ func resourceName(r types.Resource) string {
 	return ""
 }
 
-// Redirects maps each static address of a Backend that routes are
-// attached to (parentRefs) to its front name: the connect-time redirect
-// sends connections to these addresses to the node proxy, which routes
-// them as the front's listener says.
+// Front is a set of addresses clients dial whose traffic routes manage:
+// the static endpoints of a Backend that routes are attached to
+// (parentRefs). The node redirects connections to them to its proxy.
+type Front struct {
+	Name  string // the xDS listener (gRPC: dialled as xds:///Name)
+	Addrs []netip.AddrPort
+	// GRPCOnly: only GRPCRoutes are attached, so the gRPC forwarder can
+	// carry the traffic; otherwise (HTTPRoutes) it needs Envoy.
+	GRPCOnly bool
+}
+
+// Fronts lists the redirected fronts of the inputs.
+func Fronts(set *config.Set) []Front {
+	t := &translation{set: set}
+	var out []Front
+	for _, f := range t.fronts() {
+		if len(f.addrs) == 0 {
+			continue
+		}
+		grpcOnly := true
+		for _, e := range f.entries {
+			grpcOnly = grpcOnly && e.kind == config.TargetGRPCRoute
+		}
+		out = append(out, Front{Name: f.name, Addrs: slices.Clone(f.addrs), GRPCOnly: grpcOnly})
+	}
+	return out
+}
+
+// Redirects maps each front address to its front name.
 func Redirects(set *config.Set) map[netip.AddrPort]string {
 	out := map[netip.AddrPort]string{}
-	t := &translation{set: set}
-	for _, f := range t.fronts() {
-		for _, a := range f.addrs {
-			out[a] = f.name
+	for _, f := range Fronts(set) {
+		for _, a := range f.Addrs {
+			out[a] = f.Name
 		}
 	}
 	return out

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -105,9 +106,14 @@ func parse(t *testing.T, doc string) *config.Set {
 // (every RDS and EDS reference resolves) — the check Envoy itself would
 // make is all that is left unproven here (no Envoy binary).
 func TestEnvoyProfileExpressesEverything(t *testing.T) {
-	res, warns, err := Translate(parse(t, everything), nil, Envoy, Options{})
+	res, warns, err := Translate(parse(t, everything), nil, Envoy, Options{UpstreamMark: 0x5e7a})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range res[resource.ClusterType] {
+		if o := r.(*clusterv3.Cluster).GetUpstreamBindConfig().GetSocketOptions(); len(o) != 1 || o[0].GetIntValue() != 0x5e7a {
+			t.Errorf("cluster %s: upstream not marked", resourceName(r))
+		}
 	}
 	for _, w := range warns {
 		t.Errorf("Envoy profile warning: %s", w)

@@ -8,7 +8,6 @@ package xdstest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -162,17 +161,7 @@ func (cp *ControlPlane) Apply(t testing.TB, yaml string) pxds.Result {
 
 // Bootstrap is a gRPC xDS bootstrap for node id against the plane.
 func (cp *ControlPlane) Bootstrap(node string) []byte {
-	b, _ := json.Marshal(map[string]any{
-		"xds_servers": []any{map[string]any{
-			"server_uri":      cp.Addr,
-			"channel_creds":   []any{map[string]any{"type": "insecure"}},
-			"server_features": []string{"xds_v3"},
-		}},
-		// grpc-js refuses a node without a locality.
-		"node":                                   map[string]any{"id": node, "locality": map[string]any{}},
-		"server_listener_resource_name_template": pxds.ServerListenerTemplate,
-	})
-	return b
+	return pxds.GRPCBootstrap(cp.Addr, node)
 }
 
 // Dial opens a grpc-go channel to xds:///target as node.
