@@ -360,9 +360,15 @@ spec:
 	xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{a: n - aborted})
 
 	cp.Apply(t, doc("{delay: {percent: 100, fixedDelay: 150ms}}"))
-	// Wait until aborts stop (the new policy reached the client).
+	// Wait for the first delayed call (the new policy reached the
+	// client; until then 70% of calls pass undelayed).
 	for {
-		if _, err := call(ctx, cc); err == nil {
+		start := time.Now()
+		_, err := call(ctx, cc)
+		if ctx.Err() != nil {
+			t.Fatal("the delay policy never reached the client")
+		}
+		if err == nil && time.Since(start) >= 150*time.Millisecond {
 			break
 		}
 	}
