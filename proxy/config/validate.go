@@ -155,16 +155,38 @@ func (s *Set) validateBackendRefs(o Origin, ns, path string, refs []gwv1.Backend
 	return errs
 }
 
+// RuleBackendRefs are a rule's backendRefs (HTTPBackendRef or
+// GRPCBackendRef) and whether each carries filters of its own.
+func RuleBackendRefs[T gwv1.HTTPBackendRef | gwv1.GRPCBackendRef](bs []T) ([]gwv1.BackendRef, []bool) {
+	refs := make([]gwv1.BackendRef, len(bs))
+	filters := make([]bool, len(bs))
+	for i, b := range bs {
+		switch b := any(b).(type) {
+		case gwv1.HTTPBackendRef:
+			refs[i], filters[i] = b.BackendRef, len(b.Filters) > 0
+		case gwv1.GRPCBackendRef:
+			refs[i], filters[i] = b.BackendRef, len(b.Filters) > 0
+		}
+	}
+	return refs, filters
+}
+
+func (s *Set) checkMirror(o Origin, ns, path string, m *gwv1.HTTPRequestMirrorFilter) error {
+	if m == nil {
+		return nil
+	}
+	if _, err := s.ResolveBackend(m.BackendRef.Group, m.BackendRef.Kind, m.BackendRef.Namespace, m.BackendRef.Name, ns); err != nil {
+		return o.Errorf(path+".requestMirror.backendRef", "%v", err)
+	}
+	return nil
+}
+
 func (s *Set) validateHTTPRoute(r Doc[*gwv1.HTTPRoute]) []error {
 	rt := r.Obj
 	errs := s.validateParents(r.Origin, rt.Namespace, rt.Spec.ParentRefs, rt.Spec.Hostnames)
 	for ri, rule := range rt.Spec.Rules {
 		rp := fmt.Sprintf("spec.rules[%d]", ri)
-		refs := make([]gwv1.BackendRef, len(rule.BackendRefs))
-		filters := make([]bool, len(rule.BackendRefs))
-		for i, b := range rule.BackendRefs {
-			refs[i], filters[i] = b.BackendRef, len(b.Filters) > 0
-		}
+		refs, filters := RuleBackendRefs(rule.BackendRefs)
 		errs = append(errs, s.validateBackendRefs(r.Origin, rt.Namespace, rp+".backendRefs", refs, filters)...)
 		redirect := false
 		for fi, f := range rule.Filters {
@@ -183,11 +205,7 @@ func (s *Set) validateHTTPRoute(r Doc[*gwv1.HTTPRoute]) []error {
 					}
 				}
 			case gwv1.HTTPRouteFilterRequestMirror:
-				if m := f.RequestMirror; m != nil {
-					if _, err := s.ResolveBackend(m.BackendRef.Group, m.BackendRef.Kind, m.BackendRef.Namespace, m.BackendRef.Name, rt.Namespace); err != nil {
-						errs = append(errs, r.Errorf(fp+".requestMirror.backendRef", "%v", err))
-					}
-				}
+				errs = append(errs, s.checkMirror(r.Origin, rt.Namespace, fp, f.RequestMirror))
 			default:
 				errs = append(errs, r.Errorf(fp+".type", "filter %s is not supported", f.Type))
 			}
@@ -237,11 +255,7 @@ func (s *Set) validateGRPCRoute(r Doc[*gwv1.GRPCRoute]) []error {
 	errs := s.validateParents(r.Origin, rt.Namespace, rt.Spec.ParentRefs, rt.Spec.Hostnames)
 	for ri, rule := range rt.Spec.Rules {
 		rp := fmt.Sprintf("spec.rules[%d]", ri)
-		refs := make([]gwv1.BackendRef, len(rule.BackendRefs))
-		filters := make([]bool, len(rule.BackendRefs))
-		for i, b := range rule.BackendRefs {
-			refs[i], filters[i] = b.BackendRef, len(b.Filters) > 0
-		}
+		refs, filters := RuleBackendRefs(rule.BackendRefs)
 		if len(refs) == 0 {
 			errs = append(errs, r.Errorf(rp, "a rule needs backendRefs"))
 		}
@@ -251,11 +265,7 @@ func (s *Set) validateGRPCRoute(r Doc[*gwv1.GRPCRoute]) []error {
 			switch f.Type {
 			case gwv1.GRPCRouteFilterRequestHeaderModifier, gwv1.GRPCRouteFilterResponseHeaderModifier:
 			case gwv1.GRPCRouteFilterRequestMirror:
-				if m := f.RequestMirror; m != nil {
-					if _, err := s.ResolveBackend(m.BackendRef.Group, m.BackendRef.Kind, m.BackendRef.Namespace, m.BackendRef.Name, rt.Namespace); err != nil {
-						errs = append(errs, r.Errorf(fp+".requestMirror.backendRef", "%v", err))
-					}
-				}
+				errs = append(errs, s.checkMirror(r.Origin, rt.Namespace, fp, f.RequestMirror))
 			default:
 				errs = append(errs, r.Errorf(fp+".type", "filter %s is not supported", f.Type))
 			}

@@ -48,6 +48,31 @@ func backendsDoc(bs ...*xdstest.Backend) string {
 	return s.String()
 }
 
+// policyDoc is backend b, a GRPCRoute name (hostname name.test) to it,
+// and a TrafficPolicy with spec lines policy targeting the route (or,
+// onBackend, the Backend).
+func policyDoc(b *xdstest.Backend, name string, onBackend bool, policy string) string {
+	target := "{group: gateway.networking.k8s.io, kind: GRPCRoute, name: " + name + "}"
+	if onBackend {
+		target = "{group: proxy.sextant.io, kind: Backend, name: " + b.Name + "}"
+	}
+	return backendDoc(b) + fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: %[1]s}
+spec:
+  hostnames: [%[1]s.test]
+  rules:
+  - backendRefs: [{name: %[2]s}]
+---
+apiVersion: proxy.sextant.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: %[1]s}
+spec:
+  targetRefs: [%[3]s]
+  %[4]s
+`, name, b.Name, target, policy)
+}
+
 // call makes one UnaryCall and returns who answered ("" on error).
 func call(ctx context.Context, cc *grpc.ClientConn, md ...string) (string, error) {
 	if len(md) > 0 {
@@ -227,21 +252,7 @@ func TestRetries(t *testing.T) {
 	pl := xdstest.StartPipeline(t)
 	cp := xdstest.StartControlPlane(t, pxds.Options{})
 	a := xdstest.StartBackend(t, "retry-a", failFirst())
-	cp.Apply(t, backendDoc(a)+`apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata: {name: retry}
-spec:
-  hostnames: [retry.test]
-  rules:
-  - backendRefs: [{name: retry-a}]
----
-apiVersion: proxy.sextant.io/v1alpha1
-kind: TrafficPolicy
-metadata: {name: retry}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: GRPCRoute, name: retry}]
-  retry: {on: [unavailable], attempts: 2, backoff: 1ms}
-`)
+	cp.Apply(t, policyDoc(a, "retry", false, "retry: {on: [unavailable], attempts: 2, backoff: 1ms}"))
 	cc := cp.Dial(t, "client-retry", "retry.test")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -275,21 +286,7 @@ func TestStreamTimeout(t *testing.T) {
 			return nil
 		}
 	})
-	cp.Apply(t, backendDoc(slow)+`apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata: {name: timeout}
-spec:
-  hostnames: [timeout.test]
-  rules:
-  - backendRefs: [{name: timeout-a}]
----
-apiVersion: proxy.sextant.io/v1alpha1
-kind: TrafficPolicy
-metadata: {name: timeout}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: GRPCRoute, name: timeout}]
-  timeout: {request: 200ms}
-`)
+	cp.Apply(t, policyDoc(slow, "timeout", false, "timeout: {request: 200ms}"))
 	cc := cp.Dial(t, "client-timeout", "timeout.test")
 	const n = 5
 	for range n {
@@ -317,22 +314,7 @@ func TestFaultInjection(t *testing.T) {
 	pl := xdstest.StartPipeline(t)
 	cp := xdstest.StartControlPlane(t, pxds.Options{})
 	a := xdstest.StartBackend(t, "fault-a", nil)
-	doc := func(fault string) string {
-		return backendDoc(a) + `apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata: {name: fault}
-spec:
-  hostnames: [fault.test]
-  rules:
-  - backendRefs: [{name: fault-a}]
----
-apiVersion: proxy.sextant.io/v1alpha1
-kind: TrafficPolicy
-metadata: {name: fault}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: GRPCRoute, name: fault}]
-  fault: ` + fault + "\n"
-	}
+	doc := func(fault string) string { return policyDoc(a, "fault", false, "fault: "+fault) }
 	cp.Apply(t, doc("{abort: {percent: 30, grpcStatus: 8}}"))
 	cc := cp.Dial(t, "client-fault", "fault.test")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -393,21 +375,7 @@ func TestCircuitBreaking(t *testing.T) {
 		}
 		return nil
 	})
-	cp.Apply(t, backendDoc(a)+`apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata: {name: cb}
-spec:
-  hostnames: [cb.test]
-  rules:
-  - backendRefs: [{name: cb-a}]
----
-apiVersion: proxy.sextant.io/v1alpha1
-kind: TrafficPolicy
-metadata: {name: cb}
-spec:
-  targetRefs: [{group: proxy.sextant.io, kind: Backend, name: cb-a}]
-  circuitBreaker: {maxRequests: 2}
-`)
+	cp.Apply(t, policyDoc(a, "cb", true, "circuitBreaker: {maxRequests: 2}"))
 	cc := cp.Dial(t, "client-cb", "cb.test")
 	callN(t, cc, 1) // connected
 	var wg sync.WaitGroup

@@ -88,33 +88,25 @@ func (t *translation) fronts() []*front {
 		}
 	}
 	for _, r := range t.set.HTTPRoutes {
-		var entries []routeEntry
-		for i := range r.Obj.Spec.Rules {
-			rule := &r.Obj.Spec.Rules[i]
-			e := routeEntry{kind: config.TargetHTTPRoute, ns: r.Obj.Namespace, name: r.Obj.Name, origin: r.Origin, rulePath: fmt.Sprintf("spec.rules[%d]", i), http: rule}
-			if len(rule.Matches) == 0 {
-				entries = append(entries, e)
+		base := routeEntry{kind: config.TargetHTTPRoute, ns: r.Obj.Namespace, name: r.Obj.Name, origin: r.Origin}
+		rules := r.Obj.Spec.Rules
+		entries := ruleEntries(base, len(rules), func(i int) int { return len(rules[i].Matches) }, func(e *routeEntry, i, j int) {
+			e.http = &rules[i]
+			if j >= 0 {
+				e.hm = &rules[i].Matches[j]
 			}
-			for j := range rule.Matches {
-				e.hm, e.match = &rule.Matches[j], fmt.Sprintf("spec.rules[%d].matches[%d]", i, j)
-				entries = append(entries, e)
-			}
-		}
+		})
 		attach(r.Obj.Namespace, r.Obj.Spec.Hostnames, r.Obj.Spec.ParentRefs, entries)
 	}
 	for _, r := range t.set.GRPCRoutes {
-		var entries []routeEntry
-		for i := range r.Obj.Spec.Rules {
-			rule := &r.Obj.Spec.Rules[i]
-			e := routeEntry{kind: config.TargetGRPCRoute, ns: r.Obj.Namespace, name: r.Obj.Name, origin: r.Origin, rulePath: fmt.Sprintf("spec.rules[%d]", i), grpc: rule}
-			if len(rule.Matches) == 0 {
-				entries = append(entries, e)
+		base := routeEntry{kind: config.TargetGRPCRoute, ns: r.Obj.Namespace, name: r.Obj.Name, origin: r.Origin}
+		rules := r.Obj.Spec.Rules
+		entries := ruleEntries(base, len(rules), func(i int) int { return len(rules[i].Matches) }, func(e *routeEntry, i, j int) {
+			e.grpc = &rules[i]
+			if j >= 0 {
+				e.gm = &rules[i].Matches[j]
 			}
-			for j := range rule.Matches {
-				e.gm, e.match = &rule.Matches[j], fmt.Sprintf("spec.rules[%d].matches[%d]", i, j)
-				entries = append(entries, e)
-			}
-		}
+		})
 		attach(r.Obj.Namespace, r.Obj.Spec.Hostnames, r.Obj.Spec.ParentRefs, entries)
 	}
 	out := make([]*front, 0, len(order))
@@ -122,6 +114,28 @@ func (t *translation) fronts() []*front {
 		f := byName[n]
 		slices.SortStableFunc(f.entries, func(a, b routeEntry) int { return cmp.Compare(b.precedence(), a.precedence()) })
 		out = append(out, f)
+	}
+	return out
+}
+
+// ruleEntries makes one entry per match of each rule (one for a rule
+// without matches: it matches everything); fill sets the rule (i) and
+// match (j, -1 for none).
+func ruleEntries(base routeEntry, rules int, matches func(i int) int, fill func(e *routeEntry, i, j int)) []routeEntry {
+	var out []routeEntry
+	for i := range rules {
+		e := base
+		e.rulePath = fmt.Sprintf("spec.rules[%d]", i)
+		if matches(i) == 0 {
+			fill(&e, i, -1)
+			out = append(out, e)
+		}
+		for j := range matches(i) {
+			m := e
+			m.match = fmt.Sprintf("spec.rules[%d].matches[%d]", i, j)
+			fill(&m, i, j)
+			out = append(out, m)
+		}
 	}
 	return out
 }
@@ -187,18 +201,12 @@ func (t *translation) route(e routeEntry) (*routev3.Route, bool) {
 		return nil, false
 	}
 	var refs []gwv1.BackendRef
-	var filtersAt string
 	if e.http != nil {
-		for _, b := range e.http.BackendRefs {
-			refs = append(refs, b.BackendRef)
-		}
-		filtersAt = e.rulePath + ".filters"
+		refs, _ = config.RuleBackendRefs(e.http.BackendRefs)
 	} else {
-		for _, b := range e.grpc.BackendRefs {
-			refs = append(refs, b.BackendRef)
-		}
-		filtersAt = e.rulePath + ".filters"
+		refs, _ = config.RuleBackendRefs(e.grpc.BackendRefs)
 	}
+	filtersAt := e.rulePath + ".filters"
 	// A redirect replaces the action.
 	if e.http != nil {
 		for i, f := range e.http.Filters {

@@ -247,15 +247,21 @@ func (b *Backend) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServe
 	}
 }
 
-// StartBackend serves a plain grpc-go TestService on a loopback port.
-func StartBackend(t testing.TB, name string, h Handler) *Backend {
+func (b *Backend) listen(t testing.TB) net.Listener {
 	t.Helper()
-	b := &Backend{Name: name, Handler: h}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.Addr = netip.MustParseAddrPort(l.Addr().String())
+	return l
+}
+
+// StartBackend serves a plain grpc-go TestService on a loopback port.
+func StartBackend(t testing.TB, name string, h Handler) *Backend {
+	t.Helper()
+	b := &Backend{Name: name, Handler: h}
+	l := b.listen(t)
 	g := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(g, b)
 	go g.Serve(l)
@@ -268,11 +274,7 @@ func StartBackend(t testing.TB, name string, h Handler) *Backend {
 func StartXDSBackend(t testing.TB, cp *ControlPlane, name string, h Handler, opts ...grpc.ServerOption) *Backend {
 	t.Helper()
 	b := &Backend{Name: name, Handler: h}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Addr = netip.MustParseAddrPort(l.Addr().String())
+	l := b.listen(t)
 	serving := make(chan struct{})
 	var once sync.Once
 	opts = append(opts, grpc.Creds(insecure.NewCredentials()), xds.BootstrapContentsForTesting(cp.Bootstrap("server-"+name)),
