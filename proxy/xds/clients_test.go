@@ -539,3 +539,29 @@ spec:
 		}
 	}
 }
+
+// A DNS backend: grpc-go resolves the LOGICAL_DNS cluster's name itself.
+func TestDNSBackend(t *testing.T) {
+	pl := xdstest.StartPipeline(t)
+	cp := xdstest.StartControlPlane(t, pxds.Options{})
+	a := xdstest.StartBackend(t, "dns-a", nil)
+	cp.Apply(t, fmt.Sprintf(`apiVersion: proxy.sextant.io/v1alpha1
+kind: Backend
+metadata: {name: dns-a}
+spec:
+  dns: {hostname: localhost, port: %d}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: dns}
+spec:
+  hostnames: [dns.test]
+  rules:
+  - backendRefs: [{name: dns-a}]
+`, a.Addr.Port()))
+	cc := cp.Dial(t, "client-dns", "dns.test")
+	if c := callN(t, cc, 50); c["dns-a"] != 50 {
+		t.Errorf("DNS backend: %v", c)
+	}
+	xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{a: 50})
+}
