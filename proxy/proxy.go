@@ -104,6 +104,19 @@ func New(cfg Config, sink access.Sink) (*Proxy, error) {
 	return p, nil
 }
 
+// OriginalDst is the destination a redirected client (at its local
+// address) connected to: the agent puts it on the flows it observes of
+// that connection, whose destination is the proxy's listener.
+func (p *Proxy) OriginalDst(client netip.AddrPort) (netip.AddrPort, bool) {
+	p.mu.Lock()
+	r := p.redirect
+	p.mu.Unlock()
+	if r == nil {
+		return netip.AddrPort{}, false
+	}
+	return r.OriginalDst(client)
+}
+
 // XDS is the control plane (for its Prometheus collectors).
 func (p *Proxy) XDS() *xds.Server { return p.xds }
 

@@ -161,6 +161,11 @@ spec:
 	if r.Summary != "1 HTTPRoute, 1 Backend" || len(r.Warnings) != 1 || r.Warnings[0].At != filepath.Join(dir, "a.yaml")+":13" {
 		t.Errorf("report %+v", r)
 	}
+	var out strings.Builder
+	r.Write(&out)
+	if want := "valid: 1 HTTPRoute, 1 Backend\nenvoy profile: 2 listeners, 1 routes, 2 clusters, 1 endpoints\ngrpc profile: 1 listeners, 0 routes, 1 clusters, 1 endpoints\nwarning: "; !strings.HasPrefix(out.String(), want) {
+		t.Errorf("report:\n%s", out.String())
+	}
 	os.WriteFile(filepath.Join(dir, "b.yaml"), []byte("apiVersion: proxy.sextant.io/v1alpha1\nkind: Backend\nmetadata: {name: x}\nspec: {endpoint: []}\n"), 0o644)
 	if _, err := proxy.Validate(dir); err == nil || !strings.Contains(err.Error(), "b.yaml:4: spec.endpoint: unknown field") {
 		t.Errorf("bad file: %v", err)

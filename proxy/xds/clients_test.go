@@ -565,3 +565,47 @@ spec:
 	}
 	xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{a: 50})
 }
+
+// An HTTPRoute serves gRPC clients too: path matches, GEP-1731 retry
+// codes mapped to gRPC statuses (503 → unavailable), and its request
+// timeout as the stream limit.
+func TestHTTPRouteForGRPCClients(t *testing.T) {
+	pl := xdstest.StartPipeline(t)
+	cp := xdstest.StartControlPlane(t, pxds.Options{})
+	a := xdstest.StartBackend(t, "hr-a", failFirst())
+	b := xdstest.StartBackend(t, "hr-b", func(ctx context.Context, _ *xdstest.Backend) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	res := cp.Apply(t, backendsDoc(a, b)+`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hr}
+spec:
+  hostnames: [hr.test]
+  rules:
+  - matches: [{path: {type: Exact, value: /grpc.testing.TestService/UnaryCall}, headers: [{name: x-slow, value: "1"}]}]
+    backendRefs: [{name: hr-b}]
+    timeouts: {request: 100ms}
+  - matches: [{path: {type: PathPrefix, value: /grpc.testing.TestService/}}]
+    backendRefs: [{name: hr-a}]
+    retry: {codes: [503], attempts: 1, backoff: 1ms}
+`)
+	for _, w := range res.Warnings {
+		if w.Profile == pxds.GRPC {
+			t.Errorf("unexpected gRPC warning: %s", w)
+		}
+	}
+	cc := cp.Dial(t, "client-hr", "hr.test")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 20
+	for i := range n {
+		if who, err := call(ctx, cc, "x-request-id", fmt.Sprint(i)); err != nil || who != "hr-a" {
+			t.Fatalf("call %d: %q %v (want hr-a after one retry)", i, who, err)
+		}
+	}
+	if _, err := call(ctx, cc, "x-slow", "1"); status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("x-slow: %v, want DEADLINE_EXCEEDED from the route's 100ms", err)
+	}
+	xdstest.RequireFlows(t, pl, unary, map[*xdstest.Backend]int{a: 2 * n, b: 1})
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -410,6 +411,18 @@ type Report struct {
 	Warnings []Warning
 	// Resources counts each profile's resources by type.
 	Resources map[Profile]map[string]int
+}
+
+// Write prints the report as `sextant proxy validate` shows it.
+func (r Report) Write(w io.Writer) {
+	fmt.Fprintf(w, "valid: %s\n", r.Summary)
+	for _, p := range []Profile{Envoy, GRPC} {
+		c := r.Resources[p]
+		fmt.Fprintf(w, "%s profile: %d listeners, %d routes, %d clusters, %d endpoints\n", p, c["listener"], c["route"], c["cluster"], c["endpoint"])
+	}
+	for _, wn := range r.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", wn)
+	}
 }
 
 // Validate reads files as the server would and translates them for both
