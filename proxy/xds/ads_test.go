@@ -83,14 +83,30 @@ spec:
 	if want := []string{"front:" + a.Addr.String(), "sextant-http", pxds.OutboundListener}; !slices.Equal(listeners, want) {
 		t.Errorf("listeners %v, want %v", listeners, want)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, n := range cp.Status().Nodes {
-			if n.ID == "envoy-1" && n.Profile == "envoy" && n.Acked["listener"] == n.Version && n.Acked["cluster"] == n.Version && n.Streams == 1 {
-				return
+	known := func(want func(pxds.NodeStatus) bool) bool {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, n := range cp.Status().Nodes {
+				if want(n) {
+					return true
+				}
 			}
+			time.Sleep(20 * time.Millisecond)
 		}
+		return false
+	}
+	if !known(func(n pxds.NodeStatus) bool {
+		return n.ID == "envoy-1" && n.Profile == "envoy" && n.Acked["listener"] == n.Version && n.Acked["cluster"] == n.Version && n.Streams == 1
+	}) {
+		t.Errorf("status does not show the Envoy node's ACKs: %+v", cp.Status().Nodes)
+	}
+	// Gone with its stream.
+	cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(cp.Status().Nodes) > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Errorf("status does not show the Envoy node's ACKs: %+v", cp.Status().Nodes)
+	if nodes := cp.Status().Nodes; len(nodes) > 0 {
+		t.Errorf("nodes after the stream closed: %+v", nodes)
+	}
 }

@@ -267,10 +267,18 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		StreamClosedFunc: func(id int64, _ *corev3.Node) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if n, ok := s.nodes[s.streams[id]]; ok {
-				n.streams--
-			}
+			node := s.streams[id]
 			delete(s.streams, id)
+			n, ok := s.nodes[node]
+			if !ok {
+				return
+			}
+			// A node with no stream left is forgotten (its snapshot too):
+			// clients that come and go with fresh ids must not pile up.
+			if n.streams--; n.streams <= 0 {
+				s.caches[n.profile].ClearSnapshot(node)
+				delete(s.nodes, node)
+			}
 		},
 		StreamRequestFunc: func(stream int64, req *discoverygrpc.DiscoveryRequest) error {
 			s.request(stream, req)
