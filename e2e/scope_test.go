@@ -3,9 +3,6 @@ package e2e
 import (
 	"fmt"
 	"maps"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,39 +16,31 @@ import (
 // of processes started in it, so tests running in parallel (each with its
 // own probes, which see the whole host) never count each other's flows.
 type scope struct {
-	t   *testing.T
-	dir string // under cgroupRoot
-	rel string // the collector's CgroupScope
+	t  *testing.T
+	cg *testbed.Cgroup
 }
 
 // newScope makes a cgroup named after the test (removed at the end) and a
 // pipeline scoped to it.
 func newScope(t *testing.T) (*scope, *pipeline) {
 	t.Helper()
-	testbed.RequireRoot(t)
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.procs")); err != nil {
-		testbed.Missing(t, "no cgroup v2 hierarchy at %s: %v", cgroupRoot, err)
-	}
 	name := strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
-	rel := fmt.Sprintf("sextant-e2e-%s-%d", name, os.Getpid())
-	s := &scope{t: t, dir: nodeCgroup(t, rel), rel: "/" + rel}
-	return s, startPipelineWith(t, collector.Config{Node: "e2e", CgroupScope: s.rel})
+	s := &scope{t: t, cg: testbed.NewCgroup(t, name)}
+	return s, startPipelineWith(t, collector.Config{Node: "e2e", CgroupScope: s.cg.Path})
 }
 
 // peer starts a role of the test binary inside the scope.
 func (s *scope) peer(role string, args any) *proc {
 	s.t.Helper()
-	return startInCgroup(s.t, s.dir, role, role, args)
+	return startInCgroup(s.t, s.cg, role, role, args)
 }
 
-// command starts an external program inside the scope: a shell moves
-// itself into the cgroup and execs it, so the program's pid is the one
-// started here and all of its connections are in scope from the first.
+// command starts an external program inside the scope, from its first
+// instruction: its pid is the one started here and all of its
+// connections are in scope from the first.
 func (s *scope) command(name string, argv ...string) *proc {
 	s.t.Helper()
-	script := `echo $$ > "$0" && exec "$@"`
-	cmd := exec.Command("/bin/sh", append([]string{"-c", script, filepath.Join(s.dir, "cgroup.procs")}, argv...)...)
-	return startProc(s.t, name, cmd)
+	return startProc(s.t, name, s.cg.Command(argv[0], argv[1:]...))
 }
 
 // logConns logs, per connection of the given processes, what the kernel
