@@ -32,6 +32,7 @@ import (
 
 	"github.com/sextant/sextant/collector"
 	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/identity"
 	"github.com/sextant/sextant/probes"
 	"github.com/sextant/sextant/proxy/config"
 	pxds "github.com/sextant/sextant/proxy/xds"
@@ -41,7 +42,8 @@ import (
 // ---------------------------------------------------------------------------
 // The test process in its own cgroup.
 
-const cgroupRoot = "/sys/fs/cgroup/unified"
+// cgroupRoot is where cgroup v2 is mounted.
+var cgroupRoot = identity.Cgroup2Mount("/proc/self/mountinfo")
 
 // scope is the cgroup (path below the cgroup2 root) the test process
 // moved itself into; "" when it could not.
@@ -335,36 +337,17 @@ func StartPipeline(t testing.TB) *Pipeline {
 		t.Fatalf("load probes: %v", err)
 	}
 	pl := &Pipeline{t: t}
-	pl.coll = collector.New(collector.Config{Node: "proxytest", CgroupScope: scope}, func(f *flow.Flow) { pl.flows = append(pl.flows, f) })
+	pl.coll = collector.New(collector.Config{Node: "proxytest", CgroupScope: scope}, func(f *flow.Flow) {
+		pl.mu.Lock()
+		pl.flows = append(pl.flows, f)
+		pl.mu.Unlock()
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- p.Run(ctx, func(ev *probes.Event) {
-			pl.mu.Lock()
-			pl.coll.Handle(ev)
-			pl.mu.Unlock()
-		})
-	}()
-	ticked := make(chan struct{})
-	go func() {
-		defer close(ticked)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				pl.mu.Lock()
-				pl.coll.Tick(now)
-				pl.mu.Unlock()
-			}
-		}
-	}()
+	go func() { done <- pl.coll.Run(ctx, p) }() // the agent's own drive loop
 	t.Cleanup(func() {
 		cancel()
-		<-ticked
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		if err := <-done; err != nil {
 			t.Errorf("probes: %v", err)
 		}
 		p.Close()
