@@ -152,8 +152,8 @@ func Parse(file string, data []byte) ([]*Policy, []error) {
 			errs = append(errs, &FieldError{File: file, Line: yamlErrorLine(err), Reason: err.Error()})
 			break // the YAML stream cannot be resynchronised
 		}
-		if len(doc.Content) == 0 {
-			continue // an empty document ("---" alone)
+		if len(doc.Content) == 0 || (doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].Tag == "!!null") {
+			continue // an empty document ("---" alone, or only comments)
 		}
 		p, err := parseDocument(file, doc.Content[0])
 		if err != nil {

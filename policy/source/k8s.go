@@ -51,14 +51,18 @@ func (w *walker) k8s(p *Policy, np *k8sPolicy) error {
 	if ingressType {
 		for i, in := range np.Spec.Ingress {
 			sub := fmt.Sprintf("spec.ingress[%d]", i)
-			var ir api.IngressRule
 			eps, sets, err := w.k8sPeers(in.From, sub+".from", ns)
 			errs = append(errs, err)
-			ir.FromEndpoints, ir.FromCIDRSet = eps, sets
 			ports, err := w.k8sPorts(in.Ports, sub+".ports")
 			errs = append(errs, err)
-			ir.ToPorts = ports
-			r.Ingress = append(r.Ingress, ir)
+			// Cilium rules take one kind of peer each: pods and ipBlocks
+			// become two rules with the same ports, as Cilium's parser does.
+			if len(eps) > 0 {
+				r.Ingress = append(r.Ingress, api.IngressRule{IngressCommonRule: api.IngressCommonRule{FromEndpoints: eps}, ToPorts: ports})
+			}
+			if len(sets) > 0 {
+				r.Ingress = append(r.Ingress, api.IngressRule{IngressCommonRule: api.IngressCommonRule{FromCIDRSet: sets}, ToPorts: ports})
+			}
 		}
 		if len(r.Ingress) == 0 {
 			r.Ingress = []api.IngressRule{{}} // selected, nothing allowed: default deny
@@ -67,14 +71,16 @@ func (w *walker) k8s(p *Policy, np *k8sPolicy) error {
 	if egressType {
 		for i, eg := range np.Spec.Egress {
 			sub := fmt.Sprintf("spec.egress[%d]", i)
-			var er api.EgressRule
 			eps, sets, err := w.k8sPeers(eg.To, sub+".to", ns)
 			errs = append(errs, err)
-			er.ToEndpoints, er.ToCIDRSet = eps, sets
 			ports, err := w.k8sPorts(eg.Ports, sub+".ports")
 			errs = append(errs, err)
-			er.ToPorts = ports
-			r.Egress = append(r.Egress, er)
+			if len(eps) > 0 {
+				r.Egress = append(r.Egress, api.EgressRule{EgressCommonRule: api.EgressCommonRule{ToEndpoints: eps}, ToPorts: ports})
+			}
+			if len(sets) > 0 {
+				r.Egress = append(r.Egress, api.EgressRule{EgressCommonRule: api.EgressCommonRule{ToCIDRSet: sets}, ToPorts: ports})
+			}
 		}
 		if len(r.Egress) == 0 {
 			r.Egress = []api.EgressRule{{}}
