@@ -385,7 +385,7 @@ func (e *Engine) attachments(rev *revision) []datapath.Attachment {
 			for _, i := range ep.Interfaces {
 				idx = append(idx, i.Index)
 			}
-			out = append(out, datapath.Attachment{Name: fmt.Sprintf("ns-%d", ep.NetnsCookie), NetnsPath: ep.NetnsPath, Ifindexes: idx, InNetns: endpoint.InNetns})
+			out = append(out, datapath.Attachment{Name: fmt.Sprintf("ns-%d", ep.NetnsCookie), NetnsPath: ep.NetnsPath, NetnsCookie: ep.NetnsCookie, Ifindexes: idx, InNetns: endpoint.InNetns})
 		} else {
 			out = append(out, datapath.Attachment{Name: fmt.Sprintf("cg-%d", ep.CgroupID), CgroupPath: ep.CgroupPath})
 		}

@@ -38,6 +38,11 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* The netns endpoint a TCX program instance serves: set per instance by
+ * the loader. bpf_get_netns_cookie(skb) cannot tell: in tc programs it
+ * answers the socket's netns, and an arriving packet has no socket yet. */
+volatile const __u64 tcx_netns = 0;
+
 #define PINNED __uint(pinning, LIBBPF_PIN_BY_NAME)
 
 struct {
@@ -676,7 +681,7 @@ int sextant_tcx_ingress(struct __sk_buff *skb)
 	if (!cfg)
 		return TCX_NEXT;
 	__u32 slot = cfg->active & 1;
-	struct ep_info *ep = ep_by_netns(slot, bpf_get_netns_cookie(skb));
+	struct ep_info *ep = ep_by_netns(slot, tcx_netns);
 	if (!ep)
 		return TCX_NEXT;
 	struct pkt p = {};
@@ -692,7 +697,7 @@ int sextant_tcx_egress(struct __sk_buff *skb)
 	if (!cfg)
 		return TCX_NEXT;
 	__u32 slot = cfg->active & 1;
-	struct ep_info *ep = ep_by_netns(slot, bpf_get_netns_cookie(skb));
+	struct ep_info *ep = ep_by_netns(slot, tcx_netns);
 	if (!ep)
 		return TCX_NEXT;
 	struct pkt p = {};

@@ -37,6 +37,56 @@ type Datapath struct {
 	objs    policyObjects
 	links   map[string]link.Link // by pin name
 	stats   io.Closer
+	spec    *ebpf.CollectionSpec
+	tcx     map[uint64]*tcxPrograms // per netns endpoint (cookie)
+}
+
+// tcxPrograms are one netns endpoint's TCX program instances: the same
+// programs and maps, with the endpoint's netns cookie as a constant.
+type tcxPrograms struct {
+	Ingress *ebpf.Program `ebpf:"sextant_tcx_ingress"`
+	Egress  *ebpf.Program `ebpf:"sextant_tcx_egress"`
+}
+
+func (t *tcxPrograms) Close() {
+	t.Ingress.Close()
+	t.Egress.Close()
+}
+
+// tcxFor loads (once) the TCX programs of a netns endpoint.
+func (d *Datapath) tcxFor(cookie uint64) (*tcxPrograms, error) {
+	if p, ok := d.tcx[cookie]; ok {
+		return p, nil
+	}
+	spec := d.spec.Copy()
+	for name := range spec.Programs {
+		if name != policyProgSextantTcxIngress && name != policyProgSextantTcxEgress {
+			delete(spec.Programs, name)
+		}
+	}
+	if err := spec.Variables[policyVarTcxNetns].Set(cookie); err != nil {
+		return nil, fmt.Errorf("set %s: %w", policyVarTcxNetns, err)
+	}
+	repl := map[string]*ebpf.Map{}
+	for name, m := range d.mapsByName() {
+		repl[name] = m
+	}
+	var p tcxPrograms
+	if err := spec.LoadAndAssign(&p, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
+		return nil, fmt.Errorf("load TCX programs for netns %d: %w", cookie, err)
+	}
+	d.tcx[cookie] = &p
+	return &p, nil
+}
+
+func (d *Datapath) mapsByName() map[string]*ebpf.Map {
+	m := &d.objs.policyMaps
+	return map[string]*ebpf.Map{
+		policyMapConfig: m.Config, policyMapCounters: m.Counters, policyMapEpsCgA: m.EpsCgA, policyMapEpsCgB: m.EpsCgB,
+		policyMapEpsNsA: m.EpsNsA, policyMapEpsNsB: m.EpsNsB, policyMapFlows: m.Flows, policyMapIpcA: m.IpcA, policyMapIpcB: m.IpcB,
+		policyMapListeners: m.Listeners, policyMapBound: m.Bound, policyMapPolA: m.PolA, policyMapPolB: m.PolB,
+		policyMapReported: m.Reported, policyMapVerdicts: m.Verdicts,
+	}
 }
 
 // cgroupHooks are the programs attached to a cgroup endpoint.
@@ -82,7 +132,6 @@ func CheckKernel() error {
 		{ebpf.CGroupSock, asm.FnGetNetnsCookie},
 		{ebpf.CGroupSKB, asm.FnSkbAncestorCgroupId},
 		{ebpf.CGroupSKB, asm.FnRingbufReserve},
-		{ebpf.SchedCLS, asm.FnGetNetnsCookie},
 	}
 	for _, h := range helpers {
 		check(fmt.Sprintf("helper %s in %s programs", h.fn, h.pt), features.HaveProgramHelper(h.pt, h.fn))
@@ -103,7 +152,7 @@ func Load(opts Options) (_ *Datapath, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
 	}
-	d := &Datapath{pinPath: opts.PinPath, links: map[string]link.Link{}}
+	d := &Datapath{pinPath: opts.PinPath, links: map[string]link.Link{}, tcx: map[uint64]*tcxPrograms{}}
 	if d.pinPath == "" {
 		d.pinPath = DefaultPinPath
 	}
@@ -124,6 +173,7 @@ func Load(opts Options) (_ *Datapath, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.spec = spec
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.pinPath}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("load policy programs: pinned maps under %s are from another version: run `sextant agent --cleanup` (%w)", d.pinPath, err)
@@ -164,8 +214,9 @@ type Attachment struct {
 	CgroupPath string
 	// NetnsPath and Ifindexes: attach TCX ingress and egress to these
 	// interfaces of that network namespace.
-	NetnsPath string
-	Ifindexes []int
+	NetnsPath   string
+	NetnsCookie uint64
+	Ifindexes   []int
 	// InNetns runs a function inside NetnsPath (endpoint.InNetns).
 	InNetns func(path string, fn func() error) error
 }
@@ -245,15 +296,19 @@ func (d *Datapath) attach(a Attachment) ([]string, error) {
 		}
 	}
 	if a.NetnsPath != "" {
-		err := a.InNetns(a.NetnsPath, func() error {
+		progs, err := d.tcxFor(a.NetnsCookie)
+		if err != nil {
+			return names, err
+		}
+		err = a.InNetns(a.NetnsPath, func() error {
 			for _, idx := range a.Ifindexes {
 				for _, h := range []struct {
 					dir    string
 					attach ebpf.AttachType
 					prog   *ebpf.Program
 				}{
-					{"ingress", ebpf.AttachTCXIngress, d.objs.SextantTcxIngress},
-					{"egress", ebpf.AttachTCXEgress, d.objs.SextantTcxEgress},
+					{"ingress", ebpf.AttachTCXIngress, progs.Ingress},
+					{"egress", ebpf.AttachTCXEgress, progs.Egress},
 				} {
 					err := put(fmt.Sprintf("%s-if%d-%s", a.Name, idx, h.dir), h.prog, func() (link.Link, error) {
 						l, err := link.AttachTCX(link.TCXOptions{Interface: idx, Program: h.prog, Attach: h.attach})
@@ -294,6 +349,10 @@ func (d *Datapath) Close() error {
 		l.Close()
 	}
 	d.links = map[string]link.Link{}
+	for _, p := range d.tcx {
+		p.Close()
+	}
+	d.tcx = map[uint64]*tcxPrograms{}
 	err := d.objs.Close()
 	if d.stats != nil {
 		d.stats.Close()

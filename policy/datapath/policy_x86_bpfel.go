@@ -208,6 +208,7 @@ const (
 	policyProgSextantSockRelease = "sextant_sock_release"
 	policyProgSextantTcxEgress   = "sextant_tcx_egress"
 	policyProgSextantTcxIngress  = "sextant_tcx_ingress"
+	policyVarTcxNetns            = "tcx_netns"
 	policyVarUnusedCounter       = "unused_counter"
 	policyVarUnusedDirection     = "unused_direction"
 	policyVarUnusedEpFlags       = "unused_ep_flags"
@@ -297,6 +298,7 @@ type policyMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type policyVariableSpecs struct {
+	TcxNetns         *ebpf.VariableSpec `ebpf:"tcx_netns"`
 	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedEpFlags    *ebpf.VariableSpec `ebpf:"unused_ep_flags"`
@@ -367,6 +369,7 @@ func (m *policyMaps) Close() error {
 //
 // It can be passed to loadPolicyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type policyVariables struct {
+	TcxNetns         *ebpf.Variable `ebpf:"tcx_netns"`
 	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedEpFlags    *ebpf.Variable `ebpf:"unused_ep_flags"`

@@ -359,7 +359,6 @@ func (d *Datapath) Stats() Stats {
 		{"post_bind4", p.SextantPostBind4}, {"post_bind6", p.SextantPostBind6},
 		{"sock_release", p.SextantSockRelease},
 		{"skb_ingress", p.SextantSkbIngress}, {"skb_egress", p.SextantSkbEgress},
-		{"tcx_ingress", p.SextantTcxIngress}, {"tcx_egress", p.SextantTcxEgress},
 	} {
 		if np.prog == nil {
 			continue
@@ -370,5 +369,19 @@ func (d *Datapath) Stats() Stats {
 		}
 		s.Programs = append(s.Programs, ps)
 	}
+	// TCX programs run as one instance per netns endpoint: summed.
+	in, eg := ProgramStats{Name: "tcx_ingress"}, ProgramStats{Name: "tcx_egress"}
+	for _, t := range d.tcx {
+		for _, x := range []struct {
+			ps   *ProgramStats
+			prog *ebpf.Program
+		}{{&in, t.Ingress}, {&eg, t.Egress}} {
+			if st, err := x.prog.Stats(); err == nil {
+				x.ps.RunTimeNs += uint64(st.Runtime)
+				x.ps.RunCount += st.RunCount
+			}
+		}
+	}
+	s.Programs = append(s.Programs, in, eg)
 	return s
 }
