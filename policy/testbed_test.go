@@ -77,6 +77,31 @@ func runRole(role, arg string) int {
 		fmt.Println("ready")
 		wg.Wait()
 		return 0
+	case "echo":
+		// TCP: echoes every line back, connections stay open.
+		l, err := net.Listen("tcp", arg)
+		if err != nil {
+			fmt.Println("listen:", err)
+			return 1
+		}
+		fmt.Println("ready")
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return 0
+			}
+			go func() {
+				defer c.Close()
+				rd := bufio.NewReader(c)
+				for {
+					line, err := rd.ReadString('\n')
+					if err != nil {
+						return
+					}
+					c.Write([]byte(line))
+				}
+			}()
+		}
 	case "grpc-server":
 		l, err := net.Listen("tcp", arg)
 		if err != nil {
@@ -140,6 +165,21 @@ func tcpProbe(addr string) string {
 		return "error: " + err.Error()
 	}
 	return strings.TrimSpace(line)
+}
+
+// dialProbe only connects (for servers that speak second).
+func dialProbe(addr string) string {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	switch {
+	case errors.Is(err, syscall.EPERM):
+		return resEPERM
+	case err != nil && os.IsTimeout(err):
+		return resTimeout
+	case err != nil:
+		return "error: " + err.Error()
+	}
+	c.Close()
+	return resOK
 }
 
 func udpProbe(addr string) string {
