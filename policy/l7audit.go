@@ -7,6 +7,7 @@ import (
 
 	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/policy/endpoint"
+	"github.com/sextant/sextant/policy/ipcache"
 	"github.com/sextant/sextant/policy/l7"
 	"github.com/sextant/sextant/policy/resolve"
 )
@@ -46,12 +47,18 @@ func (e *Engine) L7Audit(f *flow.Flow) *Verdict {
 	}
 	pol := rev.result.Endpoints[epID]
 	t := pol.Tables[dir]
+	// The peer's identity as the kernel decided it: a local client's
+	// from its recorded flow, a local server's from its bound socket,
+	// else the ipcache.
 	remoteID, _ := rev.ipc.Lookup(remote.Addr())
-	if dir == resolve.Egress {
-		// A local server's identity is its endpoint's when it holds the address.
-		if id, other := rev.endpointOf(flow.Process{}, remote.Addr()); other != nil {
-			remoteID = rev.result.Endpoints[id].Endpoint.Identity.ID
-		}
+	var learnt uint32
+	if dir == resolve.Ingress {
+		learnt = e.dp.ClientIdentity(remote, local.Port(), resolve.ProtoTCP)
+	} else if ns, err := endpoint.NetnsCookie(); err == nil {
+		learnt = e.dp.ServerIdentity(ns, remote.Addr(), remote.Port(), resolve.ProtoTCP)
+	}
+	if learnt != 0 {
+		remoteID = ipcache.ID(learnt)
 	}
 	port := local.Port()
 	if dir == resolve.Egress {

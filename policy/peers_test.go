@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/policy/resolve"
 	"github.com/sextant/sextant/testbed"
 )
@@ -111,6 +114,37 @@ spec:
 	r.waitVerdict("client egress refused", func(v *Verdict) bool {
 		return v.Direction == resolve.Egress && v.Source.Endpoint == "client" && v.Outcome == Dropped && v.DropReason == PolicyDenied
 	})
+
+	// L7 audit on the gRPC server's observed requests: the connection the
+	// client made (its port from the verdict), a method the rules allow
+	// and one they do not.
+	g := r.waitVerdict("grpc ingress from client", func(v *Verdict) bool {
+		return v.Direction == resolve.Ingress && v.Destination.Endpoint == "grpc" && v.Source.Endpoint == "client" && v.Outcome == Forwarded
+	})
+	var st syscall.Stat_t
+	if err := syscall.Stat(grpcSrv, &st); err != nil {
+		t.Fatal(err)
+	}
+	req := func(path string) *flow.Flow {
+		return &flow.Flow{
+			Time: time.Now(), Observer: flow.SideServer, Protocol: "HTTP/2", Method: "POST", Path: path,
+			Source: g.Source.Addr, Destination: g.Destination.Addr,
+			Process: flow.Process{PID: 1, CgroupID: st.Ino},
+		}
+	}
+	if v := r.eng.L7Audit(req("/grpc.health.v1.Health/Check")); v != nil {
+		t.Errorf("allowed method audited: %v", v)
+	}
+	a := r.eng.L7Audit(req("/grpc.health.v1.Health/Watch"))
+	if a == nil {
+		t.Fatal("a method no rule allows was not audited")
+	}
+	if a.Outcome != Audited || !hasPolicy(a.DeniedBy, "grpc") || a.Source.Identity != v.Source.Identity {
+		t.Errorf("L7 audit verdict: %+v", a)
+	}
+	if hf := a.HubbleFlow(); hf.GetVerdict().String() != "AUDIT" || hf.GetL7().GetHttp().GetUrl() != "/grpc.health.v1.Health/Watch" || len(hf.GetIngressDeniedBy()) != 1 {
+		t.Errorf("L7 hubble flow: %v", hf)
+	}
 }
 
 // UDP: a netns server's ingress admits a client endpoint's datagrams, and

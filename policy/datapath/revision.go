@@ -385,3 +385,33 @@ func (d *Datapath) Stats() Stats {
 	s.Programs = append(s.Programs, in, eg)
 	return s
 }
+
+// ClientIdentity is the identity the kernel learnt for a flow's client
+// (recorded when the client endpoint sent its first packet), 0 when it
+// knows none.
+func (d *Datapath) ClientIdentity(client netip.AddrPort, serverPort uint16, proto uint8) uint32 {
+	k := policyFlowKey{Client: v4mapped(client.Addr()), ClientPort: client.Port(), ServerPort: serverPort, Proto: proto}
+	var v policyFlowVal
+	if err := d.objs.Flows.Lookup(k, &v); err != nil {
+		return 0
+	}
+	return v.ClientIdentity
+}
+
+// ServerIdentity is the identity of the local endpoint bound to addr:port
+// in the network namespace netns (exact address, then wildcard), 0 when none.
+func (d *Datapath) ServerIdentity(netns uint64, addr netip.Addr, port uint16, proto uint8) uint32 {
+	for _, a := range []netip.Addr{addr, netip.IPv6Unspecified(), netip.AddrFrom4([4]byte{})} {
+		k := policyListenKey{Netns: netns, Addr: v4mapped(a), Port: port, Proto: proto}
+		var v policyListenVal
+		if err := d.objs.Listeners.Lookup(k, &v); err == nil {
+			return v.Identity
+		}
+	}
+	return 0
+}
+
+// v4mapped is the 16-byte form the programs use (IPv4 as ::ffff:a.b.c.d).
+func v4mapped(a netip.Addr) [16]byte {
+	return a.Unmap().As16() // As16 of an IPv4 address is its v4-mapped form
+}
