@@ -104,6 +104,40 @@ type revision struct {
 	ipc       *ipcache.Cache
 	ids       map[ipcache.ID]ipcache.Identity
 	policies  []*source.Policy
+
+	// What verdicts of this revision say, computed once: verdicts share
+	// these slices (read-only).
+	local map[uint32]Peer     // by endpoint id
+	peers map[ipcache.ID]Peer // by identity (endpoint name when one has it)
+	refs  [][]PolicyRef       // by cookie
+}
+
+// index precomputes what verdicts carry, so that turning a kernel record
+// into a Verdict allocates nothing.
+func (rev *revision) index() {
+	rev.local = map[uint32]Peer{}
+	rev.peers = map[ipcache.ID]Peer{}
+	for id, i := range rev.ids {
+		rev.peers[id] = Peer{Identity: uint32(id), Labels: i.Labels.GetModel()}
+	}
+	ids := make([]uint32, 0, len(rev.endpoints))
+	for id := range rev.endpoints {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		ep := rev.endpoints[id]
+		identity := rev.result.Endpoints[id].Endpoint.Identity.ID
+		p := Peer{Identity: uint32(identity), Labels: ep.Labels.GetModel(), Endpoint: ep.Name, EpID: id, Namespace: ep.Namespace}
+		rev.local[id] = p
+		if _, taken := rev.peers[identity]; !taken || rev.peers[identity].Endpoint == "" {
+			rev.peers[identity] = p // endpoints sharing a label set: the first by id
+		}
+	}
+	rev.refs = make([][]PolicyRef, len(rev.result.Refs))
+	for c, refs := range rev.result.Refs {
+		rev.refs[c] = refsOf(refs, rev.number)
+	}
 }
 
 // New returns an engine; nothing touches the kernel before Start.
@@ -339,6 +373,7 @@ func (e *Engine) build(policies []*source.Policy, specs []endpoint.Spec) (*revis
 		in.Identities = append(in.Identities, id)
 	}
 	rev.result = resolve.Compile(in)
+	rev.index()
 
 	drev := &datapath.Revision{
 		Number:          rev.number,
@@ -424,30 +459,23 @@ func (e *Engine) deliver(r datapath.Record) {
 	case 2:
 		v.DropReason = PolicyDeny
 	}
-	local := Peer{Identity: r.Identity, EpID: r.EpID, Addr: r.Local}
-	remote := Peer{Identity: r.RemoteIdentity, Addr: r.Remote}
+	local := Peer{Identity: r.Identity, EpID: r.EpID}
+	remote := Peer{Identity: r.RemoteIdentity}
 	if rev != nil {
-		if ep := rev.endpoints[r.EpID]; ep != nil {
-			local.Endpoint, local.Namespace, local.Labels = ep.Name, ep.Namespace, ep.Labels.GetModel()
+		local = rev.local[r.EpID]
+		if p, ok := rev.peers[ipcache.ID(r.RemoteIdentity)]; ok {
+			remote = p
 		}
-		if id, ok := rev.ids[ipcache.ID(r.RemoteIdentity)]; ok {
-			remote.Labels = id.Labels.GetModel()
-		}
-		for id, ep := range rev.endpoints {
-			if rev.result.Endpoints[id].Endpoint.Identity.ID == ipcache.ID(r.RemoteIdentity) {
-				remote.Endpoint, remote.EpID, remote.Namespace = ep.Name, id, ep.Namespace
-				break
-			}
-		}
-		if int(r.Cookie) < len(rev.result.Refs) {
-			refs := refsOf(rev.result.Refs[r.Cookie], r.Revision)
+		if int(r.Cookie) < len(rev.refs) {
 			if r.Reason == 2 {
-				v.DeniedBy = refs
+				v.DeniedBy = rev.refs[r.Cookie]
 			} else if r.Reason == 0 {
-				v.AllowedBy = refs
+				v.AllowedBy = rev.refs[r.Cookie]
 			}
 		}
 	}
+	local.Identity, local.EpID, local.Addr = r.Identity, r.EpID, r.Local
+	remote.Identity, remote.Addr = r.RemoteIdentity, r.Remote
 	if v.Direction == resolve.Egress {
 		v.Source, v.Destination = local, remote
 	} else {

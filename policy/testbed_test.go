@@ -218,7 +218,7 @@ func uniq(prefix string) string {
 }
 
 // testCgroup creates a cgroup v2 directory of the test's own.
-func testCgroup(t *testing.T) string {
+func testCgroup(t testing.TB) string {
 	t.Helper()
 	root := endpoint.CgroupRoot()
 	if root == "" {
@@ -257,7 +257,7 @@ type testNetns struct {
 
 var netSeq atomic.Int32
 
-func newTestNetns(t *testing.T) *testNetns {
+func newTestNetns(t testing.TB) *testNetns {
 	t.Helper()
 	testbed.RequireRoot(t)
 	if _, err := exec.LookPath("ip"); err != nil {
@@ -342,7 +342,7 @@ func command(w where, name string, args ...string) *exec.Cmd {
 }
 
 // role runs the test binary in a role until it exits and returns its output.
-func role(t *testing.T, w where, name, arg string) string {
+func role(t testing.TB, w where, name, arg string) string {
 	t.Helper()
 	cmd := command(w, os.Args[0], "-test.run=^$", arg)
 	cmd.Env = append(os.Environ(), "SEXTANT_POLICY_ROLE="+name)
@@ -356,20 +356,20 @@ func role(t *testing.T, w where, name, arg string) string {
 // start runs a long-lived helper (a server) until the test ends and
 // waits until it prints "ready" or, when readyAddr is set, until that
 // address accepts connections.
-func start(t *testing.T, w where, readyAddr string, name string, args ...string) *proc {
+func start(t testing.TB, w where, readyAddr string, name string, args ...string) *proc {
 	t.Helper()
 	return startCmd(t, command(w, name, args...), name, readyAddr)
 }
 
 // startRole starts the test binary in a server role.
-func startRole(t *testing.T, w where, name, arg string) *proc {
+func startRole(t testing.TB, w where, name, arg string) *proc {
 	t.Helper()
 	cmd := command(w, os.Args[0], "-test.run=^$", arg)
 	cmd.Env = append(os.Environ(), "SEXTANT_POLICY_ROLE="+name)
 	return startCmd(t, cmd, name, "")
 }
 
-func startCmd(t *testing.T, cmd *exec.Cmd, name, readyAddr string) *proc {
+func startCmd(t testing.TB, cmd *exec.Cmd, name, readyAddr string) *proc {
 	t.Helper()
 	p := &proc{cmd: cmd, out: &lineBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
@@ -430,7 +430,7 @@ func listening(addr string) bool {
 // rig is an engine on the test's own policy directory, endpoints file
 // and bpffs directory.
 type rig struct {
-	t         *testing.T
+	t         testing.TB
 	dir       string
 	endpoints string
 	pin       string
@@ -440,9 +440,12 @@ type rig struct {
 	seen      []Verdict
 	cancel    context.CancelFunc
 	cfg       Config
+	// discard: count verdicts instead of keeping them (benchmarks).
+	discard  bool
+	verdictN atomic.Uint64
 }
 
-func newRig(t *testing.T, audit bool) *rig {
+func newRig(t testing.TB, audit bool) *rig {
 	t.Helper()
 	testbed.RequireRoot(t)
 	if err := datapath.CheckKernel(); err != nil {
@@ -474,6 +477,10 @@ func (r *rig) start() {
 	r.eng, r.cancel = eng, cancel
 	go func() {
 		for v := range eng.Verdicts() {
+			r.verdictN.Add(1)
+			if r.discard {
+				continue
+			}
 			r.mu.Lock()
 			r.seen = append(r.seen, v)
 			r.mu.Unlock()
@@ -504,7 +511,7 @@ func (r *rig) writePolicy(name, yaml string) {
 
 // writeFile replaces a file atomically (as editors and config managers
 // do), so that the watcher never reads half of it.
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
 	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {

@@ -99,9 +99,11 @@ struct {
 	PINNED;
 } listeners SEC(".maps");
 
-/* socket cookie → its `listeners` key, for sock_release */
+/* socket cookie → its `listeners` key, for sock_release. A plain hash:
+ * its misses (every released socket that was never bound) are cheaper
+ * than an LRU's; entries live as long as their sockets. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct listen_key);
@@ -265,19 +267,18 @@ static __always_inline __u32 ipcache(__u32 slot, const __u8 *addr)
 
 #define ID_HOST 1
 
-/* The identity of a destination: a local endpoint's bound socket, or the
- * ipcache. A wildcard bind names the server only for the host's own
- * addresses. */
+/* The identity of a destination: the ipcache's, except that for the
+ * host's own addresses a local endpoint's bound socket names the server. */
 static __always_inline __u32 dst_identity(__u32 slot, __u64 netns, const __u8 *addr, __u16 port, __u8 proto)
 {
+	__u32 id = ipcache(slot, addr);
+	if (id != ID_HOST)
+		return id; /* an endpoint's own address, a CIDR, the world */
 	struct listen_key lk = {.netns = netns, .port = port, .proto = proto};
 	__builtin_memcpy(lk.addr, addr, 16);
 	struct listen_val *lv = bpf_map_lookup_elem(&listeners, &lk);
 	if (lv)
 		return lv->identity;
-	__u32 id = ipcache(slot, addr);
-	if (id != ID_HOST)
-		return id;
 	__builtin_memset(lk.addr, 0, 16);
 	lv = bpf_map_lookup_elem(&listeners, &lk); /* [::]:port */
 	if (lv)
@@ -352,8 +353,14 @@ static __always_inline void emit(const struct policy_config *cfg, __u32 slot, co
 	__builtin_memcpy(rk.remote, f->remote, 16);
 	__u64 now = bpf_ktime_get_ns();
 	__u32 n = 1;
-	struct report_val *rv = bpf_map_lookup_elem(&reported, &rk);
-	if (rv) {
+	/* TCP: a connect() or a SYN is one connection's decision, reported
+	 * each time (a retransmitted SYN, 1 s later or more, again). UDP has
+	 * no connection: one record per flow key and second, with a count. */
+	int aggregate = f->proto == IPPROTO_UDP;
+	struct report_val *rv = aggregate ? bpf_map_lookup_elem(&reported, &rk) : 0;
+	if (!aggregate) {
+		/* nothing to look up */
+	} else if (rv) {
 		if (now - rv->last_ns < REPORT_INTERVAL_NS) {
 			__sync_fetch_and_add(&rv->suppressed, 1);
 			return;
@@ -391,7 +398,7 @@ static __always_inline void emit(const struct policy_config *cfg, __u32 slot, co
 	r->match_type = d->match_type;
 	r->hook = f->hook;
 	__builtin_memset(r->_pad, 0, sizeof(r->_pad));
-	bpf_ringbuf_submit(r, 0); /* adaptive: wakes a reader that waits */
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP); /* the reader polls: a wakeup per record costs more than the record */
 }
 
 static __always_inline int is_reply(const __u8 *peer, __u16 peer_port, __u16 local_port, __u8 proto, __u32 ep_id, int need_ep)
@@ -577,6 +584,33 @@ static __always_inline int parse(struct __sk_buff *skb, __u32 off, __u16 eth_pro
 	return 1;
 }
 
+/* established_tcp: the cheap first check of every packet program. A TCP
+ * segment that is not a connection's first SYN needs no decision (the SYN
+ * had it) and nothing recorded: read its flags in place (direct packet
+ * access, no helper call) and leave. 0 also when it cannot tell. */
+static __always_inline int established_tcp(struct __sk_buff *skb, __u32 off, __u16 eth_proto)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u8 *tcp;
+	if (eth_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + off;
+		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(0x1fff)))
+			return 0;
+		tcp = (__u8 *)ip + (ip->ihl & 0xf) * 4;
+	} else if (eth_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+			return 0;
+		tcp = (__u8 *)(ip6 + 1);
+	} else {
+		return 0;
+	}
+	if ((void *)(tcp + 14) > end)
+		return 0;
+	return (tcp[13] & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN;
+}
+
 static __always_inline int new_flow(const struct pkt *p)
 {
 	if (p->proto == IPPROTO_TCP)
@@ -612,7 +646,8 @@ static __always_inline int pkt_ingress(const struct policy_config *cfg, __u32 sl
 		emit(cfg, slot, ep, &f, &d);
 	if (d.verdict == VERDICT_DROPPED)
 		return 0;
-	if (!fv) {
+	/* UDP: the server's replies (sendmsg, TCX egress) are recognised by it. */
+	if (!fv && p->proto == IPPROTO_UDP) {
 		struct flow_val nv = {};
 		if (bpf_map_update_elem(&flows, &fk, &nv, BPF_ANY))
 			count(CNT_FLOWS_FULL);
@@ -625,9 +660,12 @@ static __always_inline void record_egress(const struct ep_info *ep, const struct
 {
 	struct flow_key fk = {.client_port = p->sport, .server_port = p->dport, .proto = p->proto};
 	__builtin_memcpy(fk.client, p->saddr, 16);
-	struct flow_val *fv = bpf_map_lookup_elem(&flows, &fk);
-	if (fv && fv->client_ep == ep->ep_id && fv->client_identity == ep->identity)
-		return;
+	if (p->proto == IPPROTO_UDP) {
+		/* every datagram passes here: write only what is new */
+		struct flow_val *fv = bpf_map_lookup_elem(&flows, &fk);
+		if (fv && fv->client_ep == ep->ep_id && fv->client_identity == ep->identity)
+			return;
+	}
 	struct flow_val nv = {.client_ep = ep->ep_id, .client_identity = ep->identity};
 	if (bpf_map_update_elem(&flows, &fk, &nv, BPF_ANY))
 		count(CNT_FLOWS_FULL);
@@ -636,6 +674,8 @@ static __always_inline void record_egress(const struct ep_info *ep, const struct
 SEC("cgroup_skb/ingress")
 int sextant_skb_ingress(struct __sk_buff *skb)
 {
+	if (established_tcp(skb, 0, skb->protocol))
+		return 1;
 	struct policy_config *cfg = get_config();
 	if (!cfg)
 		return 1;
@@ -653,6 +693,8 @@ int sextant_skb_ingress(struct __sk_buff *skb)
 SEC("cgroup_skb/egress")
 int sextant_skb_egress(struct __sk_buff *skb)
 {
+	if (established_tcp(skb, 0, skb->protocol))
+		return 1;
 	struct policy_config *cfg = get_config();
 	if (!cfg)
 		return 1;
@@ -674,9 +716,20 @@ static __always_inline int tc_parse(struct __sk_buff *skb, struct pkt *p)
 	return parse(skb, sizeof(eth), eth.h_proto, p);
 }
 
+static __always_inline int tc_established_tcp(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end)
+		return 0;
+	return established_tcp(skb, sizeof(*eth), eth->h_proto);
+}
+
 SEC("tc")
 int sextant_tcx_ingress(struct __sk_buff *skb)
 {
+	if (tc_established_tcp(skb))
+		return TCX_NEXT;
 	struct policy_config *cfg = get_config();
 	if (!cfg)
 		return TCX_NEXT;
@@ -693,6 +746,8 @@ int sextant_tcx_ingress(struct __sk_buff *skb)
 SEC("tc")
 int sextant_tcx_egress(struct __sk_buff *skb)
 {
+	if (tc_established_tcp(skb))
+		return TCX_NEXT;
 	struct policy_config *cfg = get_config();
 	if (!cfg)
 		return TCX_NEXT;

@@ -261,9 +261,11 @@ func (d *Datapath) NewReader() (*Reader, error) {
 	return &Reader{rd: rd, monoToRT: real.Nano() - mono.Nano()}, nil
 }
 
-// pollInterval: the kernel wakes a waiting reader on the first record
-// (adaptive wakeup); the deadline only bounds how long Run takes to see ctx.
-const pollInterval = 200 * time.Millisecond
+// pollInterval: the programs never wake the reader (a wakeup per
+// verdict halved the connection rate of a 2-core host: 20k → 11k
+// connections/s); the reader drains the ring this often. 4 MiB of ring
+// holds ~100 ms of 128-byte verdicts at 300k decisions/s.
+const pollInterval = 50 * time.Millisecond
 
 // Run hands each record to sink until ctx is done or the reader is closed.
 func (r *Reader) Run(ctx context.Context, sink func(Record)) error {
