@@ -124,7 +124,7 @@ func benchName(rules int) string { return fmt.Sprintf("rules=%d", rules) }
 // the loss: on a shared 2-core host the rate drifts by tens of percent
 // between sequential runs, alternating blocks cancels the drift.
 func interleave(b *testing.B, s *benchSetup, unit string, rate func(n int) float64) {
-	const rounds = 5
+	const rounds = 7
 	var off, on []float64
 	n := max(b.N/(2*rounds), 1)
 	for range rounds {

@@ -105,17 +105,17 @@ func (e *Endpoint) IsNetns() bool { return e.Netns != "" }
 // Parse decodes an endpoints file strictly (unknown fields are errors
 // with their line) and checks it; it does not touch the system.
 func Parse(name string, data []byte) ([]Spec, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var root yaml.Node
-	if err := dec.Decode(&root); err != nil {
-		if len(bytes.TrimSpace(data)) == 0 {
-			return nil, nil
-		}
+	dec.KnownFields(true) // an unknown field is an error with its line
+	var f file
+	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	var f file
-	if err := root.Decode(&f); err != nil {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	// Line of each entry, for the checks below.
