@@ -61,6 +61,12 @@ func (c *CgroupPaths) Path(id uint64) string {
 	return c.byID[id]
 }
 
+// Cgroup2Mount is the cgroup v2 mount point named in procRoot/self/mountinfo
+// ("" when there is none).
+func Cgroup2Mount(procRoot string) string {
+	return cgroup2Mount(filepath.Join(procRoot, "self", "mountinfo"))
+}
+
 // cgroup2Mount finds where the cgroup v2 hierarchy is mounted (on hybrid
 // systems /sys/fs/cgroup/unified, else usually /sys/fs/cgroup).
 func cgroup2Mount(mountinfo string) string {

@@ -91,8 +91,12 @@ type Engine struct {
 	procs    *identity.Resolver
 	procMu   sync.Mutex
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+	// cgroupRoot is the cgroup2 mount, read once.
+	cgroupRoot string
 }
 
 // revision is one compiled and applied revision.
@@ -154,16 +158,20 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.System.CgroupRoot == "" {
+		cfg.System.CgroupRoot = endpoint.CgroupRoot()
+	}
 	return &Engine{
-		cfg:      cfg,
-		log:      cfg.Logger.With("stage", "policy"),
-		dir:      source.NewDir(cfg.PolicyDir),
-		alloc:    ipcache.NewAllocator(),
-		epIDs:    map[string]uint32{},
-		history:  map[uint64]*revision{},
-		verdicts: make(chan Verdict, cfg.VerdictBuffer),
-		metrics:  newMetrics(),
-		procs:    identity.NewResolver(""),
+		cgroupRoot: cfg.System.CgroupRoot,
+		cfg:        cfg,
+		log:        cfg.Logger.With("stage", "policy"),
+		dir:        source.NewDir(cfg.PolicyDir),
+		alloc:      ipcache.NewAllocator(),
+		epIDs:      map[string]uint32{},
+		history:    map[uint64]*revision{},
+		verdicts:   make(chan Verdict, cfg.VerdictBuffer),
+		metrics:    newMetrics(),
+		procs:      identity.NewResolver(""),
 	}, nil
 }
 
@@ -211,20 +219,24 @@ func (e *Engine) Start(ctx context.Context) error {
 
 // Stop stops watching and reading and closes the Go side of the kernel
 // objects; the pinned programs keep enforcing the revision in force.
+// Verdicts is closed. Safe to call more than once.
 func (e *Engine) Stop() error {
-	if e.cancel != nil {
-		e.cancel()
-	}
-	var errs []error
-	if e.reader != nil {
-		errs = append(errs, e.reader.Close())
-	}
-	e.wg.Wait()
-	if e.dp != nil {
-		errs = append(errs, e.dp.Close())
-	}
-	close(e.verdicts)
-	return errors.Join(errs...)
+	e.stopOnce.Do(func() {
+		if e.cancel != nil {
+			e.cancel()
+		}
+		var errs []error
+		if e.reader != nil {
+			errs = append(errs, e.reader.Close())
+		}
+		e.wg.Wait()
+		if e.dp != nil {
+			errs = append(errs, e.dp.Close())
+		}
+		close(e.verdicts)
+		e.stopErr = errors.Join(errs...)
+	})
+	return e.stopErr
 }
 
 // Cleanup removes sextant's pinned policy programs and maps: enforcement

@@ -41,7 +41,7 @@ func (e *Engine) L7Audit(f *flow.Flow) *Verdict {
 	default:
 		return nil
 	}
-	epID, ep := rev.endpointOf(f.Process, local.Addr())
+	epID, ep := rev.endpointOf(e.cgroupRoot, f.Process, local.Addr())
 	if ep == nil {
 		return nil
 	}
@@ -98,8 +98,7 @@ func (e *Engine) L7Audit(f *flow.Flow) *Verdict {
 
 // endpointOf finds the endpoint of a process (by cgroup) or of an address
 // (a netns endpoint's).
-func (rev *revision) endpointOf(p flow.Process, addr netip.Addr) (uint32, *endpoint.Endpoint) {
-	root := endpoint.CgroupRoot()
+func (rev *revision) endpointOf(root string, p flow.Process, addr netip.Addr) (uint32, *endpoint.Endpoint) {
 	for id, ep := range rev.endpoints {
 		if ep.CgroupPath == "" {
 			continue

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -147,16 +148,21 @@ const (
 	resTimeout = "timeout" // dropped on the way (SYN or datagram)
 )
 
-func tcpProbe(addr string) string {
-	d := net.Dialer{Timeout: 2 * time.Second}
-	c, err := d.Dial("tcp", addr)
+// dialResult names a failed dial the way the tests compare them.
+func dialResult(err error) string {
 	switch {
 	case errors.Is(err, syscall.EPERM):
 		return resEPERM
-	case err != nil && os.IsTimeout(err):
+	case os.IsTimeout(err):
 		return resTimeout
-	case err != nil:
-		return "error: " + err.Error()
+	}
+	return "error: " + err.Error()
+}
+
+func tcpProbe(addr string) string {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return dialResult(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -170,13 +176,8 @@ func tcpProbe(addr string) string {
 // dialProbe only connects (for servers that speak second).
 func dialProbe(addr string) string {
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	switch {
-	case errors.Is(err, syscall.EPERM):
-		return resEPERM
-	case err != nil && os.IsTimeout(err):
-		return resTimeout
-	case err != nil:
-		return "error: " + err.Error()
+	if err != nil {
+		return dialResult(err)
 	}
 	c.Close()
 	return resOK
@@ -453,8 +454,13 @@ func newRig(t testing.TB, audit bool) *rig {
 	}
 	r := &rig{t: t, dir: t.TempDir(), pin: filepath.Join("/sys/fs/bpf", uniq("sextant-test-"))}
 	r.endpoints = filepath.Join(t.TempDir(), "endpoints.yaml")
-	r.cfg = Config{PolicyDir: r.dir, EndpointsFile: r.endpoints, PinPath: r.pin, Audit: audit, Node: "test-node", KernelStats: true}
+	logs := &lineBuffer{}
+	r.cfg = Config{PolicyDir: r.dir, EndpointsFile: r.endpoints, PinPath: r.pin, Audit: audit, Node: "test-node", KernelStats: true,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("engine log:\n%s", logs.String())
+		}
 		r.stop()
 		if err := Cleanup(r.pin); err != nil {
 			t.Errorf("cleanup %s: %v", r.pin, err)

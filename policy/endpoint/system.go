@@ -1,36 +1,20 @@
 package endpoint
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sextant/sextant/identity"
 )
 
 // CgroupRoot is the cgroup v2 mount point ("" when there is none).
-func CgroupRoot() string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		for i, fld := range fields {
-			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 {
-				return fields[4]
-			}
-		}
-	}
-	return ""
-}
+func CgroupRoot() string { return identity.Cgroup2Mount("/proc") }
 
 // cgroupID is the kernel's id of a cgroup v2 directory: its inode number.
 func cgroupID(dir string) (uint64, error) {

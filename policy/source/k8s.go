@@ -50,10 +50,7 @@ func (w *walker) k8s(p *Policy, np *k8sPolicy) error {
 	}
 	if ingressType {
 		for i, in := range np.Spec.Ingress {
-			sub := fmt.Sprintf("spec.ingress[%d]", i)
-			eps, sets, err := w.k8sPeers(in.From, sub+".from", ns)
-			errs = append(errs, err)
-			ports, err := w.k8sPorts(in.Ports, sub+".ports")
+			eps, sets, ports, err := w.k8sSection(in.From, in.Ports, fmt.Sprintf("spec.ingress[%d]", i), "from", ns)
 			errs = append(errs, err)
 			// Cilium rules take one kind of peer each: pods and ipBlocks
 			// become two rules with the same ports, as Cilium's parser does.
@@ -70,10 +67,7 @@ func (w *walker) k8s(p *Policy, np *k8sPolicy) error {
 	}
 	if egressType {
 		for i, eg := range np.Spec.Egress {
-			sub := fmt.Sprintf("spec.egress[%d]", i)
-			eps, sets, err := w.k8sPeers(eg.To, sub+".to", ns)
-			errs = append(errs, err)
-			ports, err := w.k8sPorts(eg.Ports, sub+".ports")
+			eps, sets, ports, err := w.k8sSection(eg.To, eg.Ports, fmt.Sprintf("spec.egress[%d]", i), "to", ns)
 			errs = append(errs, err)
 			if len(eps) > 0 {
 				r.Egress = append(r.Egress, api.EgressRule{EgressCommonRule: api.EgressCommonRule{ToEndpoints: eps}, ToPorts: ports})
@@ -95,6 +89,13 @@ func (w *walker) k8s(p *Policy, np *k8sPolicy) error {
 	}
 	p.Rules = api.Rules{r}
 	return nil
+}
+
+// k8sSection decodes one ingress or egress rule's peers and ports.
+func (w *walker) k8sSection(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, path, peerField, ns string) ([]api.EndpointSelector, api.CIDRRuleSlice, api.PortRules, error) {
+	eps, sets, perr := w.k8sPeers(peers, path+"."+peerField, ns)
+	pr, err := w.k8sPorts(ports, path+".ports")
+	return eps, sets, pr, errors.Join(perr, err)
 }
 
 // k8sSelector converts a Kubernetes label selector into a Cilium endpoint

@@ -220,12 +220,11 @@ func Watch(ctx context.Context, paths []string, onChange func()) error {
 				return nil
 			}
 			timer.Reset(settle)
-		case err, ok := <-w.Errors:
+		case _, ok := <-w.Errors:
 			if !ok {
 				return nil
 			}
 			// An overflow loses events, not the state: re-read.
-			_ = err
 			timer.Reset(settle)
 		case <-timer.C:
 			add() // a directory may have appeared
