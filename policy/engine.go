@@ -251,6 +251,7 @@ func (e *Engine) Verdicts() <-chan Verdict { return e.verdicts }
 // file keeps its last good policies; a revision that fails to apply
 // leaves the previous one in force.
 func (e *Engine) Reload() error {
+	t0 := time.Now()
 	snap, err := e.dir.Load()
 	if err != nil {
 		return err
@@ -272,7 +273,10 @@ func (e *Engine) Reload() error {
 		return nil
 	}
 	e.snap.Policies = snap.Policies
+	read := time.Since(t0)
+	t1 := time.Now()
 	rev, drev, resolveErr := e.build(snap.Policies, specs)
+	compile := time.Since(t1)
 	e.epErr = errors.Join(epErr, resolveErr)
 	start := time.Now()
 	if err := e.dp.Apply(drev); err != nil {
@@ -293,7 +297,8 @@ func (e *Engine) Reload() error {
 			delete(e.history, n)
 		}
 	}
-	e.log.Info("policy revision applied", "revision", rev.number, "policies", len(rev.policies), "endpoints", len(rev.endpoints), "apply", time.Since(start))
+	e.log.Info("policy revision applied", "revision", rev.number, "policies", len(rev.policies), "endpoints", len(rev.endpoints),
+		"read", read, "compile", compile, "apply", time.Since(start))
 	if attErr != nil {
 		return fmt.Errorf("revision %d: %w", rev.number, attErr)
 	}

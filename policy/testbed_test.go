@@ -458,7 +458,7 @@ func newRig(t testing.TB, audit bool) *rig {
 	r.cfg = Config{PolicyDir: r.dir, EndpointsFile: r.endpoints, PinPath: r.pin, Audit: audit, Node: "test-node", KernelStats: true,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("SEXTANT_TEST_LOG") != "" {
 			t.Logf("engine log:\n%s", logs.String())
 		}
 		r.stop()

@@ -297,21 +297,28 @@ func portSpecs(ports any) []portSpec {
 }
 
 // remotes returns the identities a peer list selects; wildcard is true
-// when it selects every identity (the table's remote 0).
-func remotes(pe peers, ids []ipcache.Identity) (sel []ipcache.ID, wildcard bool) {
-	var selectors []*types.LabelSelector
+// when it selects every identity (the table's remote 0). CIDR identities
+// (labels cidr:… and reserved:world-…) are matched by CIDR peers, and by
+// label selectors that could select such labels (entities, and selectors
+// whose every key is of source reserved, cidr or any).
+func remotes(pe peers, others, cidrIDs []ipcache.Identity) (sel []ipcache.ID, wildcard bool) {
+	type labelSel struct {
+		s       *types.LabelSelector
+		cidrToo bool
+	}
+	var selectors []labelSel
 	for _, es := range pe.endpoints {
 		if es.IsWildcard() {
 			return nil, true
 		}
-		selectors = append(selectors, types.NewLabelSelector(es))
+		selectors = append(selectors, labelSel{types.NewLabelSelector(es), mayMatchCIDR(es)})
 	}
 	for _, e := range pe.entities {
 		for _, es := range api.EntitySelectorMapping[e] {
 			if es.IsWildcard() {
 				return nil, true
 			}
-			selectors = append(selectors, types.NewLabelSelector(es))
+			selectors = append(selectors, labelSel{types.NewLabelSelector(es), true})
 		}
 	}
 	type cidrSel struct {
@@ -344,27 +351,62 @@ func remotes(pe peers, ids []ipcache.Identity) (sel []ipcache.ID, wildcard bool)
 		// A /0 also covers the addresses no CIDR identity covers.
 		return outer.Bits() == 0 && (id.ID == ipcache.WorldFor(outer.Addr()) || id.ID == ipcache.World)
 	}
-	for _, id := range ids {
-		match := false
+	matches := func(id ipcache.Identity, isCIDR bool) bool {
 		for _, s := range selectors {
-			if s.Matches(id.Labels) {
-				match = true
-				break
+			if (!isCIDR || s.cidrToo) && s.s.Matches(id.Labels) {
+				return true
 			}
 		}
 		for _, c := range cidrs {
-			if match {
-				break
-			}
 			if within(c.base, id) && !slices.ContainsFunc(c.except, func(e netip.Prefix) bool { return within(e, id) }) {
-				match = true
+				return true
 			}
 		}
-		if match {
+		return false
+	}
+	for _, id := range others {
+		if matches(id, false) {
 			sel = append(sel, id.ID)
 		}
 	}
+	if slices.ContainsFunc(selectors, func(s labelSel) bool { return s.cidrToo }) {
+		for _, id := range cidrIDs {
+			if matches(id, true) {
+				sel = append(sel, id.ID)
+			}
+		}
+		return sel, false
+	}
+	// Only CIDR peers can select CIDR identities: look at the identities
+	// inside each CIDR (cidrIDs is sorted by address).
+	seen := map[ipcache.ID]bool{}
+	for _, c := range cidrs {
+		start, _ := slices.BinarySearchFunc(cidrIDs, c.base.Addr(), func(id ipcache.Identity, a netip.Addr) int { return id.Prefix.Addr().Compare(a) })
+		for _, id := range cidrIDs[start:] {
+			if !c.base.Contains(id.Prefix.Addr()) {
+				break
+			}
+			if !seen[id.ID] && matches(id, true) {
+				seen[id.ID] = true
+				sel = append(sel, id.ID)
+			}
+		}
+	}
 	return sel, false
+}
+
+// mayMatchCIDR: could a selector select a CIDR identity, whose labels are
+// all of source cidr or reserved? Not when it requires a label of another
+// source (a namespaced policy's selectors always require the k8s
+// namespace label).
+func mayMatchCIDR(es api.EndpointSelector) bool {
+	for k := range es.MatchLabels {
+		src, _, ok := strings.Cut(k, ":")
+		if !ok || (src != labels.LabelSourceReserved && src != labels.LabelSourceCIDR && src != labels.LabelSourceAny) {
+			return false
+		}
+	}
+	return true
 }
 
 // Compile computes every endpoint's tables.
@@ -396,6 +438,24 @@ func Compile(in Input) *Result {
 		wildcard bool
 	}
 	peerCache := map[sectionKey]selected{}
+	subjects := map[*api.Rule]*types.LabelSelector{}
+	selects := func(r *api.Rule, l labels.LabelArray) bool {
+		s, ok := subjects[r]
+		if !ok {
+			s = types.NewLabelSelector(r.EndpointSelector)
+			subjects[r] = s
+		}
+		return s.Matches(l)
+	}
+	var cidrIDs, otherIDs []ipcache.Identity
+	for _, id := range in.Identities {
+		if id.Prefix.IsValid() {
+			cidrIDs = append(cidrIDs, id)
+		} else {
+			otherIDs = append(otherIDs, id)
+		}
+	}
+	slices.SortFunc(cidrIDs, func(a, b ipcache.Identity) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
 	for _, ep := range in.Endpoints {
 		epol := &EndpointPolicy{Endpoint: ep}
 		res.Endpoints[ep.ID] = epol
@@ -406,7 +466,7 @@ func Compile(in Input) *Result {
 		}
 		for _, p := range in.Policies {
 			for ri, r := range p.Rules {
-				if !Selects(r, ep.Identity.Labels) {
+				if !selects(r, ep.Identity.Labels) {
 					continue
 				}
 				dd := r.EnableDefaultDeny
@@ -429,7 +489,7 @@ func Compile(in Input) *Result {
 					sel, ok := peerCache[sk]
 					if !ok {
 						if !pe.empty() {
-							sel.ids, sel.wildcard = remotes(pe, in.Identities)
+							sel.ids, sel.wildcard = remotes(pe, otherIDs, cidrIDs)
 						} else {
 							sel.wildcard = true // only ports: any peer (L4-only)
 						}

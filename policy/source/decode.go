@@ -16,8 +16,11 @@ import (
 	"net/netip"
 	"reflect"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	slim_metav1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
 	"github.com/cilium/cilium/pkg/labels"
@@ -139,7 +142,68 @@ var supportedEntities = map[api.Entity]bool{
 // *FieldError or a list of them); callers that apply files atomically
 // treat any error as a rejection of the whole file.
 func Parse(file string, data []byte) ([]*Policy, []error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
+	chunks := splitDocuments(data)
+	type result struct {
+		ps   []*Policy
+		errs []error
+	}
+	results := make([]result, len(chunks))
+	// Documents are independent: decode them on every core (1,000 rules in
+	// one file are 2,000 documents; decoding is most of a reload).
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range min(runtime.GOMAXPROCS(0), len(chunks)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(chunks) {
+					return
+				}
+				results[i].ps, results[i].errs = parseChunk(file, chunks[i])
+			}
+		})
+	}
+	wg.Wait()
+	var out []*Policy
+	var errs []error
+	for _, r := range results {
+		out = append(out, r.ps...)
+		errs = append(errs, r.errs...)
+	}
+	return out, errs
+}
+
+// chunk is the text of one document and the line it starts at.
+type chunk struct {
+	text []byte
+	line int
+}
+
+// splitDocuments cuts a YAML stream at its document markers: a line
+// starting with "---" at column 0 (which inside a document could only be
+// indented, so it is always a marker).
+func splitDocuments(data []byte) []chunk {
+	var out []chunk
+	start, startLine, line := 0, 1, 1
+	for i := 0; i < len(data); {
+		end := bytes.IndexByte(data[i:], '\n')
+		next := len(data)
+		if end >= 0 {
+			next = i + end + 1
+		}
+		l := data[i:next]
+		if i > start && bytes.HasPrefix(l, []byte("---")) && (len(l) == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\n' || l[3] == '\r') {
+			out = append(out, chunk{data[start:i], startLine})
+			start, startLine = i, line
+		}
+		i = next
+		line++
+	}
+	return append(out, chunk{data[start:], startLine})
+}
+
+func parseChunk(file string, c chunk) ([]*Policy, []error) {
+	dec := yaml.NewDecoder(bytes.NewReader(c.text))
 	var out []*Policy
 	var errs []error
 	for {
@@ -149,9 +213,15 @@ func Parse(file string, data []byte) ([]*Policy, []error) {
 			break
 		}
 		if err != nil {
-			errs = append(errs, &FieldError{File: file, Line: yamlErrorLine(err), Reason: err.Error()})
-			break // the YAML stream cannot be resynchronised
+			line := yamlErrorLine(err)
+			if line > 0 {
+				line += c.line - 1
+			}
+			msg := yamlLine.ReplaceAllString(err.Error(), "line "+strconv.Itoa(line))
+			errs = append(errs, &FieldError{File: file, Line: line, Reason: msg})
+			break // the rest of this document cannot be resynchronised
 		}
+		shiftLines(&doc, c.line-1)
 		if len(doc.Content) == 0 || (doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].Tag == "!!null") {
 			continue // an empty document ("---" alone, or only comments)
 		}
@@ -160,11 +230,17 @@ func Parse(file string, data []byte) ([]*Policy, []error) {
 			errs = append(errs, err)
 			continue
 		}
-		if p != nil {
-			out = append(out, p)
-		}
+		out = append(out, p)
 	}
 	return out, errs
+}
+
+// shiftLines makes a chunk's node lines the file's.
+func shiftLines(n *yaml.Node, by int) {
+	n.Line += by
+	for _, c := range n.Content {
+		shiftLines(c, by)
+	}
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
@@ -209,20 +285,17 @@ func parseDocument(file string, root *yaml.Node) (*Policy, error) {
 	if len(w.errs) > 0 {
 		return nil, errors.Join(w.errs...)
 	}
-	var tree any
-	if err := root.Decode(&tree); err != nil {
+	var js bytes.Buffer
+	if err := nodeJSON(root, &js); err != nil {
 		return nil, at("decode: %v", err)
 	}
-	js, err := json.Marshal(tree)
-	if err != nil {
-		return nil, at("decode: %v", err)
-	}
-	jd := json.NewDecoder(bytes.NewReader(js))
+	jd := json.NewDecoder(&js)
 	jd.DisallowUnknownFields()
 	if err := jd.Decode(target); err != nil {
 		return nil, at("decode %s: %v", kind, err)
 	}
 	p := &Policy{Kind: kind, File: file, Line: root.Line}
+	var err error
 	switch t := target.(type) {
 	case *ciliumPolicy:
 		err = w.cilium(p, t)
@@ -538,4 +611,58 @@ func restrictToNamespace(r *api.Rule, ns string) {
 	for i := range r.EgressDeny {
 		restrictAll(r.EgressDeny[i].ToEndpoints)
 	}
+}
+
+// nodeJSON writes a (checked) YAML node as JSON, for the upstream types'
+// JSON decoders: the node's own encoding, without an intermediate tree.
+func nodeJSON(n *yaml.Node, b *bytes.Buffer) error {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			b.WriteString("null")
+			return nil
+		}
+		return nodeJSON(n.Content[0], b)
+	case yaml.MappingNode:
+		b.WriteByte('{')
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			k, _ := json.Marshal(n.Content[i].Value)
+			b.Write(k)
+			b.WriteByte(':')
+			if err := nodeJSON(n.Content[i+1], b); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+	case yaml.SequenceNode:
+		b.WriteByte('[')
+		for i, e := range n.Content {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := nodeJSON(e, b); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+	case yaml.ScalarNode:
+		var v any = n.Value
+		if n.Tag != "!!str" {
+			// numbers in YAML's forms (0x1F, 1_000), booleans, null, timestamps
+			if err := n.Decode(&v); err != nil {
+				return err
+			}
+		}
+		j, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		b.Write(j)
+	default:
+		return fmt.Errorf("line %d: YAML aliases are not supported", n.Line)
+	}
+	return nil
 }

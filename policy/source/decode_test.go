@@ -178,4 +178,15 @@ func TestParseSeveralDocuments(t *testing.T) {
 	if ps[0].Line != 11 {
 		t.Fatalf("second document at line %d, want 11", ps[0].Line)
 	}
+	// A YAML syntax error is reported at its line in the file, and the
+	// documents around it are still decoded.
+	doc = cnpHeader + "  ingress: [{}]\n---\nkind: [\n---\n" + cnpHeader + "  ingress: [{}]\n"
+	ps, errs = Parse("m.yaml", []byte(doc))
+	var fe *FieldError
+	if len(ps) != 2 || len(errs) != 1 || !errors.As(errs[0], &fe) || fe.Line < 11 || !strings.Contains(fe.Error(), "m.yaml:") {
+		t.Fatalf("%d policies, errors %v", len(ps), errs)
+	}
+	if ps[1].Line != 13 {
+		t.Fatalf("third document at line %d, want 13", ps[1].Line)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -88,7 +89,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // an explicit null is an absent field, as in JSON
 	}
-	custom := reflect.PointerTo(t).Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler)
+	custom := hasCustomDecoder(t)
 	if custom && t.Kind() != reflect.Struct {
 		return // e.g. a string type with its own parser: its decoder checks it
 	}
@@ -198,9 +199,32 @@ func join(path, field string) string {
 	return path + "." + field
 }
 
+var fieldCache sync.Map // reflect.Type → map[string]reflect.Type
+
 // jsonFields maps a struct's JSON field names to their types, following
 // encoding/json: embedded structs without a name are inlined.
 func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := fieldCache.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
+	m := structFields(t)
+	fieldCache.Store(t, m)
+	return m
+}
+
+var customCache sync.Map // reflect.Type → bool
+
+// hasCustomDecoder: the type decodes itself from JSON or text.
+func hasCustomDecoder(t reflect.Type) bool {
+	if v, ok := customCache.Load(t); ok {
+		return v.(bool)
+	}
+	c := reflect.PointerTo(t).Implements(jsonUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler)
+	customCache.Store(t, c)
+	return c
+}
+
+func structFields(t reflect.Type) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	for i := range t.NumField() {
 		f := t.Field(i)
