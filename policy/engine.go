@@ -357,6 +357,12 @@ func (e *Engine) build(policies []*source.Policy, specs []endpoint.Spec) (*revis
 	}
 	epIdentities := e.alloc.ForLabelSets(sets)
 	in := resolve.Input{Revision: rev.number, Policies: policies}
+	// CIDR identities first: an endpoint's own address is the endpoint's
+	// identity even when a rule names it as a CIDR (Cilium's precedence).
+	for _, p := range resolve.CIDRs(policies) {
+		id := e.alloc.ForPrefix(p)
+		rev.ipc.Upsert(p, id.ID)
+	}
 	for i, ep := range eps {
 		id, ok := e.epIDs[ep.Name]
 		if !ok {
@@ -369,18 +375,14 @@ func (e *Engine) build(policies []*source.Policy, specs []endpoint.Spec) (*revis
 			rev.ipc.Upsert(netip.PrefixFrom(a, a.BitLen()), epIdentities[i].ID)
 		}
 	}
-	for _, p := range resolve.CIDRs(policies) {
-		id := e.alloc.ForPrefix(p)
-		rev.ipc.Upsert(p, id.ID)
-	}
 	// The host's own addresses (and loopback) are identity host, unless an
 	// endpoint claims them.
 	hostAddrs, _ := endpoint.HostAddrs()
 	hostAddrs = append(hostAddrs, netip.MustParseAddr("::1"))
 	for _, a := range hostAddrs {
 		p := netip.PrefixFrom(a, a.BitLen())
-		if id, got := rev.ipc.Lookup(a); got == p && id != ipcache.Host {
-			continue
+		if id, got := rev.ipc.Lookup(a); got == p && id != ipcache.Host && id&ipcache.LocalScope == 0 {
+			continue // an endpoint's address
 		}
 		rev.ipc.Upsert(p, ipcache.Host)
 	}

@@ -254,6 +254,8 @@ type testNetns struct {
 	Addr     string // inside the namespace
 	HostAddr string
 	HostIf   string
+	// IPv6 on the same pair (unique local addresses of the test's own).
+	Addr6, HostAddr6 string
 }
 
 var netSeq atomic.Int32
@@ -269,9 +271,11 @@ func newTestNetns(t testing.TB) *testNetns {
 	third := os.Getpid() % 250
 	base := int(n) * 4
 	ns := &testNetns{
-		Name:     uniq("sxt"),
-		Addr:     fmt.Sprintf("10.213.%d.%d", third, base+2),
-		HostAddr: fmt.Sprintf("10.213.%d.%d", third, base+1),
+		Name:      uniq("sxt"),
+		Addr:      fmt.Sprintf("10.213.%d.%d", third, base+2),
+		HostAddr:  fmt.Sprintf("10.213.%d.%d", third, base+1),
+		Addr6:     fmt.Sprintf("fd00:213:%x:%x::2", third, n),
+		HostAddr6: fmt.Sprintf("fd00:213:%x:%x::1", third, n),
 	}
 	ns.Path = "/run/netns/" + ns.Name
 	ns.HostIf = uniq("sxh")
@@ -293,6 +297,8 @@ func newTestNetns(t testing.TB) *testNetns {
 	run("-n", ns.Name, "addr", "add", ns.Addr+"/30", "dev", peer)
 	run("-n", ns.Name, "link", "set", peer, "up")
 	run("-n", ns.Name, "link", "set", "lo", "up")
+	run("-6", "addr", "add", ns.HostAddr6+"/64", "dev", ns.HostIf, "nodad")
+	run("-6", "-n", ns.Name, "addr", "add", ns.Addr6+"/64", "dev", peer, "nodad")
 	return ns
 }
 
