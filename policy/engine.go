@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,7 +60,7 @@ type Config struct {
 	Node        string
 	KernelStats bool // BPF run-time statistics (ns per decision)
 	Logger      *slog.Logger
-	System      endpoint.System
+	Paths       endpoint.Paths // where endpoints are resolved
 	// VerdictBuffer is the capacity of the Verdicts channel; verdicts
 	// that find it full are counted (Status.VerdictsLost) and dropped.
 	VerdictBuffer int
@@ -97,17 +98,19 @@ type Engine struct {
 	stopErr  error
 	// cgroupRoot is the cgroup2 mount, read once.
 	cgroupRoot string
+	sys        *endpoint.System
 }
 
 // revision is one compiled and applied revision.
 type revision struct {
-	number    uint64
-	applied   time.Time
-	result    *resolve.Result
-	endpoints map[uint32]*endpoint.Endpoint
-	ipc       *ipcache.Cache
-	ids       map[ipcache.ID]ipcache.Identity
-	policies  []*source.Policy
+	number      uint64
+	fingerprint string // of the endpoints it was built from
+	applied     time.Time
+	result      *resolve.Result
+	endpoints   map[uint32]*endpoint.Endpoint
+	ipc         *ipcache.Cache
+	ids         map[ipcache.ID]ipcache.Identity
+	policies    []*source.Policy
 
 	// What verdicts of this revision say, computed once: verdicts share
 	// these slices (read-only).
@@ -158,11 +161,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.System.CgroupRoot == "" {
-		cfg.System.CgroupRoot = endpoint.CgroupRoot()
+	if cfg.Paths.CgroupRoot == "" {
+		cfg.Paths.CgroupRoot = endpoint.CgroupRoot()
 	}
 	return &Engine{
-		cgroupRoot: cfg.System.CgroupRoot,
+		cgroupRoot: cfg.Paths.CgroupRoot,
+		sys:        endpoint.NewSystem(cfg.Paths),
 		cfg:        cfg,
 		log:        cfg.Logger.With("stage", "policy"),
 		dir:        source.NewDir(cfg.PolicyDir),
@@ -207,6 +211,20 @@ func (e *Engine) Start(ctx context.Context) error {
 			}
 		}); err != nil {
 			e.log.Error("policy watch", "err", err)
+		}
+	})
+	e.wg.Go(func() {
+		t := time.NewTicker(endpointResync)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := e.resync(); err != nil {
+					e.log.Error("policy endpoint resync", "err", err)
+				}
+			}
 		}
 	})
 	e.wg.Go(func() {
@@ -273,9 +291,13 @@ func (e *Engine) Reload() error {
 		return nil
 	}
 	e.snap.Policies = snap.Policies
-	read := time.Since(t0)
+	return e.applyLocked(snap.Policies, specs, epErr, time.Since(t0))
+}
+
+// applyLocked compiles and applies a revision (e.mu held).
+func (e *Engine) applyLocked(policies []*source.Policy, specs []endpoint.Spec, epErr error, read time.Duration) error {
 	t1 := time.Now()
-	rev, drev, resolveErr := e.build(snap.Policies, specs)
+	rev, drev, resolveErr := e.build(policies, specs)
 	compile := time.Since(t1)
 	e.epErr = errors.Join(epErr, resolveErr)
 	start := time.Now()
@@ -303,6 +325,38 @@ func (e *Engine) Reload() error {
 		return fmt.Errorf("revision %d: %w", rev.number, attErr)
 	}
 	return nil
+}
+
+// endpointResync: how often endpoints are resolved again, so that a
+// cgroup or netns created after its entry, or a netns's new interface or
+// address, is enforced without an edit of the endpoints file.
+const endpointResync = 2 * time.Second
+
+// resync applies a new revision when the endpoints resolve differently
+// from the revision in force.
+func (e *Engine) resync() error {
+	specs := e.lastEndpoints()
+	eps, epErr := e.sys.Resolve(specs)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cur == nil || fingerprint(eps) == e.cur.fingerprint {
+		return nil
+	}
+	return e.applyLocked(e.snap.Policies, specs, epErr, 0)
+}
+
+// fingerprint is what the kernel side of a revision depends on in its
+// endpoints.
+func fingerprint(eps []*endpoint.Endpoint) string {
+	var b strings.Builder
+	for _, ep := range eps {
+		fmt.Fprintf(&b, "%s|%d|%d|%v|", ep.Name, ep.CgroupID, ep.NetnsCookie, ep.Labels.GetModel())
+		for _, i := range ep.Interfaces {
+			fmt.Fprintf(&b, "%d%v,", i.Index, i.Addrs)
+		}
+		b.WriteByte(';')
+	}
+	return b.String()
 }
 
 // readEndpoints returns the endpoints file's entries: the last good ones
@@ -348,8 +402,8 @@ func specEqual(a, b endpoint.Spec) bool {
 
 // build compiles a revision (e.mu held).
 func (e *Engine) build(policies []*source.Policy, specs []endpoint.Spec) (*revision, *datapath.Revision, error) {
-	eps, resolveErr := e.cfg.System.Resolve(specs)
-	rev := &revision{number: e.revNext, endpoints: map[uint32]*endpoint.Endpoint{}, ipc: ipcache.New(), ids: map[ipcache.ID]ipcache.Identity{}, policies: policies}
+	eps, resolveErr := e.sys.Resolve(specs)
+	rev := &revision{number: e.revNext, fingerprint: fingerprint(eps), endpoints: map[uint32]*endpoint.Endpoint{}, ipc: ipcache.New(), ids: map[ipcache.ID]ipcache.Identity{}, policies: policies}
 	e.revNext++
 	sets := make([]labels.LabelArray, 0, len(eps))
 	for _, ep := range eps {

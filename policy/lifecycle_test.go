@@ -222,3 +222,32 @@ func TestRestartKeepsEnforcement(t *testing.T) {
 		t.Errorf("pin directory left: %v", err)
 	}
 }
+
+// An endpoint whose cgroup does not exist yet is reported, and enforced
+// once the cgroup appears, without an edit of the endpoints file.
+func TestEndpointAppearsLater(t *testing.T) {
+	r := newRig(t, false)
+	ns := newTestNetns(t)
+	port := 18901
+	startRole(t, where{netns: ns.Name}, "serve", hostPort(ns.Addr, port))
+	cg := testCgroup(t)
+	later := cg + "/later"
+	r.writeEndpoints(fmt.Sprintf("endpoints:\n- name: client\n  cgroup: %s\n  labels: {app: client}\n", later))
+	r.writePolicy("p.yaml", denyAllEgress("deny"))
+	r.start()
+	rev := r.waitRevision(0)
+	if st := r.eng.Status(); !strings.Contains(st.EndpointErrors, "endpoint client") {
+		t.Fatalf("missing cgroup not reported: %q", st.EndpointErrors)
+	}
+	if err := os.Mkdir(later, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(later) })
+	r.waitRevision(rev)
+	if got := role(t, where{cgroup: later}, "tcp", hostPort(ns.Addr, port)); got != resEPERM {
+		t.Errorf("after the cgroup appeared: %s, want eperm", got)
+	}
+	if st := r.eng.Status(); st.EndpointErrors != "" {
+		t.Errorf("endpoint error still listed: %s", st.EndpointErrors)
+	}
+}

@@ -32,6 +32,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cilium/cilium/pkg/labels"
 	"go.yaml.in/yaml/v3"
@@ -188,19 +189,30 @@ func (s *Spec) labels(auto map[string]string) labels.LabelArray {
 	return out.Sort()
 }
 
-// System is where endpoints are resolved: the cgroup2 mount and the
+// Paths say where endpoints are resolved: the cgroup2 mount and the
 // directory of named network namespaces.
-type System struct {
+type Paths struct {
 	CgroupRoot string // default: the cgroup2 mount from /proc/self/mountinfo
 	NetnsDir   string // default /run/netns
 }
+
+// System resolves endpoints (NewSystem).
+type System struct {
+	Paths
+
+	mu   sync.Mutex
+	exes map[string]string // cgroup path → its sextant.io/exe, once known
+}
+
+// NewSystem returns a resolver on p.
+func NewSystem(p Paths) *System { return &System{Paths: p} }
 
 var containerID = regexp.MustCompile(`(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)`)
 
 // Resolve turns entries into endpoints. An entry that cannot be resolved
 // (its cgroup or netns is missing) is an error naming it; the others are
 // returned.
-func (sys System) Resolve(specs []Spec) ([]*Endpoint, error) {
+func (sys *System) Resolve(specs []Spec) ([]*Endpoint, error) {
 	var out []*Endpoint
 	var errs []error
 	for _, s := range specs {
@@ -234,7 +246,7 @@ func (sys System) Resolve(specs []Spec) ([]*Endpoint, error) {
 	return out, errors.Join(errs...)
 }
 
-func (sys System) resolve(s Spec) (*Endpoint, error) {
+func (sys *System) resolve(s Spec) (*Endpoint, error) {
 	ep := &Endpoint{Spec: s}
 	auto := map[string]string{}
 	if s.Cgroup != "" {
@@ -257,7 +269,7 @@ func (sys System) resolve(s Spec) (*Endpoint, error) {
 		if m := containerID.FindStringSubmatch(strings.TrimPrefix(p, root)); m != nil {
 			auto[LabelContainer] = m[1][:12]
 		}
-		if exe := commonExe(p); exe != "" {
+		if exe := sys.exe(p); exe != "" {
 			auto[LabelExe] = exe
 		}
 	} else {
@@ -278,6 +290,25 @@ func (sys System) resolve(s Spec) (*Endpoint, error) {
 	}
 	ep.Labels = s.labels(auto)
 	return ep, nil
+}
+
+// exe is a cgroup's sextant.io/exe: read once the cgroup has processes,
+// then kept, so that processes coming and going do not change the
+// endpoint's identity.
+func (sys *System) exe(dir string) string {
+	sys.mu.Lock()
+	defer sys.mu.Unlock()
+	if e, ok := sys.exes[dir]; ok {
+		return e
+	}
+	e := commonExe(dir)
+	if e != "" {
+		if sys.exes == nil {
+			sys.exes = map[string]string{}
+		}
+		sys.exes[dir] = e
+	}
+	return e
 }
 
 // commonExe is the base name of the executable every process of a cgroup

@@ -50,7 +50,7 @@ func TestResolve(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sys := System{CgroupRoot: root}
+	sys := NewSystem(Paths{CgroupRoot: root})
 	eps, err := sys.Resolve([]Spec{
 		{Name: "a", Cgroup: "/a", Namespace: "default"},
 		{Name: "inner", Cgroup: "/a/inner", Namespace: "default"},
