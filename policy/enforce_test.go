@@ -217,10 +217,7 @@ spec:
   endpointSelector: {matchLabels: {app: srv}}
   ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]
 `, p1))
-	r.waitRevision(1)
-	if got := role(t, where{cgroup: client}, "tcp", hostPort(ns.Addr6, p1)); got != resOK {
-		t.Errorf("client to srv p1: %s", got)
-	}
+	eventually(t, "client to srv p1 after the reload", func() string { return role(t, where{cgroup: client}, "tcp", hostPort(ns.Addr6, p1)) }, resOK)
 	if got := role(t, where{cgroup: client}, "tcp", hostPort(ns.Addr6, p2)); got != resEPERM {
 		t.Errorf("client to srv p2: %s, want eperm", got)
 	}

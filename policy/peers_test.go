@@ -139,7 +139,7 @@ spec:
 	if a == nil {
 		t.Fatal("a method no rule allows was not audited")
 	}
-	if a.Outcome != Audited || !hasPolicy(a.DeniedBy, "grpc") || a.Source.Identity != v.Source.Identity {
+	if a.Outcome != Audited || !hasPolicy(a.DeniedBy, "grpc") || a.Source.Identity != g.Source.Identity {
 		t.Errorf("L7 audit verdict: %+v", a)
 	}
 	if hf := a.HubbleFlow(); hf.GetVerdict().String() != "AUDIT" || hf.GetL7().GetHttp().GetUrl() != "/grpc.health.v1.Health/Watch" || len(hf.GetIngressDeniedBy()) != 1 {

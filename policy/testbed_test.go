@@ -549,6 +549,26 @@ func (r *rig) waitRevision(after uint64) uint64 {
 	}
 }
 
+// eventually retries probe until it answers want (a reload is applied
+// within the watcher's settle time; an endpoint resync may apply a
+// revision in between, so revision numbers alone do not say which
+// content is in force).
+func eventually(t testing.TB, what string, probe func() string, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := probe()
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s: %s, want %s (for 20s)", what, got, want)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // waitVerdict waits for a verdict that match accepts.
 func (r *rig) waitVerdict(what string, match func(*Verdict) bool) Verdict {
 	r.t.Helper()

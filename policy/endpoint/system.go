@@ -111,7 +111,9 @@ func Interfaces() ([]Interface, error) {
 		}
 		for _, a := range addrs {
 			if ipn, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				// Link-local addresses repeat on every link: they name no
+				// endpoint (and appear late, after the link is up).
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && !ip.IsLinkLocalUnicast() {
 					it.Addrs = append(it.Addrs, ip.Unmap())
 				}
 			}
