@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/sextant/sextant/policy/resolve"
@@ -50,6 +51,11 @@ func TestEgressCIDRAndPorts(t *testing.T) {
 	r.start()
 	r.waitRevision(0)
 	client := where{cgroup: cg}
+	// Only egress is decided: no ingress program on the endpoint's packets.
+	links := strings.Join(r.eng.dp.Links(), " ")
+	if !strings.Contains(links, "-connect4") || strings.Contains(links, "-skb_ingress") || !strings.Contains(links, "-skb_egress") {
+		t.Errorf("links %s: want connect4 and skb_egress, no skb_ingress", links)
+	}
 
 	cases := []struct {
 		probe, addr, want string

@@ -301,12 +301,19 @@ func (e *Engine) applyLocked(policies []*source.Policy, specs []endpoint.Spec, e
 	compile := time.Since(t1)
 	e.epErr = errors.Join(epErr, resolveErr)
 	start := time.Now()
+	// Programs the new revision needs are attached before the switch (under
+	// the old revision they decide what it decided), the ones it no longer
+	// needs are detached after it.
+	atts := e.attachments(rev)
+	if err := e.dp.AttachMore(atts); err != nil {
+		e.log.Warn("attach before revision switch", "revision", rev.number, "err", err)
+	}
 	if err := e.dp.Apply(drev); err != nil {
 		e.applyErr = err
 		e.metrics.applies.WithLabelValues("error").Inc()
 		return fmt.Errorf("apply revision %d: %w", rev.number, err)
 	}
-	attErr := e.dp.Attach(e.attachments(rev))
+	attErr := e.dp.Attach(atts)
 	e.applyErr = attErr
 	rev.applied = time.Now()
 	e.metrics.applies.WithLabelValues("ok").Inc()
@@ -487,15 +494,18 @@ func (e *Engine) build(policies []*source.Policy, specs []endpoint.Spec) (*revis
 
 func (e *Engine) attachments(rev *revision) []datapath.Attachment {
 	var out []datapath.Attachment
-	for _, ep := range rev.endpoints {
+	for id, ep := range rev.endpoints {
+		tables := rev.result.Endpoints[id].Tables
+		decided := func(d resolve.Direction) bool { return tables[d].Enforced || len(tables[d].Entries) > 0 }
+		in, eg := decided(resolve.Ingress), decided(resolve.Egress)
 		if ep.IsNetns() {
 			var idx []int
 			for _, i := range ep.Interfaces {
 				idx = append(idx, i.Index)
 			}
-			out = append(out, datapath.Attachment{Name: fmt.Sprintf("ns-%d", ep.NetnsCookie), NetnsPath: ep.NetnsPath, NetnsCookie: ep.NetnsCookie, Ifindexes: idx, InNetns: endpoint.InNetns})
+			out = append(out, datapath.Attachment{Name: fmt.Sprintf("ns-%d", ep.NetnsCookie), NetnsPath: ep.NetnsPath, NetnsCookie: ep.NetnsCookie, Ifindexes: idx, InNetns: endpoint.InNetns, Ingress: in, Egress: eg})
 		} else {
-			out = append(out, datapath.Attachment{Name: fmt.Sprintf("cg-%d", ep.CgroupID), CgroupPath: ep.CgroupPath})
+			out = append(out, datapath.Attachment{Name: fmt.Sprintf("cg-%d", ep.CgroupID), CgroupPath: ep.CgroupPath, Ingress: in, Egress: eg})
 		}
 	}
 	return out

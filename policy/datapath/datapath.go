@@ -89,21 +89,31 @@ func (d *Datapath) mapsByName() map[string]*ebpf.Map {
 	}
 }
 
+// hookRole says when a program is attached to an endpoint.
+type hookRole uint8
+
+const (
+	always        hookRole = iota // identity learning: bound sockets, flows
+	decideEgress                  // only when the endpoint's egress is decided
+	decideIngress                 // only when its ingress is decided
+)
+
 // cgroupHooks are the programs attached to a cgroup endpoint.
 var cgroupHooks = []struct {
 	name   string
 	attach ebpf.AttachType
+	role   hookRole
 	prog   func(*policyPrograms) *ebpf.Program
 }{
-	{"connect4", ebpf.AttachCGroupInet4Connect, func(p *policyPrograms) *ebpf.Program { return p.SextantConnect4 }},
-	{"connect6", ebpf.AttachCGroupInet6Connect, func(p *policyPrograms) *ebpf.Program { return p.SextantConnect6 }},
-	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(p *policyPrograms) *ebpf.Program { return p.SextantSendmsg4 }},
-	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(p *policyPrograms) *ebpf.Program { return p.SextantSendmsg6 }},
-	{"post_bind4", ebpf.AttachCGroupInet4PostBind, func(p *policyPrograms) *ebpf.Program { return p.SextantPostBind4 }},
-	{"post_bind6", ebpf.AttachCGroupInet6PostBind, func(p *policyPrograms) *ebpf.Program { return p.SextantPostBind6 }},
-	{"sock_release", ebpf.AttachCgroupInetSockRelease, func(p *policyPrograms) *ebpf.Program { return p.SextantSockRelease }},
-	{"skb_ingress", ebpf.AttachCGroupInetIngress, func(p *policyPrograms) *ebpf.Program { return p.SextantSkbIngress }},
-	{"skb_egress", ebpf.AttachCGroupInetEgress, func(p *policyPrograms) *ebpf.Program { return p.SextantSkbEgress }},
+	{"connect4", ebpf.AttachCGroupInet4Connect, decideEgress, func(p *policyPrograms) *ebpf.Program { return p.SextantConnect4 }},
+	{"connect6", ebpf.AttachCGroupInet6Connect, decideEgress, func(p *policyPrograms) *ebpf.Program { return p.SextantConnect6 }},
+	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, decideEgress, func(p *policyPrograms) *ebpf.Program { return p.SextantSendmsg4 }},
+	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, decideEgress, func(p *policyPrograms) *ebpf.Program { return p.SextantSendmsg6 }},
+	{"post_bind4", ebpf.AttachCGroupInet4PostBind, always, func(p *policyPrograms) *ebpf.Program { return p.SextantPostBind4 }},
+	{"post_bind6", ebpf.AttachCGroupInet6PostBind, always, func(p *policyPrograms) *ebpf.Program { return p.SextantPostBind6 }},
+	{"sock_release", ebpf.AttachCgroupInetSockRelease, always, func(p *policyPrograms) *ebpf.Program { return p.SextantSockRelease }},
+	{"skb_ingress", ebpf.AttachCGroupInetIngress, decideIngress, func(p *policyPrograms) *ebpf.Program { return p.SextantSkbIngress }},
+	{"skb_egress", ebpf.AttachCGroupInetEgress, always, func(p *policyPrograms) *ebpf.Program { return p.SextantSkbEgress }},
 }
 
 // CheckKernel names every kernel feature the programs need that this
@@ -219,14 +229,29 @@ type Attachment struct {
 	Ifindexes   []int
 	// InNetns runs a function inside NetnsPath (endpoint.InNetns).
 	InNetns func(path string, fn func() error) error
+	// Ingress, Egress: attach the programs that decide that direction.
+	// A direction no policy enforces needs none (its packets then pay
+	// nothing); the programs that learn identities are always attached.
+	Ingress, Egress bool
+}
+
+func (a Attachment) wants(r hookRole) bool {
+	return r == always || (r == decideEgress && a.Egress) || (r == decideIngress && a.Ingress)
 }
 
 // Attach makes the endpoints' attachments exactly the given ones: links
 // that exist (pinned by this or an earlier agent) are updated to the
 // loaded programs in place, missing ones are created and pinned, and
-// links of endpoints no longer listed are removed.
-func (d *Datapath) Attach(atts []Attachment) error {
+// links no longer listed are removed.
+func (d *Datapath) Attach(atts []Attachment) error { return d.attachAll(atts, true) }
+
+// AttachMore attaches what atts list and removes nothing: what is
+// attached before a revision switch.
+func (d *Datapath) AttachMore(atts []Attachment) error { return d.attachAll(atts, false) }
+
+func (d *Datapath) attachAll(atts []Attachment, prune bool) error {
 	want := map[string]bool{}
+	var failed []string
 	var errs []error
 	for _, a := range atts {
 		names, err := d.attach(a)
@@ -234,8 +259,12 @@ func (d *Datapath) Attach(atts []Attachment) error {
 			want[n] = true
 		}
 		if err != nil {
+			failed = append(failed, a.Name)
 			errs = append(errs, fmt.Errorf("attach %s: %w", a.Name, err))
 		}
+	}
+	if !prune {
+		return errors.Join(errs...)
 	}
 	for name, l := range d.links {
 		if want[name] {
@@ -243,7 +272,7 @@ func (d *Datapath) Attach(atts []Attachment) error {
 		}
 		// An endpoint whose attachment failed keeps its old links: its
 		// previous enforcement stays rather than none.
-		if slices.ContainsFunc(atts, func(a Attachment) bool { return strings.HasPrefix(name, a.Name+"-") }) {
+		if slices.ContainsFunc(failed, func(f string) bool { return strings.HasPrefix(name, f+"-") }) {
 			continue
 		}
 		if err := l.Unpin(); err != nil {
@@ -282,6 +311,9 @@ func (d *Datapath) attach(a Attachment) ([]string, error) {
 	}
 	if a.CgroupPath != "" {
 		for _, h := range cgroupHooks {
+			if !a.wants(h.role) {
+				continue
+			}
 			prog := h.prog(&d.objs.policyPrograms)
 			err := put(a.Name+"-"+h.name, prog, func() (link.Link, error) {
 				l, err := link.AttachCgroup(link.CgroupOptions{Path: a.CgroupPath, Attach: h.attach, Program: prog})
@@ -306,10 +338,16 @@ func (d *Datapath) attach(a Attachment) ([]string, error) {
 					dir    string
 					attach ebpf.AttachType
 					prog   *ebpf.Program
+					want   bool
 				}{
-					{"ingress", ebpf.AttachTCXIngress, progs.Ingress},
-					{"egress", ebpf.AttachTCXEgress, progs.Egress},
+					{"ingress", ebpf.AttachTCXIngress, progs.Ingress, a.Ingress},
+					// Egress also records the flows whose UDP replies the
+					// ingress program recognises.
+					{"egress", ebpf.AttachTCXEgress, progs.Egress, a.Egress || a.Ingress},
 				} {
+					if !h.want {
+						continue
+					}
 					err := put(fmt.Sprintf("%s-if%d-%s", a.Name, idx, h.dir), h.prog, func() (link.Link, error) {
 						l, err := link.AttachTCX(link.TCXOptions{Interface: idx, Program: h.prog, Attach: h.attach})
 						if err != nil {
