@@ -181,22 +181,12 @@ func TestIPv6(t *testing.T) {
 - {name: client, cgroup: %s, labels: {app: client}}
 - {name: other, cgroup: %s, labels: {app: other}}
 `, ns.Name, client, other))
-	r.writePolicy("p.yaml", fmt.Sprintf(`apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: client}
-spec:
-  endpointSelector: {matchLabels: {app: client}}
-  egress:
-  - toCIDR: [%s/128]
-    toPorts: [{ports: [{port: "%d"}]}]
----
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: srv}
-spec:
-  endpointSelector: {matchLabels: {app: srv}}
-  ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]
-`, ns.Addr6, p1))
+	// The client's egress (the peer varies), the server's ingress from the client.
+	policies := func(peer string) string {
+		return egressPolicy("client", "app: client", fmt.Sprintf("  egress:\n  - %s\n    toPorts: [{ports: [{port: \"%d\"}]}]\n", peer, p1)) +
+			"---\n" + egressPolicy("srv", "app: srv", "  ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]\n")
+	}
+	r.writePolicy("p.yaml", policies(fmt.Sprintf("toCIDR: [%s/128]", ns.Addr6)))
 	r.start()
 	r.waitRevision(0)
 	// The netns endpoint's own address is its identity, not the CIDR's:
@@ -207,22 +197,7 @@ spec:
 	if got := role(t, where{cgroup: other}, "tcp", hostPort(ns.Addr6, p1)); got != resTimeout {
 		t.Errorf("other (egress not enforced) to srv: %s, want timeout at srv's ingress", got)
 	}
-	r.writePolicy("p.yaml", fmt.Sprintf(`apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: client}
-spec:
-  endpointSelector: {matchLabels: {app: client}}
-  egress:
-  - toEndpoints: [{matchLabels: {app: srv}}]
-    toPorts: [{ports: [{port: "%d"}]}]
----
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: srv}
-spec:
-  endpointSelector: {matchLabels: {app: srv}}
-  ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]
-`, p1))
+	r.writePolicy("p.yaml", policies("toEndpoints: [{matchLabels: {app: srv}}]"))
 	eventually(t, "client to srv p1 after the reload", func() string { return role(t, where{cgroup: client}, "tcp", hostPort(ns.Addr6, p1)) }, resOK)
 	if got := role(t, where{cgroup: client}, "tcp", hostPort(ns.Addr6, p2)); got != resEPERM {
 		t.Errorf("client to srv p2: %s, want eperm", got)
