@@ -163,6 +163,35 @@ func gauge(t *testing.T, c prometheus.Collector, name string) float64 {
 	return 0
 }
 
+// counter is the value of the series of name with exactly these labels.
+func counter(t *testing.T, c prometheus.Collector, name string, labels map[string]string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue series
+				}
+			}
+			return metricValue(m)
+		}
+	}
+	return 0
+}
+
 func metricValue(m *dto.Metric) float64 {
 	switch {
 	case m.Gauge != nil:

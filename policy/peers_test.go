@@ -222,4 +222,25 @@ spec:
 	r.waitVerdict("world egress refused to a local endpoint", func(v *Verdict) bool {
 		return v.Source.Endpoint == "egress-only" && v.Outcome == Dropped && v.Destination.Endpoint == "srv"
 	})
+
+	// UDP verdicts are aggregated per socket and peer, one record a
+	// second: 5 refused datagrams are one record, the sixth, 1.2 s later,
+	// is a record that counts the 4 suppressed ones too.
+	if got := role(t, where{cgroup: egressOnly}, "udp-burst", hostPort(ns.Addr, port+1)); got != "6" {
+		t.Fatalf("refused datagrams: %s, want 6", got)
+	}
+	var first, second Verdict
+	first = r.waitVerdict("first record of the burst", func(v *Verdict) bool {
+		return v.Source.Endpoint == "egress-only" && v.Hook == "sendmsg" && v.Destination.Addr.Port() == uint16(port+1)
+	})
+	second = r.waitVerdict("second record of the burst", func(v *Verdict) bool {
+		return v.Source.Endpoint == "egress-only" && v.Hook == "sendmsg" && v.Destination.Addr.Port() == uint16(port+1) && v.Time.After(first.Time)
+	})
+	if first.Count != 1 || second.Count != 5 {
+		t.Errorf("burst records count %d and %d, want 1 and 5", first.Count, second.Count)
+	}
+	// The metric counts decisions, not records.
+	if n := counter(t, r.eng.Metrics(), "sextant_policy_verdicts_total", map[string]string{"direction": "egress", "verdict": "DROPPED", "match_type": "none", "policy": ""}); n < 6 {
+		t.Errorf("sextant_policy_verdicts_total{egress,DROPPED,none} = %v, want >= 6", n)
+	}
 }

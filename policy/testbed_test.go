@@ -120,6 +120,26 @@ func runRole(role, arg string) int {
 	case "udp":
 		fmt.Println(udpProbe(arg))
 		return 0
+	case "udp-burst":
+		// 5 datagrams at once, then one more after the kernel's 1 s
+		// aggregation interval, from one unconnected socket.
+		pc, err := net.ListenPacket("udp", ":0")
+		if err != nil {
+			fmt.Println("error:", err)
+			return 0
+		}
+		ua, _ := net.ResolveUDPAddr("udp", arg)
+		refused := 0
+		for i := range 6 {
+			if i == 5 {
+				time.Sleep(1200 * time.Millisecond)
+			}
+			if _, err := pc.WriteTo([]byte("x"), ua); errors.Is(err, syscall.EPERM) {
+				refused++
+			}
+		}
+		fmt.Println(refused)
+		return 0
 	case "grpc":
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
