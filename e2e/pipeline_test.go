@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -191,8 +192,14 @@ type want struct {
 	// Client and Server are the two ends (Source and Destination of the
 	// flow); a zero port means "any" (the client's ephemeral port).
 	ServerPort uint16
+	// ServerIP is the server's address when ServerPort is set ("" means
+	// 127.0.0.1); the client's is the same (loopback).
+	ServerIP string
 	// Headers that must be among RequestHeaders with exactly this value.
 	ReqHeaders map[string]string
+	// Or is another exact flow the exchange may legitimately have produced
+	// instead (e.g. which end's deadline timer won a race on the wire).
+	Or *want
 }
 
 type wantGRPC struct {
@@ -211,6 +218,10 @@ func (w want) both(clientPID, serverPID uint32) []want {
 	c, s := w, w
 	c.Observer, c.PID = flow.SideClient, clientPID
 	s.Observer, s.PID = flow.SideServer, serverPID
+	if w.Or != nil {
+		or := w.Or.both(clientPID, serverPID)
+		c.Or, s.Or = &or[0], &or[1]
+	}
 	return []want{c, s}
 }
 
@@ -220,8 +231,16 @@ type unknownOK func(w want, field string) bool
 
 func noUnknown(want, string) bool { return false }
 
-// mismatch explains why f is not w ("" when it is).
+// mismatch explains why f is not w ("" when it is), nor its alternative.
 func (w want) mismatch(f *flow.Flow, allow unknownOK) string {
+	m := w.mismatchOne(f, allow)
+	if m != "" && w.Or != nil && w.Or.mismatch(f, allow) == "" {
+		return ""
+	}
+	return m
+}
+
+func (w want) mismatchOne(f *flow.Flow, allow unknownOK) string {
 	for _, u := range f.Unknown {
 		if !allow(w, u) {
 			return fmt.Sprintf("unknown %q not allowed", u)
@@ -252,10 +271,14 @@ func (w want) mismatch(f *flow.Flow, allow unknownOK) string {
 		check("reset_by", f.ResetBy == w.ResetBy, f.ResetBy, w.ResetBy)
 	}
 	if w.ServerPort != 0 {
-		check("destination", f.Destination.Port() == w.ServerPort && f.Destination.Addr().String() == "127.0.0.1",
-			f.Destination, fmt.Sprintf("127.0.0.1:%d", w.ServerPort))
-		check("source", f.Source.Addr().String() == "127.0.0.1" && f.Source.Port() != w.ServerPort && f.Source.Port() != 0,
-			f.Source, "127.0.0.1:<ephemeral>")
+		ip := w.ServerIP
+		if ip == "" {
+			ip = "127.0.0.1"
+		}
+		check("destination", f.Destination.Port() == w.ServerPort && f.Destination.Addr().String() == ip,
+			f.Destination, net.JoinHostPort(ip, fmt.Sprint(w.ServerPort)))
+		check("source", f.Source.Addr().String() == ip && f.Source.Port() != w.ServerPort && f.Source.Port() != 0,
+			f.Source, net.JoinHostPort(ip, "<ephemeral>"))
 	}
 	for name, value := range w.ReqHeaders {
 		var got []string
@@ -319,6 +342,9 @@ func (w want) String() string {
 		s += fmt.Sprintf(" grpc=%s/%s status=%s(%s) %q msgs=%d/%d", w.GRPC.Service, w.GRPC.Method,
 			fmtStatus(w.GRPC.Status), w.GRPC.StatusSource, w.GRPC.Message, w.GRPC.ReqMsgs, w.GRPC.RespMsgs)
 	}
+	if w.Or != nil {
+		s += " | or " + w.Or.String()
+	}
 	return s
 }
 
@@ -326,6 +352,7 @@ func (w want) String() string {
 func (w want) key() string {
 	k := fmt.Sprintf("%v|%d|%s|%s|%s|%s|%s|%d|%d|%d|%v|%d|%v|%v|%d", w.Observer, w.PID, w.Protocol, w.Method, w.Scheme,
 		w.Authority, w.Path, w.Status, w.ReqBytes, w.RespBytes, w.Outcome, w.ResetCode, w.ResetBy, w.AnyResetBy, w.ServerPort)
+	k += "|" + w.ServerIP
 	if g := w.GRPC; g != nil {
 		k += fmt.Sprintf("|grpc %s|%s|%s|%s|%q|%d|%d", g.Service, g.Method, fmtStatus(g.Status), g.StatusSource, g.Message, g.ReqMsgs, g.RespMsgs)
 	}
@@ -336,6 +363,9 @@ func (w want) key() string {
 	slices.Sort(names)
 	for _, n := range names {
 		k += "|" + n + "=" + w.ReqHeaders[n]
+	}
+	if w.Or != nil {
+		k += "|or " + w.Or.key()
 	}
 	return k
 }

@@ -184,10 +184,11 @@ type Conn struct {
 	reqDir     flow.Direction
 
 	queue []*pending // FIFO: responses pair with requests in order
-	// skip counts responses still to come for requests that were evicted
-	// before their response began: FIFO says they are the next ones.
-	skip   int
-	closed bool
+	// evicted holds the methods of requests evicted before their response
+	// began: FIFO says their responses are the next ones, and the method
+	// says how those are framed (HEAD), so they are followed unreported.
+	evicted []string
+	closed  bool
 }
 
 // Pending is the number of exchanges whose response has not ended yet.
@@ -234,17 +235,30 @@ func (c *Conn) Lost(dir flow.Direction) {
 		ds.mode = modeSync
 	}
 	ds.hdr = ds.hdr[:0] // what follows is not contiguous with it
-	if c.rolesKnown && dir != c.reqDir {
-		for _, p := range c.queue {
-			if !p.respSeen {
-				p.respSeen, p.respDone = true, true
-				p.ex.unknown(UnknownStatus, UnknownResponseHeaders, UnknownResponseBytes,
-					UnknownTTFB, UnknownLatency, UnknownOutcome)
-			}
-		}
-		c.skip = 0
-	}
+	c.unfollowed(dir)
 	c.flush()
+}
+
+// unfollowed tells that bytes of dir went by that the decoder could not
+// follow: lost, begun beyond what the kernel shipped of a read, or not
+// parseable. On the response side they may have held the responses of
+// every request still waiting for one (pipelining puts several in one
+// read), so those end with their response unknown: pairing the responses
+// that come next by order could match them with the wrong request.
+// Requests sent after these bytes were read are queued later and pair as
+// usual once the direction finds a status line again.
+func (c *Conn) unfollowed(dir flow.Direction) {
+	if !c.rolesKnown || dir == c.reqDir {
+		return
+	}
+	for _, p := range c.queue {
+		if !p.respSeen {
+			p.respSeen, p.respDone = true, true
+			p.ex.unknown(UnknownStatus, UnknownResponseHeaders, UnknownResponseBytes,
+				UnknownTTFB, UnknownLatency, UnknownOutcome)
+		}
+	}
+	c.evicted = c.evicted[:0]
 }
 
 // Close ends the connection at t: a response delimited by the close is
@@ -292,9 +306,14 @@ func (c *Conn) feed(dir flow.Direction, t time.Time, v *view) {
 
 		case modeSync:
 			if off > 0 {
-				return // a message can only be found again at the start of a read
+				// a message can only be found again at the start of a read
+				c.unfollowed(dir)
+				return
 			}
 			if !c.resync(dir, t, v) {
+				if len(ds.hdr) == 0 { // not kept as the start of a start line
+					c.unfollowed(dir)
+				}
 				return
 			}
 			if ds.synced {
@@ -319,6 +338,7 @@ func (c *Conn) feed(dir flow.Direction, t time.Time, v *view) {
 			if off >= int64(len(v.head)) {
 				c.d.stats.Hidden++
 				ds.mode = modeSync
+				c.unfollowed(dir)
 				return
 			}
 			ds.hdr, ds.scanned = ds.hdr[:0], 0
@@ -354,6 +374,7 @@ func (c *Conn) feed(dir flow.Direction, t time.Time, v *view) {
 			if err != nil {
 				c.d.stats.Malformed++
 				c.cut(dir)
+				c.unfollowed(dir)
 				return
 			}
 			if done {
@@ -455,7 +476,10 @@ func (c *Conn) parsed(dir flow.Direction, t time.Time) {
 		}
 		p := c.nextResponse()
 		method := ""
-		if p != nil {
+		switch {
+		case len(c.evicted) > 0:
+			method = c.evicted[0]
+		case p != nil:
 			method = p.ex.Method
 		}
 		h, err := c.d.parser.parseResponse(ds.hdr, method)
@@ -468,16 +492,17 @@ func (c *Conn) parsed(dir flow.Direction, t time.Time) {
 			ds.mode = modeStart // informational: the final response follows
 			return
 		}
+		evicted := len(c.evicted) > 0
 		p = c.response(h, ds.start)
 		ds.request, ds.p, ds.body = false, p, 0
-		if p == nil {
+		if p == nil && !evicted {
 			// Framing a response without its request can go wrong (HEAD):
 			// skip it and look for the next status line.
 			ds.mode = modeSync
 			return
 		}
 		if h.status == http.StatusSwitchingProtocols ||
-			p.ex.Method == http.MethodConnect && h.status/100 == 2 {
+			method == http.MethodConnect && h.status/100 == 2 {
 			c.end(dir, t)
 			c.upgrade(t)
 			return
@@ -521,7 +546,7 @@ func (c *Conn) request(dir flow.Direction, h *head) *pending {
 		c.queue = c.queue[1:]
 		c.d.stats.Evicted++
 		if !old.respSeen {
-			c.skip++
+			c.evicted = append(c.evicted, old.ex.Method)
 		}
 		old.ex.Outcome = flow.OutcomeEvicted
 		if old.respSeen && !old.respDone {
@@ -547,7 +572,7 @@ func (c *Conn) request(dir flow.Direction, h *head) *pending {
 
 // nextResponse is the exchange the next final response belongs to.
 func (c *Conn) nextResponse() *pending {
-	if c.skip > 0 {
+	if len(c.evicted) > 0 {
 		return nil
 	}
 	for _, p := range c.queue {
@@ -560,8 +585,8 @@ func (c *Conn) nextResponse() *pending {
 
 // response attaches a final response head, begun at start, to its exchange.
 func (c *Conn) response(h *head, start time.Time) *pending {
-	if c.skip > 0 {
-		c.skip--
+	if len(c.evicted) > 0 {
+		c.evicted = c.evicted[1:]
 		return nil
 	}
 	p := c.nextResponse()
@@ -629,6 +654,7 @@ func (c *Conn) truncated(dir flow.Direction) {
 	ds := &c.dirs[dir]
 	ds.mode = modeSync
 	defer func() { ds.hdr = ds.hdr[:0] }()
+	defer c.unfollowed(dir) // after the cut response took its request
 	c.d.stats.TruncatedHeaders++
 	kind := classifyStartLine(ds.hdr)
 	if kind != lineRequest && kind != lineResponse ||
@@ -677,6 +703,7 @@ func (c *Conn) malformed(dir flow.Direction) {
 	ds := &c.dirs[dir]
 	ds.hdr = ds.hdr[:0]
 	ds.mode = modeSync
+	c.unfollowed(dir)
 }
 
 // upgrade stops decoding: the connection speaks another protocol now.
