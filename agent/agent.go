@@ -1,220 +1,155 @@
-// Package agent runs sextant on one node: it attaches the probes, decodes
-// their records into flows, keeps recent flows in a ring and serves them as
-// Cilium Hubble's Observer API until its context is cancelled.
+// Package agent is the composition root of sextant on one node. Its stages,
+// in the order data flows and in the order they start (they stop in
+// reverse):
+//
+//	observer-api  Hubble Observer API on the unix socket (and TCP with mTLS)
+//	metrics       Prometheus /metrics
+//	hubble-feed   sink: flows → Hubble events in the API's ring
+//	prometheus    sink: flows → golden-signal metrics
+//	probes        the kernel programs (load, attach; detach at stop)
+//	kernel-loss   traffic the kernel could not deliver → lost events
+//	collector     records → flows → route stage → every sink
+//
+// The API answers Unavailable until every stage started, so an answer means
+// the probes are attached. At shutdown the collector flushes first, the
+// sinks drain, and followers of the API receive the last events before
+// their streams end.
 package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/sextant/sextant/certs"
 	"github.com/sextant/sextant/collector"
+	"github.com/sextant/sextant/exporters"
+	promexp "github.com/sextant/sextant/exporters/prometheus"
 	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/probes"
 	"github.com/sextant/sextant/route"
+	"github.com/sextant/sextant/stage"
 )
 
-// Config configures an agent. Zero values take the defaults.
+// Config configures an agent; it is also the `agent:` section of the
+// configuration file (docs/configuration.md). Zero values take the
+// defaults.
 type Config struct {
 	// Node names this host in every flow (default: the hostname).
-	Node string
-	// Socket is the unix socket of the Observer API (default DefaultSocket).
-	Socket string
-	// SocketGroup, when set, may also use the socket (mode 0660 instead
-	// of 0600): a group name or gid.
-	SocketGroup string
-	// ListenTCP, when set, also serves the Observer API on this TCP
-	// address (e.g. DefaultListen). Only loopback addresses are accepted
-	// unless AllowInsecureTCP: the API is plaintext.
-	ListenTCP        string
-	AllowInsecureTCP bool
-	// TLS, when its files are named, serves the TCP listener with mTLS:
-	// clients (the relay, sextant observe, hubble) must present a
-	// certificate signed by TLS.CA.
-	TLS certs.Files
+	Node string `yaml:"node"`
 	// MetricsOnly turns the flow side off: no ring, no Observer API, no
 	// conversion to Hubble events. Every exchange is still decoded, but
 	// only to feed /metrics, which is what most nodes need and costs a
-	// fraction of keeping whole flows. Needs Metrics.Listen.
-	MetricsOnly bool
-	// RingSize is how many recent events (a flow is a request and a
-	// response event) are kept (default ring.DefaultCapacity).
-	RingSize int
-	// KernelRingBytes sizes the kernel→agent ring buffer (default
-	// probes' 16 MiB). Records beyond it are dropped and counted.
-	KernelRingBytes int
-	// ExcludePIDs are never traced, in addition to the agent itself.
-	ExcludePIDs []uint32
-	// StatusInterval is how often a status line is logged at debug level
-	// (default 10s).
-	StatusInterval time.Duration
-	// Collector tunes decoding; its Node is taken from Node.
-	Collector collector.Config
+	// fraction of keeping whole flows.
+	MetricsOnly bool `yaml:"metricsOnly"`
+	// Cgroup, when set, keeps only processes in this cgroup v2 subtree
+	// (e.g. /sextant/node1): one agent per "node" of a shared host.
+	Cgroup string `yaml:"cgroup"`
 	// Routes are http.route templates (/api/users/{id}) tried before the
 	// automatic collapsing of ids; the route stage names every flow's
 	// route with them once, for every exporter here and on the relay.
-	Routes []string
-	// Metrics configures Prometheus /metrics (off when Metrics.Listen is "").
-	Metrics MetricsConfig
-	Logger  *slog.Logger
-}
+	Routes   []string       `yaml:"routes"`
+	Observer ObserverConfig `yaml:"observer"`
+	Metrics  MetricsConfig  `yaml:"metrics"`
+	// KernelRingBytes sizes the kernel→agent ring buffer (default
+	// probes' 16 MiB). Records beyond it are dropped and counted.
+	KernelRingBytes int `yaml:"kernelRingBytes"`
+	// StatusInterval is how often a status line is logged at debug level
+	// (default 10s).
+	StatusInterval time.Duration `yaml:"statusInterval"`
 
-// tickInterval is how often the collector releases records that waited out
-// its reorder window ("every few tens of ms", collector.Tick).
-const tickInterval = 25 * time.Millisecond
+	// ExcludePIDs are never traced, in addition to the agent itself.
+	ExcludePIDs []uint32 `yaml:"-"`
+	// Collector tunes decoding; Node and Cgroup are taken from above.
+	Collector collector.Config `yaml:"-"`
+	Logger    *slog.Logger     `yaml:"-"`
+}
 
 // ErrPermission is wrapped by errors caused by missing privileges.
 var ErrPermission = errors.New("permission denied: run as root (or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)")
 
-// Run runs the agent until ctx is cancelled, then detaches the probes,
-// closes the API listeners and removes the socket. The API answers once the
-// probes are attached, so a successful ServerStatus means tracing is on.
+// Run runs the agent until ctx is cancelled or a stage fails.
 func Run(ctx context.Context, cfg Config) error {
-	cfg, err := withDefaults(cfg)
+	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return err
 	}
 	log := cfg.Logger
-	started := time.Now()
-
-	// Listen before loading the probes: a second agent or a bad address
-	// fails in milliseconds, not after the programs were verified.
-	var listeners []net.Listener
-	if !cfg.MetricsOnly {
-		if listeners, err = listen(cfg); err != nil {
-			return err
-		}
-	}
-	metrics, err := listenMetrics(cfg.Metrics, log)
-	if err != nil {
-		for _, ln := range listeners {
-			ln.Close()
-		}
-		return err
-	}
-	defer metrics.close()
-	defer func() {
-		for _, ln := range listeners {
-			ln.Close() // already closed by Serve on the normal path
-		}
-	}()
-
-	p, err := probes.Load(probes.Options{
-		ExcludePIDs:     append([]uint32{uint32(os.Getpid())}, cfg.ExcludePIDs...),
-		RingBufferBytes: cfg.KernelRingBytes,
-	})
-	if err != nil {
-		if isPermission(err) {
-			return fmt.Errorf("%w: load probes: %v", ErrPermission, err)
-		}
-		return fmt.Errorf("load probes: %w", err)
-	}
-	defer func() {
-		if err := p.Close(); err != nil {
-			log.Warn("detach probes", "err", err)
-		}
-	}()
-	log.Info("probes attached", "load_time", p.LoadTime().Round(time.Millisecond))
-
-	var server *observerAPI // nil: metrics only
-	out := func(*flow.Flow) {}
-	if !cfg.MetricsOnly {
-		server = newObserverAPI(cfg, started, func() uint64 { return p.Stats().Lost() })
-		defer server.closeFeed()
-		out = server.write
-	}
 	routes, err := route.New(cfg.Routes, 0)
 	if err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	sink := metrics.fanOut(out)
-	pipe := &pipeline{c: collector.New(cfg.Collector, func(f *flow.Flow) { routes.Enrich(f); sink(f) })}
-	metrics.serve(p, server, pipe)
+	started := time.Now()
 
-	status := func() Status {
-		ps := p.Stats()
-		st := Status{
-			Node:         cfg.Node,
-			Started:      started,
-			Uptime:       time.Since(started).Round(time.Second).String(),
-			ProbeEvents:  ps.Events,
-			ProbeInvalid: ps.Invalid,
-			ProbeDrops:   dropsByName(ps.Drops[:]),
-			Collector:    pipe.stats(),
-		}
-		if server != nil {
-			st.FlowsSeen = server.seen.Load()
-			st.QueueLost = server.queueLost.Load()
-			st.Ring = server.ring.Stats()
-		}
-		return st
+	var (
+		stages []stage.Stage
+		sinks  exporters.Fanout
+		api    *observerAPI
+		pr     = &probesStage{opts: probes.Options{
+			ExcludePIDs:     append([]uint32{uint32(os.Getpid())}, cfg.ExcludePIDs...),
+			RingBufferBytes: cfg.KernelRingBytes,
+		}, log: log}
+	)
+	if !cfg.MetricsOnly {
+		api = newObserverAPI(cfg, started)
+		stages = append(stages, api.stage())
 	}
-	// The API outlives the probes by a moment at shutdown, so that followers
-	// receive the flows the collector flushes last.
-	apiCtx, stopAPI := context.WithCancel(context.Background())
-	defer stopAPI()
-	apiDone := make(chan error, 1)
-	if server != nil {
-		go func() { apiDone <- server.Serve(apiCtx, listeners...) }()
-		for _, ln := range listeners {
-			log.Info("serving the Observer API", "addr", addrURL(ln.Addr()))
+	metrics, err := newMetrics(cfg.Metrics, log)
+	if err != nil {
+		return err
+	}
+	coll := collector.New(cfg.Collector, func(f *flow.Flow) {
+		routes.Enrich(f)
+		sinks.Export(f)
+	})
+	if metrics != nil {
+		metrics.self = &selfMetrics{probes: pr, api: api, coll: coll}
+		if api != nil {
+			metrics.also = append(metrics.also, promexp.RingCollector(api.ring.Stats))
 		}
-	} else {
+		stages = append(stages, metrics.stage())
+	}
+	if api != nil {
+		sinks = append(sinks, api.feed)
+		stages = append(stages, sinkStage("hubble-feed", api.feed))
+	}
+	if metrics != nil {
+		sinks = append(sinks, metrics.exp)
+		stages = append(stages, sinkStage("prometheus", metrics.exp))
+	}
+	stages = append(stages, pr.stage())
+	if api != nil {
+		stages = append(stages, api.kernelLoss(pr))
+	}
+	stages = append(stages,
+		stage.Stage{Name: "collector", Run: func(ctx context.Context) error { return coll.Run(ctx, pr.p) }},
+		stage.Stage{Name: "status", Run: func(ctx context.Context) error {
+			logStatus(ctx, log, cfg.StatusInterval, func() Status { return status(cfg.Node, started, pr, api, coll) })
+			<-ctx.Done()
+			return nil
+		}},
+	)
+	if api == nil {
 		log.Info("metrics only: no flows are kept and the Observer API is off")
 	}
-
-	probesCtx, stopProbes := context.WithCancel(ctx)
-	defer stopProbes()
-	var workers sync.WaitGroup
-	probesDone := make(chan error, 1)
-	workers.Go(func() { probesDone <- p.Run(probesCtx, pipe.handle) })
-	workers.Go(func() { pipe.tickUntil(probesCtx) })
-	workers.Go(func() { logStatus(probesCtx, log, cfg.StatusInterval, status) })
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-probesDone:
-		if runErr != nil {
-			runErr = fmt.Errorf("read probe events: %w", runErr)
-		} else {
-			runErr = errors.New("probe event reader stopped unexpectedly")
+	err = stage.Run(ctx, log, func() {
+		if api != nil {
+			api.server.Ready()
 		}
-		probesDone <- nil // for the wait below
-	case runErr = <-apiDone:
-		apiDone <- nil
-	}
-	log.Info("shutting down")
-	stopProbes()
-	workers.Wait()
-	<-probesDone
-	pipe.flush()
-	if server == nil {
-		metrics.close()
-		log.Info("stopped", "flows", pipe.stats().Flows)
-		return runErr
-	}
-	server.closeFeed()
-	metrics.close()
-
-	stopAPI()
-	if err := <-apiDone; err != nil && runErr == nil {
-		runErr = err
-	}
-	log.Info("stopped", "flow_events", server.seen.Load())
-	return runErr
+		if metrics != nil {
+			metrics.ready.Store(true)
+		}
+		log.Info("observing", "node", cfg.Node, "probes_load_time", pr.p.LoadTime().Round(time.Millisecond))
+	}, stages...)
+	log.Info("stopped", "flows", coll.Stats().Flows)
+	return err
 }
 
-func withDefaults(cfg Config) (Config, error) {
+func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -226,6 +161,7 @@ func withDefaults(cfg Config) (Config, error) {
 		cfg.Node = host
 	}
 	cfg.Collector.Node = cfg.Node
+	cfg.Collector.CgroupScope = cfg.Cgroup
 	if cfg.MetricsOnly && cfg.Metrics.Listen == "" {
 		return cfg, errors.New("metrics only, but no metrics address: nothing would be observable (set --metrics-listen)")
 	}
@@ -233,148 +169,56 @@ func withDefaults(cfg Config) (Config, error) {
 		// Metrics aggregate: no flow is kept, so none needs its headers.
 		cfg.Collector.HTTP2.NoHeaderLists = true
 	}
-	if cfg.Socket == "" {
-		cfg.Socket = DefaultSocket
-	}
+	cfg.Observer.withDefaults()
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
 	}
 	return cfg, nil
 }
 
-func listen(cfg Config) ([]net.Listener, error) {
-	ln, err := ListenUnix(cfg.Socket, cfg.SocketGroup)
-	if err != nil {
-		if isPermission(err) {
-			return nil, fmt.Errorf("%w: %v", ErrPermission, err)
-		}
-		return nil, err
-	}
-	listeners := []net.Listener{ln}
-	if cfg.ListenTCP != "" {
-		tcp, err := listenTCP(cfg)
-		if err != nil {
-			ln.Close()
-			return nil, err
-		}
-		listeners = append(listeners, tcp)
-	}
-	return listeners, nil
+// sinkStage drains a sink when its turn to stop comes: after the collector
+// flushed into it, before the API stops serving what it wrote.
+func sinkStage(name string, s exporters.Exporter) stage.Stage {
+	return stage.Stage{Name: name, Stop: s.Close}
 }
 
-// listenTCP serves mTLS when certificates are configured; plaintext only
-// on loopback unless explicitly allowed.
-func listenTCP(cfg Config) (net.Listener, error) {
-	if cfg.TLS.Empty() {
-		if err := certs.CheckPlaintext(cfg.ListenTCP, cfg.AllowInsecureTCP); err != nil {
-			return nil, fmt.Errorf("listen %s: %w", cfg.ListenTCP, err)
-		}
+// probesStage loads and attaches the kernel programs.
+type probesStage struct {
+	opts probes.Options
+	log  *slog.Logger
+	p    *probes.Probes
+	// loaded is p for readers on other goroutines (scrapes, status).
+	loaded atomic.Pointer[probes.Probes]
+}
+
+func (s *probesStage) stage() stage.Stage {
+	return stage.Stage{
+		Name: "probes",
+		Start: func(context.Context) error {
+			p, err := probes.Load(s.opts)
+			if err != nil {
+				if isPermission(err) {
+					return fmt.Errorf("%w: load probes: %v", ErrPermission, err)
+				}
+				return fmt.Errorf("load probes: %w", err)
+			}
+			s.p = p
+			s.loaded.Store(p)
+			return nil
+		},
+		Stop: func(context.Context) error { return s.p.Close() },
 	}
-	ln, err := net.Listen("tcp", cfg.ListenTCP)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenTCP, err)
+}
+
+// Stats are the probes' counters; zero before they loaded.
+func (s *probesStage) Stats() probes.Stats {
+	p := s.loaded.Load()
+	if p == nil {
+		return probes.Stats{}
 	}
-	if cfg.TLS.Empty() {
-		return ln, nil
-	}
-	tc, err := certs.ServerConfig(cfg.TLS)
-	if err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("TLS for %s: %w", cfg.ListenTCP, err)
-	}
-	return tls.NewListener(ln, tc), nil
+	return p.Stats()
 }
 
 func isPermission(err error) bool {
 	return errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES)
-}
-
-// pipeline serialises every use of the collector, which is not safe for
-// concurrent use: records arrive on probes.Run's goroutine, ticks on a timer
-// and stats requests on API handlers. A mutex rather than a channel to one
-// select loop keeps the hot path (one call per kernel record) free of a
-// goroutine hand-off.
-type pipeline struct {
-	mu sync.Mutex
-	c  *collector.Collector
-}
-
-func (p *pipeline) handle(ev *probes.Event) {
-	p.mu.Lock()
-	p.c.Handle(ev)
-	p.mu.Unlock()
-}
-
-func (p *pipeline) tickUntil(ctx context.Context) {
-	t := time.NewTicker(tickInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			p.mu.Lock()
-			p.c.Tick(now)
-			p.mu.Unlock()
-		}
-	}
-}
-
-func (p *pipeline) flush() {
-	p.mu.Lock()
-	p.c.Flush()
-	p.mu.Unlock()
-}
-
-func (p *pipeline) stats() collector.Stats {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.c.Stats()
-}
-
-// logStatus logs one line per interval at debug level: rates since the last
-// line and loss totals.
-func logStatus(ctx context.Context, log *slog.Logger, every time.Duration, status func() Status) {
-	if !log.Enabled(ctx, slog.LevelDebug) {
-		return
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	prev, prevAt := status(), time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			cur := status()
-			secs := now.Sub(prevAt).Seconds()
-			var drops uint64
-			for _, n := range cur.ProbeDrops {
-				drops += n
-			}
-			log.Debug("status",
-				"flows_per_s", fmt.Sprintf("%.1f", float64(cur.FlowsSeen-prev.FlowsSeen)/secs),
-				"events_per_s", fmt.Sprintf("%.1f", float64(cur.ProbeEvents-prev.ProbeEvents)/secs),
-				"flows", cur.FlowsSeen,
-				"probe_drops", drops,
-				"follower_lost", cur.Ring.Lost,
-				"queue_lost", cur.QueueLost,
-				"followers", cur.Ring.Subscribers,
-			)
-			prev, prevAt = cur, now
-		}
-	}
-}
-
-// dropsByName keys the kernel's drop counters by reason; reasons the probes
-// do not name are reported by number, and only when they counted something.
-func dropsByName(drops []uint64) map[string]uint64 {
-	out := make(map[string]uint64, len(drops))
-	for i, n := range drops {
-		name := probes.DropReason(i).String()
-		if n != 0 || !strings.HasPrefix(name, "drop_") {
-			out[name] = n
-		}
-	}
-	return out
 }

@@ -15,7 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/sextant/sextant/certs"
+	"github.com/sextant/sextant/probes"
+	"github.com/sextant/sextant/serve"
 	"github.com/sextant/sextant/testbed"
 )
 
@@ -26,11 +27,12 @@ func TestRunLifecycle(t *testing.T) {
 	testbed.RequireRoot(t)
 	socket := filepath.Join(t.TempDir(), "run", "observer.sock")
 	cfg := Config{
-		Node:      "test-node",
-		Socket:    socket,
-		ListenTCP: "127.0.0.1:0",
-		RingSize:  128,
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Node:     "test-node",
+		Observer: ObserverConfig{Config: serve.Config{Socket: socket}, RingSize: 128},
+		// Nobody's traffic: this test is about the lifecycle, and other
+		// packages' tests run beside it.
+		Cgroup: "/sextant-test-lifecycle-nobody",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -76,7 +78,6 @@ func TestRunLifecycle(t *testing.T) {
 
 	// A second agent on the same socket fails at once, before loading probes.
 	second := cfg
-	second.ListenTCP = ""
 	start := time.Now()
 	err = Run(ctx, second)
 	if err == nil || !strings.Contains(err.Error(), "already listening") {
@@ -100,21 +101,28 @@ func TestRunLifecycle(t *testing.T) {
 	}
 }
 
-func TestRunRefusesNonLoopbackTCP(t *testing.T) {
-	err := Run(context.Background(), Config{
-		Socket:    filepath.Join(t.TempDir(), "agent.sock"),
-		ListenTCP: "0.0.0.0:4245",
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if !errors.Is(err, certs.ErrPlaintext) {
-		t.Fatalf("err = %v, want a loopback-only refusal", err)
+// Loopback is not authentication: a TCP listener without mTLS is refused
+// unless plaintext is explicitly allowed, and before any probe is loaded.
+func TestRunRefusesPlaintextTCP(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+		err := Run(context.Background(), Config{
+			Observer: ObserverConfig{Config: serve.Config{Socket: filepath.Join(t.TempDir(), "agent.sock"), Listen: addr}},
+			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if !errors.Is(err, serve.ErrPlaintext) {
+			t.Errorf("listen %s: err = %v, want a plaintext refusal", addr, err)
+		}
 	}
 }
 
 func TestDropsByName(t *testing.T) {
 	drops := make([]uint64, 8)
 	drops[0], drops[7] = 3, 1
+	drops[probes.DropParseStopped] = 5
 	got := dropsByName(drops)
+	if _, ok := got["parse_stopped"]; ok {
+		t.Errorf("parse stops are decode errors, not drops: %v", got)
+	}
 	if got["ringbuf_full"] != 3 {
 		t.Errorf("ringbuf_full = %d, want 3", got["ringbuf_full"])
 	}

@@ -2,14 +2,12 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sync"
-	"time"
+	"sync/atomic"
 
 	prom "github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,9 +15,8 @@ import (
 	"github.com/sextant/sextant/collector"
 	"github.com/sextant/sextant/collector/http2"
 	promexp "github.com/sextant/sextant/exporters/prometheus"
-	"github.com/sextant/sextant/flow"
-	"github.com/sextant/sextant/observer/ring"
-	"github.com/sextant/sextant/probes"
+	"github.com/sextant/sextant/serve"
+	"github.com/sextant/sextant/stage"
 )
 
 // DefaultMetricsListen is where the agent serves Prometheus metrics.
@@ -27,127 +24,113 @@ const DefaultMetricsListen = "127.0.0.1:9962"
 
 // MetricsConfig configures the agent's Prometheus endpoint.
 type MetricsConfig struct {
-	// Listen is the TCP address of /metrics ("" for none). Metrics carry
-	// route templates, host names and workload names, never headers or
-	// bodies; any address is accepted so that a Prometheus elsewhere can
-	// scrape.
-	Listen string
+	// Listen is the TCP address of /metrics ("" for none). It is plain
+	// HTTP, readable by anyone who reaches it: its labels hold only what
+	// docs/security.md lists (route templates, methods, status codes,
+	// workload names, peer addresses), never header values or query
+	// strings.
+	Listen string `yaml:"listen"`
 	// MaxSeries and QueueSize tune the exporter (see
 	// exporters/prometheus.Config).
-	MaxSeries int
-	QueueSize int
+	MaxSeries int `yaml:"maxSeries"`
+	QueueSize int `yaml:"queueSize"`
+	// Exemplars exposes the trace ids of traceparent headers as exemplars
+	// (a header value: off by default, /metrics is readable by whoever
+	// reaches it).
+	Exemplars bool `yaml:"exemplars"`
 	// Pprof also serves Go's profiles under /debug/pprof/ on the same
 	// address: where the agent's CPU and memory go, on a live node.
-	Pprof bool
+	Pprof bool `yaml:"pprof"`
 }
 
 // agentMetrics is the Prometheus exporter fed by the collector, the agent's
-// self-metrics, and the HTTP server of /metrics. A nil *agentMetrics is
-// "metrics off": every method does nothing.
+// self-metrics, and the HTTP server of /metrics.
 type agentMetrics struct {
-	cfg  MetricsConfig
-	log  *slog.Logger
-	reg  *prom.Registry
-	exp  *promexp.Exporter
-	ln   net.Listener
-	srv  *http.Server
-	stop sync.Once
-	done chan struct{}
+	cfg MetricsConfig
+	log *slog.Logger
+	reg *prom.Registry
+	// labelled registers into reg with component="agent".
+	labelled prom.Registerer
+	exp      *promexp.Exporter
+	// also are registered with the self-metrics (e.g. the API's ring).
+	also []prom.Collector
+	self *selfMetrics
+	http *serve.HTTP
+	// ready: /metrics answers 503 until every stage started, so that a
+	// scrape that succeeds means the probes are attached.
+	ready atomic.Bool
 }
 
-// listenMetrics binds the metrics address and builds the exporter; like
-// the API listeners it runs before the probes load, so that a taken port
-// or a bad route pattern fails at once.
-func listenMetrics(cfg MetricsConfig, log *slog.Logger) (*agentMetrics, error) {
+// newMetrics builds the exporter (nil when metrics are off).
+func newMetrics(cfg MetricsConfig, log *slog.Logger) (*agentMetrics, error) {
 	if cfg.Listen == "" {
 		return nil, nil
 	}
 	reg := prom.NewRegistry()
-	exp, err := promexp.New(promexp.Config{
-		MaxSeries: cfg.MaxSeries, QueueSize: cfg.QueueSize, Registerer: reg,
-	})
+	// Every series says which daemon it comes from: the relay reports its
+	// pipeline with the same families.
+	labelled := prom.WrapRegistererWith(prom.Labels{"component": "agent"}, reg)
+	exp, err := promexp.New(promexp.Config{MaxSeries: cfg.MaxSeries, QueueSize: cfg.QueueSize, Exemplars: cfg.Exemplars, Registerer: labelled})
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	reg.MustRegister(
+	labelled.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		_ = exp.Close(context.Background())
-		return nil, fmt.Errorf("metrics: listen on %s: %w", cfg.Listen, err)
-	}
-	return &agentMetrics{cfg: cfg, log: log, reg: reg, exp: exp, ln: ln, done: make(chan struct{})}, nil
+	return &agentMetrics{cfg: cfg, log: log, reg: reg, labelled: labelled, exp: exp}, nil
 }
 
-// fanOut returns the collector's output: out, then the exporter. Both only
-// queue, so the collector's lock is held for two channel sends.
-func (m *agentMetrics) fanOut(out func(*flow.Flow)) func(*flow.Flow) {
-	if m == nil {
-		return out
-	}
-	return func(f *flow.Flow) {
-		out(f)
-		m.exp.Export(f)
+// stage binds the metrics address early (a taken port fails at once) and
+// serves /metrics until the API stops.
+func (m *agentMetrics) stage() stage.Stage {
+	return stage.Stage{
+		Name: "metrics",
+		Start: func(context.Context) error {
+			m.labelled.MustRegister(append(m.also, m.self)...)
+			ln, err := net.Listen("tcp", m.cfg.Listen)
+			if err != nil {
+				return fmt.Errorf("metrics: listen on %s: %w", m.cfg.Listen, err)
+			}
+			m.http = &serve.HTTP{Listener: serve.LimitConns(ln, 0), Handler: m.gate(metricsHandler(m.reg, m.cfg.Pprof))}
+			m.log.Info("serving Prometheus metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+			return nil
+		},
+		Run:  func(ctx context.Context) error { return m.http.Run(ctx) },
+		Stop: func(ctx context.Context) error { return m.http.Stop(ctx) },
 	}
 }
 
-// serve registers the self-metrics and serves /metrics until stop.
-func (m *agentMetrics) serve(p *probes.Probes, api *observerAPI, pipe *pipeline) {
-	if m == nil {
-		return
-	}
-	m.reg.MustRegister(&selfMetrics{probes: p, api: api, pipe: pipe})
+func (m *agentMetrics) gate(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "starting: the probes are not attached yet", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func metricsHandler(reg *prom.Registry, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promexp.Handler(m.reg))
-	if m.cfg.Pprof {
+	mux.Handle("GET /metrics", promexp.Handler(reg))
+	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		defer close(m.done)
-		if err := m.srv.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.log.Error("serve metrics", "addr", m.ln.Addr().String(), "err", err)
-		}
-	}()
-	m.log.Info("serving Prometheus metrics", "url", "http://"+m.ln.Addr().String()+"/metrics")
-}
-
-// close observes what the exporter has queued, then stops serving. Call it
-// once the collector has flushed; safe to call more than once.
-func (m *agentMetrics) close() {
-	if m == nil {
-		return
-	}
-	m.stop.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := m.exp.Close(ctx); err != nil {
-			m.log.Warn("close Prometheus exporter", "err", err)
-		}
-		if m.srv == nil {
-			m.ln.Close()
-			return
-		}
-		if err := m.srv.Shutdown(ctx); err != nil {
-			m.srv.Close()
-		}
-		<-m.done
-	})
+	return mux
 }
 
 // selfMetrics reports the agent's own counters at scrape time, from the
 // Stats snapshots the probes, the collector and the ring keep anyway:
 // nothing is done per record or per flow for them.
 type selfMetrics struct {
-	probes *probes.Probes
-	api    *observerAPI
-	pipe   *pipeline
+	probes *probesStage
+	api    *observerAPI // nil: metrics only
+	coll   *collector.Collector
 }
 
 func desc(name, help string, labels ...string) *prom.Desc {
@@ -156,7 +139,7 @@ func desc(name, help string, labels ...string) *prom.Desc {
 
 var (
 	probeRecordsDesc = desc("probe_records_total", "Records read from the kernel ring buffer (rate() is the agent's events/s).")
-	probeDropsDesc   = desc("probe_drops_total", "Records the kernel could not emit, by reason (ringbuf_full: the ring buffer was full).", "reason")
+	probeDropsDesc   = desc("probe_drops_total", "Traffic the kernel saw but could not deliver, by reason (ringbuf_full: the ring buffer was full). Input the probes stopped parsing is a decode error (sextant_decode_errors_total), not a drop.", "reason")
 	probeInvalidDesc = desc("probe_invalid_records_total", "Records user space could not decode (a bug if ever non-zero).")
 	probeRunDesc     = desc("probe_program_run_seconds_total", "CPU time spent in each eBPF program (only with BPF run-time statistics enabled).", "program")
 	probeRunsDesc    = desc("probe_program_runs_total", "Runs of each eBPF program (only with BPF run-time statistics enabled).", "program")
@@ -172,14 +155,6 @@ var (
 	hpackUnknownDesc = desc("hpack_unknown_fields_total", "HTTP/2 header fields that referenced HPACK state the agent never saw.")
 	h2StreamsDesc    = desc("http2_streams_incomplete_total", "HTTP/2 exchanges not seen whole, by reason.", "reason")
 	h1EventsDesc     = desc("http1_events_total", "HTTP/1.x decoder events other than complete exchanges, by kind.", "kind")
-
-	ringEventsDesc      = desc("ring_events", "Events held in the agent's ring now.")
-	ringCapacityDesc    = desc("ring_capacity", "Capacity of the agent's ring, in events.")
-	ringWrittenDesc     = desc("ring_written_total", "Events written to the ring.")
-	ringOverwrittenDesc = desc("ring_overwritten_total", "Events pushed out of the ring by newer ones.")
-	ringLostDesc        = desc("ring_follower_lost_total", "Events followers of the Observer API did not receive because they were slow.")
-	ringFollowersDesc   = desc("ring_followers", "Followers of the Observer API now.")
-	feedLostDesc        = desc("feed_lost_flows_total", "Flows lost before their conversion to Observer API events (conversion queue full).")
 )
 
 func (s *selfMetrics) Describe(ch chan<- *prom.Desc) {
@@ -187,7 +162,6 @@ func (s *selfMetrics) Describe(ch chan<- *prom.Desc) {
 		probeRecordsDesc, probeDropsDesc, probeInvalidDesc, probeRunDesc, probeRunsDesc,
 		collRecordsDesc, collFlowsDesc, collConnsDesc, collStreamsDesc, collEvictedDesc, collOrphanDesc, collSeqGapsDesc,
 		decodeErrorsDesc, hpackUnknownDesc, h2StreamsDesc, h1EventsDesc,
-		ringEventsDesc, ringCapacityDesc, ringWrittenDesc, ringOverwrittenDesc, ringLostDesc, ringFollowersDesc, feedLostDesc,
 	} {
 		ch <- d
 	}
@@ -215,15 +189,8 @@ func (s *selfMetrics) Collect(ch chan<- prom.Metric) {
 		counter(probeRunsDesc, prog.RunCount, prog.Name)
 	}
 
-	cs := s.pipe.stats()
+	cs := s.coll.Stats()
 	collectorStats(cs, counter, gauge)
-
-	if s.api == nil {
-		return // metrics only: no ring, no feed
-	}
-	rs := s.api.ring.Stats()
-	collectRing(rs, counter, gauge)
-	counter(feedLostDesc, s.api.queueLost.Load())
 }
 
 func collectorStats(cs collector.Stats, counter func(*prom.Desc, uint64, ...string), gauge func(*prom.Desc, int, ...string)) {
@@ -256,13 +223,4 @@ func collectorStats(cs collector.Stats, counter func(*prom.Desc, uint64, ...stri
 	} {
 		counter(h1EventsDesc, e.n, e.kind)
 	}
-}
-
-func collectRing(rs ring.Stats, counter func(*prom.Desc, uint64, ...string), gauge func(*prom.Desc, int, ...string)) {
-	gauge(ringEventsDesc, rs.Len)
-	gauge(ringCapacityDesc, rs.Capacity)
-	counter(ringWrittenDesc, rs.Written)
-	counter(ringOverwrittenDesc, rs.Overwritten)
-	counter(ringLostDesc, rs.Lost)
-	gauge(ringFollowersDesc, rs.Subscribers)
 }

@@ -13,7 +13,6 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -81,7 +80,7 @@ type runningAgent struct {
 	childEvents, childDrops, childGaps uint64
 
 	metricsURL string     // binary agent: its /metrics
-	apiPort    int        // binary agent: Observer API on TCP (for a relay), 0 if none
+	socket     string     // binary agent: its Observer API (for a relay)
 	relay      *relayProc // modeFull
 	before     snapshot
 }
@@ -97,14 +96,8 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 			return nil, err
 		}
 		ra.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
-		listen := ""
-		if withRelay {
-			if ra.apiPort, err = freePort(); err != nil {
-				return nil, err
-			}
-			listen = fmt.Sprintf("127.0.0.1:%d", ra.apiPort)
-		}
-		args := append([]string{"agent", "--socket", socket, "--listen", listen,
+		ra.socket = socket
+		args := append([]string{"agent", "--socket", socket,
 			"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, a.flags...)
 		if m == modeMetricsOnly {
 			args = append(args, "--metrics-only")
@@ -159,7 +152,7 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 			ra.stop()
 			return nil, fmt.Errorf("mode %s needs the sextant binary (-agent), not inproc", m)
 		}
-		rp, err := startRelay(ctx, a.binary, dir, ra.apiPort, m == modeExporters)
+		rp, err := startRelay(ctx, a.binary, dir, ra.socket, m == modeExporters)
 		if err != nil {
 			ra.stop()
 			return nil, err
@@ -242,6 +235,9 @@ type snapshot struct {
 	// followers, sequence gaps the collector detected
 	events, kernelDrops, ringLost, seqGaps uint64
 	relayCPU                               time.Duration
+	// ringWritten: events the agent's ring took (flows' events and lost
+	// notices); relayMerged: events the relay merged of them.
+	ringWritten, relayMerged uint64
 }
 
 // progRun is the bpf_stats of one program (summed over programs that share
@@ -292,7 +288,8 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 		s.flows = uint64(m["sextant_collector_flows_total"])
 		s.events = uint64(m["sextant_probe_records_total"])
 		s.kernelDrops = uint64(m[lostDropsKey])
-		s.ringLost = uint64(m["sextant_ring_follower_lost_total"] + m["sextant_feed_lost_flows_total"])
+		s.ringLost = uint64(m["sextant_ring_follower_lost_total"])
+		s.ringWritten = uint64(m["sextant_ring_written_total"])
 		s.seqGaps = uint64(m["sextant_collector_sequence_gaps_total"])
 	} else {
 		if s.flows, err = ra.flowsSeen(); err != nil {
@@ -304,8 +301,33 @@ func (ra *runningAgent) snapshot() (snapshot, error) {
 		if s.relayCPU, err = processCPU(ra.relay.cmd.Process.Pid); err != nil {
 			return s, err
 		}
+		m, err := promCounters(ra.relay.metricsURL)
+		if err != nil {
+			return s, err
+		}
+		s.relayMerged = uint64(m["sextant_relay_events_merged_total"])
 	}
 	return s, nil
+}
+
+// relayCaughtUp waits (up to 10 s) until the relay merged every event the
+// agent's ring took since begin, and reports how many it still lacks.
+func (ra *runningAgent) relayCaughtUp() (behind uint64, err error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := ra.snapshot()
+		if err != nil {
+			return 0, err
+		}
+		want, got := s.ringWritten-ra.before.ringWritten, s.relayMerged-ra.before.relayMerged
+		if got >= want || time.Now().After(deadline) {
+			if got >= want {
+				return 0, nil
+			}
+			return want - got, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // flowsSeen asks the in-process child for its counts.
@@ -350,7 +372,10 @@ type agentUsage struct {
 	events, kernelDrops, ringLost, seqGaps uint64
 	relayCPU                               time.Duration
 	relayRSS, relayPeakRSS                 uint64 // 0 without a relay
-	runs                                   int    // runs summed in
+	// relayBehind: events the agent's ring took that the relay had not
+	// merged 10 s after the run (0 without a relay).
+	relayBehind uint64
+	runs        int // runs summed in
 }
 
 func (ra *runningAgent) end(requests int) (*agentUsage, error) {
@@ -404,6 +429,7 @@ func (u *agentUsage) add(o *agentUsage) {
 	u.relayCPU += o.relayCPU
 	u.relayRSS += o.relayRSS
 	u.relayPeakRSS = max(u.relayPeakRSS, o.relayPeakRSS)
+	u.relayBehind += o.relayBehind
 	u.runs += o.runs
 	if u.perProg == nil {
 		u.perProg = map[string]progRun{}
@@ -542,34 +568,13 @@ func runChildAgent(discard bool) error {
 	c := collector.New(collector.Config{Node: "bench"}, func(*flow.Flow) { flows.Add(1) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// Handle and Tick must not run concurrently: one mutex, like the agent's
-	// single decode loop.
-	var mu sync.Mutex
 	done := make(chan error, 1)
 	go func() {
 		if discard {
-			done <- p.Run(ctx, func(*probes.Event) {})
+			done <- p.Run(ctx, func(ev *probes.Event) { ev.Release() })
 			return
 		}
-		done <- p.Run(ctx, func(ev *probes.Event) {
-			mu.Lock()
-			c.Handle(ev)
-			mu.Unlock()
-		})
-	}()
-	go func() {
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				mu.Lock()
-				c.Tick(now)
-				mu.Unlock()
-			}
-		}
+		done <- c.Run(ctx, p) // the agent's own drive loop
 	}()
 	fmt.Println("READY")
 	// Stdin: "count" asks for the flow count; EOF (or SIGTERM) ends.
@@ -593,9 +598,7 @@ func runChildAgent(discard bool) error {
 			if line == "count" {
 				st := p.Stats()
 				drops := st.Lost()
-				mu.Lock()
 				gaps := c.Stats().SeqGaps
-				mu.Unlock()
 				fmt.Printf("FLOWS %d EVENTS %d DROPS %d GAPS %d\n", flows.Load(), st.Events, drops, gaps)
 			}
 		case <-term:

@@ -80,10 +80,10 @@ func main() {
 	flag.BoolVar(&cfg.short, "short", false, "smoke run: every mode once with a few hundred requests, nothing written (CI); -workloads and -capacity given explicitly are kept")
 	flag.StringVar(&cfg.agent, "agent", "bin/sextant", `sextant binary run as "<binary> agent", or "inproc" for the probes+collector pipeline in a child process (no relay mode)`)
 	flag.StringVar(&cfg.agentFlags, "agent-flags", "--log-level warn", "extra flags for `sextant agent` (space separated)")
-	flag.StringVar(&modes, "modes", "baseline,probes,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy", "modes, interleaved in every round: baseline (nothing observes), probes (the kernel programs only: records read and discarded), agent-metrics (agent --metrics-only: /metrics, no flows kept), agent (agent keeping flows, nobody following, and /metrics), agent+relay (a relay follows every flow), agent+relay+exporters (the relay also writes every flow to its embedded store), proxy (nghttpx in the path, no agent)")
+	flag.StringVar(&modes, "modes", "baseline,probes,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy", "modes, interleaved in every round: baseline (nothing observes), probes (the kernel programs only: records read and discarded), agent-metrics (agent --metrics-only: /metrics, no flows kept), agent (agent keeping flows in its ring, nobody following, and /metrics), agent+relay (a relay follows every flow), agent+relay+exporters (the relay also writes every flow to its embedded store), proxy (nghttpx in the path, no agent)")
 	flag.StringVar(&workloads, "workloads", "1000:small,5000:small,5000:16k,0:small,grpc-unary:1000:small,grpc-stream:1000:small,grpc-unary:0:small", "workloads rate:size (rate in req/s, 0 = saturation; size small = 128 B, 16k = 16 KiB, or bytes): h2load → nghttpd; grpc-unary:rate:size and grpc-stream:rate:size: a Go gRPC client → the interop TestService (a stream returns 4 messages of size)")
-	flag.StringVar(&capacity, "capacity", "5000,10000,15000,20000,0", "request rates stepped with the agent to find the highest lossless one ('' to skip)")
-	flag.StringVar(&capacityModes, "capacity-modes", "agent-metrics,agent+relay", "agent modes the capacity steps run in")
+	flag.StringVar(&capacity, "capacity", "10000,20000,40000,60000,0", "request rates stepped with the agent to find the highest lossless one ('' to skip)")
+	flag.StringVar(&capacityModes, "capacity-modes", "agent-metrics,agent,agent+relay", "agent modes the capacity steps run in")
 	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs every mode once per workload, order rotated per round")
 	flag.DurationVar(&cfg.perRun, "d", 5*time.Second, "length of a fixed-rate run (requests = rate × d)")
 	flag.IntVar(&cfg.satN, "sat-n", 60000, "requests of a saturation run")
@@ -451,6 +451,13 @@ func (b *bench) measure(ctx context.Context, w workload, m mode, round int) (res
 		if err != nil {
 			return r, err
 		}
+		if ag.relay != nil {
+			// The relay's figures are the run's; then it must have every
+			// event the agent kept.
+			if u.relayBehind, err = ag.relayCaughtUp(); err != nil {
+				return r, err
+			}
+		}
 		r.agentStat = u
 	}
 	return r, nil
@@ -471,7 +478,7 @@ func printRun(out io.Writer, r result) {
 		fmt.Fprintf(out, "  agent CPU %.1f%%  RSS %.1f MiB  flows %d/%d  events %d  drops %d  lost %d",
 			u.cpuPercent(), float64(u.rssBytes)/(1<<20), u.flows, 2*r.requests, u.events, u.kernelDrops, u.ringLost)
 		if u.relayRSS > 0 {
-			fmt.Fprintf(out, "  relay CPU %.1f%%  RSS %.1f MiB", 100*u.relayCPU.Seconds()/u.wall.Seconds(), float64(u.relayRSS)/(1<<20))
+			fmt.Fprintf(out, "  relay CPU %.1f%%  RSS %.1f MiB  behind %d", 100*u.relayCPU.Seconds()/u.wall.Seconds(), float64(u.relayRSS)/(1<<20), u.relayBehind)
 		}
 	}
 	fmt.Fprintln(out)

@@ -36,12 +36,14 @@ const (
 	// modeMetricsOnly: the agent with --metrics-only: every exchange
 	// decoded into Prometheus metrics, no flows kept, no Observer API.
 	modeMetricsOnly mode = "agent-metrics"
-	// modeAgent: the agent keeping whole flows (Hubble events in its
-	// ring, Observer API on) and serving /metrics, nobody following.
+	// modeAgent: the agent keeping whole flows (in its ring, Observer API
+	// on: Hubble events are built only for a reader) and serving
+	// /metrics, nobody following.
 	modeAgent mode = "agent"
-	// modeFull: the agent plus a relay following all of its flows (the
-	// relay's exporters that need no external service: Observer API,
-	// route templating; no embedded store, no OTLP collector).
+	// modeFull: the agent plus a relay following all of its flows over
+	// the link (the relay's exporters that need no external service:
+	// Observer API, route templating; no embedded store, no OTLP
+	// collector).
 	modeFull mode = "agent+relay"
 	// modeExporters: agent+relay with the relay's embedded flow store
 	// (chDB) on, so that every flow also goes through the exporter path
@@ -151,38 +153,47 @@ func (p *proxy) stop() {
 
 // relayProc is a running `sextant relay` following one agent.
 type relayProc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	conn   *grpc.ClientConn
-	before time.Duration // CPU at begin
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	conn       *grpc.ClientConn
+	before     time.Duration // CPU at begin
+	metricsURL string        // its /metrics: how many events it merged
 }
 
 // startRelay starts a relay following the agent; with the embedded store
 // (exporters), in a data directory of its own so that no run inherits the
 // flows of an earlier one. The store's library is the one `sextant relay`
 // finds itself (CHDB_LIB_PATH or ~/.cache/sextant/chdb).
-func startRelay(ctx context.Context, binary, dir string, agentPort int, embedded bool) (*relayProc, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+func startRelay(ctx context.Context, binary, dir, agentSocket string, embedded bool) (*relayProc, error) {
 	dataDir, err := os.MkdirTemp(dir, "relay-")
 	if err != nil {
 		return nil, err
 	}
+	store := "none"
+	if embedded {
+		store = "embedded"
+	}
+	socket := filepath.Join(dataDir, "relay.sock")
+	metricsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	cmd := exec.Command(binary, "relay",
-		"--agent", fmt.Sprintf("127.0.0.1:%d", agentPort),
-		"--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--query-listen", "", fmt.Sprintf("--embedded-store=%t", embedded), "--data-dir", dataDir,
-		"--log-level", "warn")
+		"--agent", "unix://"+agentSocket, "--socket", socket,
+		"--query-socket", filepath.Join(dataDir, "query.sock"), "--store", store, "--data-dir", dataDir,
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--log-level", "warn",
+		// Every flow the agent keeps, whatever its start time: flows of
+		// exchanges that began before the relay did (other processes'
+		// long-lived streams) count in the agent's ring too.
+		"--history", "1h")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start relay: %w", err)
 	}
-	rp := &relayProc{cmd: cmd, exited: make(chan struct{})}
+	rp := &relayProc{cmd: cmd, exited: make(chan struct{}), metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)}
 	go func() { _ = cmd.Wait(); close(rp.exited) }()
-	rp.conn, err = grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	rp.conn, err = grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		rp.stop()
 		return nil, err

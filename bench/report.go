@@ -183,16 +183,24 @@ func (rep *report) capacityCells(r result) []string {
 	}
 	return []string{string(r.mode), target, fmt.Sprintf("%.0f", r.throughput()), ms(r.lat.pct(50)), ms(r.lat.pct(99)),
 		fmt.Sprintf("%.0f", float64(u.events)/r.wall.Seconds()), fmt.Sprint(u.kernelDrops), fmt.Sprint(u.ringLost), fmt.Sprint(u.seqGaps),
-		fmt.Sprintf("%d/%d", u.flows, 2*r.requests), lossless(r)}
+		relayBehind(r), fmt.Sprintf("%d/%d", u.flows, 2*r.requests), lossless(r)}
 }
 
-var capacityHeader = []string{"mode", "target req/s", "achieved req/s", "p50 ms", "p99 ms", "events/s", "kernel drops", "ring lost", "seq gaps", "flows/expected", "lossless"}
+func relayBehind(r result) string {
+	if !r.mode.withRelay() {
+		return "–"
+	}
+	return fmt.Sprint(r.agentStat.relayBehind)
+}
+
+var capacityHeader = []string{"mode", "target req/s", "achieved req/s", "p50 ms", "p99 ms", "events/s", "kernel drops", "ring lost", "seq gaps", "relay behind", "flows/expected", "lossless"}
 
 // lossless: every request seen on both sides (flows of other processes on
-// the host can only add), nothing dropped in the kernel or the ring.
+// the host can only add), nothing dropped in the kernel or the ring, and
+// with a relay every event the agent kept merged by the relay.
 func lossless(r result) string {
 	u := r.agentStat
-	if u.kernelDrops == 0 && u.ringLost == 0 && u.seqGaps == 0 && u.flows >= uint64(2*r.requests) {
+	if u.kernelDrops == 0 && u.ringLost == 0 && u.seqGaps == 0 && u.flows >= uint64(2*r.requests) && u.relayBehind == 0 {
 		return "yes"
 	}
 	return "no"

@@ -9,12 +9,12 @@
 package certs
 
 import (
+	"path/filepath"
+
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"net"
-	"net/netip"
+	"github.com/spf13/pflag"
 	"os"
 )
 
@@ -28,15 +28,49 @@ const (
 	ClientKeyFile  = "client.key"
 )
 
+// DefaultDir is where `sextant certs` writes and where the agent and the
+// relay look for their certificates when no --tls-* flag names them.
+const DefaultDir = "/etc/sextant/tls"
+
 // Files names the three PEM files one end of an mTLS connection needs.
 type Files struct {
-	Cert string // own certificate (PEM)
-	Key  string // its private key (PEM)
-	CA   string // CA that signed the peer's certificate (PEM)
+	Cert string `yaml:"cert"` // own certificate (PEM)
+	Key  string `yaml:"key"`  // its private key (PEM)
+	CA   string `yaml:"ca"`   // CA that signed the peer's certificate (PEM)
 }
 
 // Empty reports whether no file is named (TLS off).
 func (f Files) Empty() bool { return f.Cert == "" && f.Key == "" && f.CA == "" }
+
+// ServerFiles are the server certificate, its key and the CA in dir, as
+// Generate names them.
+func ServerFiles(dir string) Files {
+	return Files{Cert: filepath.Join(dir, ServerCertFile), Key: filepath.Join(dir, ServerKeyFile), CA: filepath.Join(dir, CAFile)}
+}
+
+// ClientFiles are the client certificate, its key and the CA in dir.
+func ClientFiles(dir string) Files {
+	return Files{Cert: filepath.Join(dir, ClientCertFile), Key: filepath.Join(dir, ClientKeyFile), CA: filepath.Join(dir, CAFile)}
+}
+
+// Exist reports whether every named file is there.
+func (f Files) Exist() bool {
+	for _, p := range []string{f.Cert, f.Key, f.CA} {
+		if _, err := os.Stat(p); p == "" || err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Flags registers --<prefix>tls-cert, --<prefix>tls-key and
+// --<prefix>tls-ca on fs for f; peer says whose certificates the CA signs
+// ("clients", "agents").
+func Flags(fs *pflag.FlagSet, prefix string, f *Files, peer string) {
+	fs.StringVar(&f.Cert, prefix+"tls-cert", f.Cert, "certificate (PEM) presented to "+peer+" for mTLS")
+	fs.StringVar(&f.Key, prefix+"tls-key", f.Key, "private key (PEM) of --"+prefix+"tls-cert")
+	fs.StringVar(&f.CA, prefix+"tls-ca", f.CA, "CA (PEM) that signs the certificates of "+peer)
+}
 
 func (f Files) complete(side string) error {
 	var missing []string
@@ -103,32 +137,4 @@ func load(f Files) (tls.Certificate, *x509.CertPool, error) {
 		return tls.Certificate{}, nil, fmt.Errorf("CA %s: no PEM certificate in it", f.CA)
 	}
 	return cert, pool, nil
-}
-
-// ErrPlaintext is returned by CheckPlaintext for a non-loopback address.
-var ErrPlaintext = errors.New("plaintext TCP beyond loopback")
-
-// CheckPlaintext refuses plaintext TCP to or on addr ("host:port") unless
-// host is a loopback IP or "localhost", or allowInsecure says the operator
-// accepts unencrypted, unauthenticated traffic. A host name other than
-// localhost is refused: what it resolves to can change.
-func CheckPlaintext(addr string, allowInsecure bool) error {
-	if allowInsecure || IsLoopback(addr) {
-		return nil
-	}
-	return fmt.Errorf("%s: %w: turn on mTLS (certificate flags; 'sextant certs' makes a dev set) or allow it explicitly with --allow-insecure-tcp", addr, ErrPlaintext)
-}
-
-// IsLoopback reports whether addr ("host:port" or a bare host) names the
-// loopback interface.
-func IsLoopback(addr string) bool {
-	host := addr
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }

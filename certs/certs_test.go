@@ -21,14 +21,6 @@ func generate(t *testing.T) string {
 	return dir
 }
 
-func serverFiles(dir string) Files {
-	return Files{Cert: filepath.Join(dir, ServerCertFile), Key: filepath.Join(dir, ServerKeyFile), CA: filepath.Join(dir, CAFile)}
-}
-
-func clientFiles(dir string) Files {
-	return Files{Cert: filepath.Join(dir, ClientCertFile), Key: filepath.Join(dir, ClientKeyFile), CA: filepath.Join(dir, CAFile)}
-}
-
 // serve accepts TLS connections on loopback and writes "ok" after a
 // completed handshake; handshake errors are reported on errs.
 func serve(t *testing.T, cfg *tls.Config) (addr string, errs <-chan error) {
@@ -81,7 +73,7 @@ func exchange(addr string, cfg *tls.Config) error {
 
 func TestMutualTLS(t *testing.T) {
 	good, other := generate(t), generate(t)
-	srvCfg, err := ServerConfig(serverFiles(good))
+	srvCfg, err := ServerConfig(ServerFiles(good))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +99,7 @@ func TestMutualTLS(t *testing.T) {
 
 	t.Run("accepted", func(t *testing.T) {
 		for _, name := range []string{"localhost", "127.0.0.1", "relay.example", "10.0.0.7"} {
-			if err := exchange(addr, client(clientFiles(good), name)); err != nil {
+			if err := exchange(addr, client(ClientFiles(good), name)); err != nil {
 				t.Errorf("server name %s: %v", name, err)
 			}
 			if err := serverSide(); err != nil {
@@ -116,7 +108,7 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 	t.Run("client trusts another CA", func(t *testing.T) {
-		err := exchange(addr, client(clientFiles(other), "localhost"))
+		err := exchange(addr, client(ClientFiles(other), "localhost"))
 		var unknown x509.UnknownAuthorityError
 		if !errors.As(err, &unknown) {
 			t.Errorf("want unknown authority, got %v", err)
@@ -126,7 +118,7 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 	t.Run("client certificate from another CA", func(t *testing.T) {
-		f := clientFiles(other)
+		f := ClientFiles(other)
 		f.CA = filepath.Join(good, CAFile) // trusts the server, but its own cert is foreign
 		if err := exchange(addr, client(f, "localhost")); err == nil {
 			t.Error("server accepted a client certificate of another CA")
@@ -136,7 +128,7 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 	t.Run("no client certificate", func(t *testing.T) {
-		cfg := client(clientFiles(good), "localhost")
+		cfg := client(ClientFiles(good), "localhost")
 		cfg.Certificates = nil
 		if err := exchange(addr, cfg); err == nil {
 			t.Error("server accepted a client without certificate")
@@ -146,7 +138,7 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 	t.Run("wrong server name", func(t *testing.T) {
-		if err := exchange(addr, client(clientFiles(good), "elsewhere.example")); err == nil {
+		if err := exchange(addr, client(ClientFiles(good), "elsewhere.example")); err == nil {
 			t.Error("client accepted a certificate not made for the name it dialed")
 		}
 		_ = serverSide()
@@ -178,31 +170,5 @@ func TestIncompleteFiles(t *testing.T) {
 	}
 	if _, err := ClientConfig(Files{Cert: "a.crt", Key: "a.key"}, ""); err == nil {
 		t.Error("client config without CA")
-	}
-}
-
-func TestCheckPlaintext(t *testing.T) {
-	for _, tc := range []struct {
-		addr  string
-		allow bool
-		ok    bool
-	}{
-		{"127.0.0.1:4245", false, true},
-		{"127.0.0.2:4245", false, true},
-		{"[::1]:4245", false, true},
-		{"localhost:4245", false, true},
-		{"0.0.0.0:4245", false, false},
-		{"10.1.2.3:4245", false, false},
-		{"agent.example:4244", false, false},
-		{":4245", false, false},
-		{"10.1.2.3:4245", true, true},
-	} {
-		err := CheckPlaintext(tc.addr, tc.allow)
-		if (err == nil) != tc.ok {
-			t.Errorf("CheckPlaintext(%q, %v) = %v, want ok=%v", tc.addr, tc.allow, err, tc.ok)
-		}
-		if err != nil && !errors.Is(err, ErrPlaintext) {
-			t.Errorf("CheckPlaintext(%q): %v is not ErrPlaintext", tc.addr, err)
-		}
 	}
 }

@@ -6,7 +6,10 @@
 package collector
 
 import (
+	"context"
+	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sextant/sextant/collector/http1"
@@ -65,9 +68,13 @@ type Stats struct {
 	HTTP1         http1.Stats
 }
 
-// Collector is single-goroutine: call Handle, Tick and Flush from one
-// goroutine (probes.Run's sink and a ticker in the same select loop).
+// Collector decodes records into flows. Run drives it from a Source; Handle,
+// Tick and Flush drive it by hand (tests). Every method is safe for
+// concurrent use: one mutex, held per record, rather than a hand-off to a
+// goroutine, keeps the hot path (one call per kernel record) short. The
+// output function runs with that mutex held, so it must only queue.
 type Collector struct {
+	mu        sync.Mutex
 	cfg       Config
 	out       func(*flow.Flow)
 	conns     map[uint64]*conn
@@ -94,23 +101,62 @@ func New(cfg Config, out func(*flow.Flow)) *Collector {
 
 // Stats returns the counters.
 func (c *Collector) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	s := c.stats
 	s.Conns = len(c.conns)
 	for _, cn := range c.conns {
-		switch {
-		case cn.h2 != nil:
-			s.Streams += cn.h2.OpenStreams()
-		case cn.h1 != nil:
-			s.Streams += cn.h1.Pending()
-		}
+		s.Streams += cn.dec.Open()
 	}
 	s.HTTP1 = c.h1.Stats()
 	return s
 }
 
+// Source delivers kernel records; *probes.Probes is one. Run returns when
+// ctx ends or the source fails; the sink owns each record it gets.
+type Source interface {
+	Run(ctx context.Context, sink func(*probes.Event)) error
+}
+
+// TickInterval is how often Run releases records that waited out the
+// reorder window ("every few tens of ms", see Tick).
+const TickInterval = 25 * time.Millisecond
+
+// Run decodes the records of src until ctx ends or src fails, ticking every
+// TickInterval; then it flushes what is queued, so that every record read
+// reaches the output before Run returns.
+func (c *Collector) Run(ctx context.Context, src Source) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ticked := make(chan struct{})
+	go func() {
+		defer close(ticked)
+		t := time.NewTicker(TickInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				c.Tick(now)
+			}
+		}
+	}()
+	err := src.Run(ctx, c.Handle)
+	cancel()
+	<-ticked
+	c.Flush()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
 // Handle consumes one record. The collector owns ev from here and
 // releases it (probes.Event.Release) once decoded.
 func (c *Collector) Handle(ev *probes.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.stats.Events++
 	if ev.Time.After(c.lastSeen) {
 		c.lastSeen = ev.Time
@@ -155,6 +201,8 @@ func (c *Collector) Handle(ev *probes.Event) {
 // Tick releases records that waited out the reorder window and closes
 // connections whose process is gone. Call it every few tens of ms.
 func (c *Collector) Tick(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	limit := now.Add(-c.cfg.ReorderWindow)
 	for cn := range c.waiting {
 		c.release(cn, limit)
@@ -165,6 +213,8 @@ func (c *Collector) Tick(now time.Time) {
 // Flush releases every queued record and reports exchanges still open on
 // connections as they stand (used at shutdown).
 func (c *Collector) Flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for cn := range c.waiting {
 		c.release(cn, endOfTime)
 	}
@@ -189,9 +239,9 @@ func (c *Collector) open(ev *probes.Event) {
 		// which side the observed process is. Joined mid-way, the decoder
 		// learns it from the first request or response.
 		midway := ev.Conn.Proto == probes.ProtoH2Midstream
-		cn.h2 = http2.NewConn(c.cfg.HTTP2, &c.stats.HTTP2, midway, http2.Direction(ev.Conn.PrefaceDir), emit)
+		cn.dec = h2Decoder{http2.NewConn(c.cfg.HTTP2, &c.stats.HTTP2, midway, flow.Direction(ev.Conn.PrefaceDir), emit)}
 	case probes.ProtoH1:
-		cn.h1 = c.h1.NewConn(func(ex *http1.Exchange) { emit(exchangeFlow(ex)) })
+		cn.dec = h1Decoder{c.h1.NewConn(func(ex *http1.Exchange) { emit(ex.Flow()) })}
 	default:
 		return
 	}
@@ -202,7 +252,7 @@ func (c *Collector) close(cn *conn, t time.Time) {
 	c.release(cn, endOfTime)
 	delete(c.waiting, cn)
 	delete(c.conns, cn.id)
-	cn.close(t)
+	cn.dec.Close(t)
 }
 
 // release hands queued records to the decoder in time order: the older head
@@ -239,24 +289,14 @@ func (c *Collector) release(cn *conn, limit time.Time) {
 func (c *Collector) dispatch(cn *conn, ev *probes.Event) {
 	switch ev.Kind {
 	case kindLost:
-		cn.lost(ev.Dir)
+		cn.dec.Lost(flow.Direction(ev.Dir))
 	case probes.KindParseError:
 		// The kernel stopped parsing this direction: what is open on it
 		// can no longer complete exactly.
 		c.stats.ParseErrors++
-		cn.lost(ev.Dir)
-	case probes.KindH2Frame:
-		if cn.h2 != nil {
-			cn.h2.Handle(&http2.Record{
-				Dir: http2.Direction(ev.Dir), Time: ev.Time, Type: ev.FrameType, Flags: ev.Flags,
-				StreamID: ev.StreamID, Len: ev.FrameLen, Offset: ev.Offset, GRPCMessages: ev.GRPCMessages,
-				Value: ev.Value, Value2: ev.Value2, Data: ev.Data,
-			})
-		}
-	case probes.KindH1Data:
-		if cn.h1 != nil {
-			cn.h1.Feed(http1.Direction(ev.Dir), ev.Time, ev.Data, ev.Len, ev.Tail)
-		}
+		cn.dec.Lost(flow.Direction(ev.Dir))
+	default:
+		cn.dec.Feed(ev)
 	}
 }
 

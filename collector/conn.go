@@ -3,8 +3,6 @@ package collector
 import (
 	"time"
 
-	"github.com/sextant/sextant/collector/http1"
-	"github.com/sextant/sextant/collector/http2"
 	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/probes"
 )
@@ -23,8 +21,7 @@ type conn struct {
 	seq   [2]uint32 // next expected Seq per direction; the kernel starts both at 0
 	queue [2]eventQueue
 
-	h2 *http2.Conn
-	h1 *http1.Conn
+	dec Decoder
 }
 
 // checkSeq notes a gap in a direction's sequence: records the kernel could
@@ -39,24 +36,6 @@ func (cn *conn) checkSeq(ev *probes.Event) bool {
 	}
 	cn.queue[d].push(&probes.Event{Kind: kindLost, Dir: d, Time: ev.Time, ConnID: ev.ConnID})
 	return true
-}
-
-func (cn *conn) lost(d probes.Direction) {
-	switch {
-	case cn.h2 != nil:
-		cn.h2.Lost(http2.Direction(d))
-	case cn.h1 != nil:
-		cn.h1.Lost(http1.Direction(d))
-	}
-}
-
-func (cn *conn) close(t time.Time) {
-	switch {
-	case cn.h2 != nil:
-		cn.h2.Close(t)
-	case cn.h1 != nil:
-		cn.h1.Close(t)
-	}
 }
 
 // eventQueue is a FIFO that reuses its backing array.

@@ -8,6 +8,8 @@ import "strings"
 
 const (
 	nodeSel  = `instance=~"$node"`
+	agentSel = `component="agent", instance=~"$node"`
+	relaySel = `component="relay"`
 	httpSel  = `instance=~"$node", service=~"$service", http_route=~"$route"`
 	rpcSel   = `instance=~"$node", service=~"$service", rpc_service=~"$rpc_service", rpc_method=~"$rpc_method"`
 	httpName = `http_${observer}_request_duration_seconds`
@@ -153,13 +155,13 @@ func GRPC() *Dashboard {
 // Health: the agent itself.
 func Health() *Dashboard {
 	d := newDashboard(uidHealth, "sextant / Health",
-		"The sextant agents themselves: records read from the kernel, losses, decode problems, tracked state, the exporter queue, CPU and memory.",
+		"The sextant agents and relays themselves: records read from the kernel, losses, decode problems, tracked state, exporter queues, CPU and memory; then the relays: merge, agents, sinks.",
 		"health.json", Prometheus, datasourceVar(Prometheus, "Prometheus"), nodeVar())
-	ns := sel(nodeSel)
+	ns := sel(agentSel)
 	d.add(6, 4,
 		stat("Events/s", "Records read from the kernel per second, all selected agents.", "ops", nil,
 			promTarget("A", "sum("+rate("sextant_probe_records_total", ns)+")", "events/s")),
-		stat("Kernel drops/s", "Records the kernel could not emit (any reason). Non-zero means flows are missing.", "ops", thresholds(0.001, 1),
+		stat("Kernel drops/s", "Traffic the kernel saw but could not deliver (ring buffer, connection or stream table full). Non-zero means flows are missing. Input the probes stopped parsing is a decode error, not a drop.", "ops", thresholds(0.001, 1),
 			promTarget("A", "sum("+rate("sextant_probe_drops_total", ns)+")", "drops/s")),
 		stat("Tracked connections", "Connections the agents track now.", "short", nil,
 			promTarget("A", "sum(sextant_collector_connections"+ns+")", "connections")),
@@ -169,11 +171,10 @@ func Health() *Dashboard {
 	d.add(12, 8,
 		timeseries("Events/s", "Records read from the kernel per second, per agent.", "ops", nil,
 			promTarget("A", "sum by (instance) ("+rate("sextant_probe_records_total", ns)+")", "{{instance}}")),
-		timeseries("Kernel and ring losses", "Records the kernel could not emit, by reason; Observer API ring overwrites and events slow followers lost; flows lost before conversion.", "ops", thresholds(0.001, 1),
+		timeseries("Kernel and ring losses", "Traffic the kernel could not deliver, by reason; events slow followers of the Observer API lost (lapped by the ring); record losses seen as sequence gaps.", "ops", thresholds(0.001, 1),
 			promTarget("A", "sum by (reason) ("+rate("sextant_probe_drops_total", ns)+")", "kernel {{reason}}"),
 			promTarget("B", "sum("+rate("sextant_ring_follower_lost_total", ns)+")", "ring: followers lost"),
-			promTarget("C", "sum("+rate("sextant_feed_lost_flows_total", ns)+")", "feed lost flows"),
-			promTarget("D", "sum("+rate("sextant_collector_sequence_gaps_total", ns)+")", "sequence gaps")),
+			promTarget("C", "sum("+rate("sextant_collector_sequence_gaps_total", ns)+")", "sequence gaps")),
 		timeseries("Decode errors and HPACK unknowns", "Frames or blocks user space could not decode, by protocol and kind, and header fields that referenced HPACK state never seen (fields reported as unknown, never guessed).", "ops", thresholds(0.001, 1),
 			promTarget("A", "sum by (protocol, kind) ("+rate("sextant_decode_errors_total", ns)+")", "{{protocol}} {{kind}}"),
 			promTarget("B", "sum("+rate("sextant_hpack_unknown_fields_total", ns)+")", "HPACK unknown fields"),
@@ -190,6 +191,36 @@ func Health() *Dashboard {
 		timeseries("Agent memory", "Resident memory and Go heap of the agent process.", "bytes", nil,
 			promTarget("A", "sum by (instance) (process_resident_memory_bytes"+ns+")", "RSS {{instance}}"),
 			promTarget("B", "sum by (instance) (go_memstats_heap_inuse_bytes"+ns+")", "heap {{instance}}")),
+	)
+	// The relays: loss is never silent there either.
+	rs := sel(relaySel)
+	d.add(6, 4,
+		stat("Relay merged events/s", "Events the relays merged from their agents per second.", "ops", nil,
+			promTarget("A", "sum("+rate("sextant_relay_events_merged_total", rs)+")", "events/s")),
+		stat("Agents unavailable", "Agents the relays cannot reach now (see GetNodes / `hubble list nodes`).", "short", thresholds(1, 1),
+			promTarget("A", "sum(sextant_relay_nodes"+sel(relaySel, `state="unavailable"`)+")", "unavailable")),
+		stat("Relay sink drops/s", "Flows lost between the merge and the sinks: subscription full, or an exporter's queue full.", "ops", thresholds(0.001, 1),
+			promTarget("A", "sum("+rate("sextant_exporter_dropped_flows_total", rs)+") + sum("+rate("sextant_relay_subscription_dropped_events_total", rs)+")", "drops/s")),
+		stat("Relay memory", "Resident memory of the relay processes (the embedded store lives in them).", "bytes", thresholds(2<<30, 4<<30),
+			promTarget("A", "sum(process_resident_memory_bytes"+rs+")", "RSS")),
+	)
+	d.add(12, 8,
+		timeseries("Relay merge", "Events merged per second; of them, released late (after the sort window); agent streams resumed exactly where they stopped; events held in the sort window now.", "ops", nil,
+			promTarget("A", "sum by (instance) ("+rate("sextant_relay_events_merged_total", rs)+")", "merged {{instance}}"),
+			promTarget("B", "sum by (instance) ("+rate("sextant_relay_events_late_total", rs)+")", "late {{instance}}"),
+			promTarget("C", "sum by (instance) ("+rate("sextant_relay_streams_resumed_total", rs)+")", "resumed {{instance}}"),
+			promTarget("D", "sum by (instance) (sextant_relay_events_held"+rs+")", "held {{instance}}")),
+		timeseries("Agents by state", "Agents each relay follows, connected or unavailable.", "short", nil,
+			promTarget("A", "sum by (instance, state) (sextant_relay_nodes"+rs+")", "{{state}} {{instance}}")),
+		timeseries("Relay sinks", "Flows each relay-side exporter received per second, and dropped (queue full); events the exporters' subscription lost.", "ops", thresholds(0.001, 1),
+			promTarget("A", "sum by (instance, exporter) ("+rate("sextant_exporter_flows_total", rs)+")", "{{exporter}} {{instance}}"),
+			promTarget("B", "sum by (instance, exporter) ("+rate("sextant_exporter_dropped_flows_total", rs)+")", "{{exporter}} dropped {{instance}}"),
+			promTarget("C", "sum by (instance) ("+rate("sextant_relay_subscription_dropped_events_total", rs)+")", "subscription lost {{instance}}")),
+		timeseries("Flow history", "Flows written to the history store per second, and the disk spool holding batches while the store is away (bytes).", "short", nil,
+			promTarget("A", "sum by (instance) ("+rate("sextant_clickhouse_written_flows_total", rs)+")", "written/s {{instance}}"),
+			promTarget("B", "sum by (instance) (sextant_clickhouse_spool_bytes"+rs+")", "spool bytes {{instance}}")),
+		timeseries("Relay CPU", "CPU time the relay process uses (1 = one core).", "percentunit", thresholds(0.5, 1),
+			promTarget("A", "sum by (instance) ("+rate("process_cpu_seconds_total", rs)+")", "{{instance}}")),
 	)
 	return d
 }

@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/exporters/clickhouse"
+	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/route"
 	"github.com/sextant/sextant/testbed"
 )
 
@@ -132,6 +133,14 @@ func knownFlows(t0 time.Time) []*flow.Flow {
 			RequestMessages: 2, ResponseMessages: 3}
 		add(f)
 	}
+	// The agent's route stage names the route.
+	router, err := route.New(nil, 0)
+	if err != nil {
+		panic(err)
+	}
+	for _, f := range out {
+		router.Enrich(f)
+	}
 	return out
 }
 
@@ -236,7 +245,7 @@ func runSQL(t *testing.T, store clickhouse.Store, sql string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := store.Query(ctx, sql)
+	res, err := store.Query(ctx, sql, 0)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, sql)
 	}

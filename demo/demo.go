@@ -21,21 +21,24 @@ import (
 
 // Options configures Run. Zero values take the defaults.
 type Options struct {
-	HTTPAddr string  // HTTP/1.1 + h2c service; default 127.0.0.1:18080
-	GRPCAddr string  // gRPC service; default 127.0.0.1:19090
+	HTTPAddr string  // HTTP/1.1 + h2c service; default a free loopback port
+	GRPCAddr string  // gRPC service; default a free loopback port
 	Rate     float64 // calls per second per client; default 5
 	// Log receives one line per call the clients make:
 	// "client=h2c proto=HTTP/2.0 method=GET path=/api/users/3 status=200 took=1.2ms".
 	// nil discards them.
 	Log io.Writer
+	// Listening, when set, is told where the services listen once they
+	// do (the ports are free ones unless named).
+	Listening func(httpAddr, grpcAddr string)
 }
 
 func (o *Options) setDefaults() {
 	if o.HTTPAddr == "" {
-		o.HTTPAddr = "127.0.0.1:18080"
+		o.HTTPAddr = "127.0.0.1:0"
 	}
 	if o.GRPCAddr == "" {
-		o.GRPCAddr = "127.0.0.1:19090"
+		o.GRPCAddr = "127.0.0.1:0"
 	}
 	if o.Rate <= 0 {
 		o.Rate = 5
@@ -58,6 +61,10 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		httpLis.Close()
 		return fmt.Errorf("listen grpc %s: %w", opts.GRPCAddr, err)
+	}
+
+	if opts.Listening != nil {
+		opts.Listening(httpLis.Addr().String(), grpcLis.Addr().String())
 	}
 
 	var protocols http.Protocols

@@ -39,6 +39,9 @@ import (
 	"github.com/sextant/sextant/testbed"
 )
 
+// expRoute is the agent's route template for the h2c workload.
+const expRoute = "/s/{code}/{size}/e2e-exp/{n}"
+
 // expTimeout bounds every wait for a sink to show the expected counts.
 const expTimeout = 60 * time.Second
 
@@ -52,39 +55,40 @@ func TestExporters(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(clickhouse.DefaultChDBDir(), "node_modules")); err != nil {
 		testbed.Missing(t, "chDB not fetched into %s (go tool task setup): %v", clickhouse.DefaultChDBDir(), err)
 	}
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.procs")); err != nil {
-		testbed.Missing(t, "no cgroup v2 hierarchy at %s: %v", cgroupRoot, err)
-	}
-	bin := sextantBinary(t)
+	bin := testbed.Sextant(t)
 	tmp := t.TempDir()
 	// The agent observes only the workload's cgroup: other processes'
 	// traffic on a busy host (other tests, benchmarks) would otherwise load
 	// both relays and every backend with flows the test does not count.
-	cg := nodeCgroup(t, "sextant-e2e-exp")
+	cg := testbed.NewCgroup(t, "exporters")
 
 	// The backends.
 	ch := testbed.StartClickHouse(t)
 	jg := testbed.StartJaeger(t)
 
-	// One agent, observing every process but itself.
-	agentAddr, metricsAddr := testbed.FreeAddr(t), testbed.FreeAddr(t)
-	startDaemon(t, "agent", bin, "agent", "--node", "e2e-exp", "--cgroup", "/sextant-e2e-exp", "--listen", agentAddr,
-		"--socket", filepath.Join(tmp, "agent.sock"), "--metrics-listen", metricsAddr)
+	// One agent, on its socket; its route template names the workload's
+	// route in every sink (metrics, span names, the route column).
+	agentSocket, metricsAddr := filepath.Join(tmp, "agent.sock"), testbed.FreeAddr(t)
+	testbed.StartDaemon(t, "agent", bin, "agent", "--node", "e2e-exp", "--cgroup", cg.Path,
+		"--socket", agentSocket, "--metrics-listen", metricsAddr, "--route", expRoute)
 	awaitMetrics(t, "http://"+metricsAddr+"/metrics") // answers once the probes are attached
-	prom := startPrometheus(t, metricsAddr)
-	prom.await(`up{job="sextant"}`, 1, 30*time.Second)
 
 	// Relay A: ClickHouse 18.16 and Jaeger. Relay B: the embedded store.
-	relayA, relayB, queryB := testbed.FreeAddr(t), testbed.FreeAddr(t), testbed.FreeAddr(t)
-	startDaemon(t, "relay A", bin, "relay", "--agent", agentAddr, "--listen", relayA,
+	// Both reach the agent on its socket and serve their own sockets.
+	relayA, relayB := filepath.Join(tmp, "relay-a.sock"), filepath.Join(tmp, "relay-b.sock")
+	queryB := filepath.Join(tmp, "query-b.sock")
+	metricsA, metricsB := testbed.FreeAddr(t), testbed.FreeAddr(t)
+	testbed.StartDaemon(t, "relay A", bin, "relay", "--agent", "unix://"+agentSocket, "--socket", relayA,
 		"--clickhouse-addr", ch.Addr(), "--otlp-endpoint", jg.OTLPGRPC, "--otlp-insecure",
-		"--data-dir", filepath.Join(tmp, "relay-a"), "--query-listen", "")
-	startDaemon(t, "relay B", bin, "relay", "--agent", agentAddr, "--listen", relayB,
-		"--data-dir", filepath.Join(tmp, "relay-b"), "--query-listen", queryB)
+		"--data-dir", filepath.Join(tmp, "relay-a"), "--query-socket", filepath.Join(tmp, "query-a.sock"), "--metrics-listen", metricsA)
+	testbed.StartDaemon(t, "relay B", bin, "relay", "--agent", "unix://"+agentSocket, "--socket", relayB,
+		"--data-dir", filepath.Join(tmp, "relay-b"), "--query-socket", queryB, "--metrics-listen", metricsB)
 	// A relay subscribes its exporters before it serves, and follows the
 	// agent from "now": connected means every later flow reaches them.
-	expAwaitRelay(t, relayA)
-	expAwaitRelay(t, relayB)
+	expAwaitRelay(t, "unix://"+relayA)
+	expAwaitRelay(t, "unix://"+relayB)
+	prom := startPrometheus(t, metricsAddr, metricsA, metricsB)
+	prom.await(`count(up{job="sextant"} == 1)`, 3, 30*time.Second)
 
 	// The workload: the h2c client and server and the gRPC server run in
 	// the observed cgroup; the gRPC client outside it, so its calls are
@@ -132,8 +136,10 @@ func TestExporters(t *testing.T) {
 	grpcWhere := fmt.Sprintf("destination_port = %d AND grpc_service = 'grpc.testing.TestService'", gport)
 	sqlCounts := func(table string) string {
 		return fmt.Sprintf("SELECT countIf(%[2]s), countIf(%[2]s AND observer = 'server'), countIf(%[2]s AND trace_id = '%[3]s'), "+
-			"countIf(%[4]s), countIf(%[4]s AND observer = 'server') FROM %[1]s", table, httpWhere, traceID, grpcWhere)
+			"countIf(%[2]s AND route = '%[5]s'), countIf(%[4]s), countIf(%[4]s AND observer = 'server') FROM %[1]s",
+			table, httpWhere, traceID, grpcWhere, expRoute)
 	}
+	flows := int64(2*n) + m // every exchange the agent saw: h2c both sides, gRPC server side
 	checks := []struct {
 		name string
 		want []int64
@@ -146,17 +152,44 @@ func TestExporters(t *testing.T) {
 		{"prometheus rpc_{server,client}_call_duration_seconds_count", []int64{m, -1}, func() ([]int64, error) {
 			return expPromCounts(prom, fmt.Sprintf(`rpc_%%s_call_duration_seconds_count{server_port="%d"}`, gport))
 		}},
-		// http: all, server side, in the trace; grpc: all, server side.
-		{"clickhouse 18.16 sextant.flows", []int64{2 * n, n, 2 * n, m, m}, func() ([]int64, error) {
+		// The route label comes from the agent's route stage.
+		{"prometheus http_route", []int64{n, n}, func() ([]int64, error) {
+			return expPromCounts(prom, fmt.Sprintf(`http_%%s_request_duration_seconds_count{server_port="%d",http_route="%s"}`, h2port, expRoute))
+		}},
+		// http: all, server side, in the trace, with the route; grpc: all,
+		// server side.
+		{"clickhouse 18.16 sextant.flows", []int64{2 * n, n, 2 * n, 2 * n, m, m}, func() ([]int64, error) {
 			return expClickHouseCounts(ch, sqlCounts("sextant.flows"))
 		}},
-		// http: spans in the trace, server spans, with the service name;
-		// grpc: spans of the service in the client's time window, server spans.
-		{"jaeger spans", []int64{2 * n, n, 2 * n, m, m}, func() ([]int64, error) {
+		// http: spans in the trace, server spans, with the service name,
+		// named "GET <route>" with http.route (server) or url.template
+		// (client); grpc: spans of the service in the client's time window,
+		// server spans, named by their method.
+		{"jaeger spans", []int64{2 * n, n, 2 * n, 2 * n, m, m, m}, func() ([]int64, error) {
 			return expJaegerCounts(jg, traceID, h2port, gport, g0.Add(-time.Second), g1.Add(time.Second))
 		}},
-		{"embedded store (sextant query)", []int64{2 * n, n, 2 * n, m, m}, func() ([]int64, error) {
-			return expQueryCounts(bin, queryB, sqlCounts("flows"))
+		{"embedded store (sextant query)", []int64{2 * n, n, 2 * n, 2 * n, m, m}, func() ([]int64, error) {
+			return expQueryCounts(bin, "unix://"+queryB, sqlCounts("flows"))
+		}},
+		// The relays' own /metrics, scraped by the same Prometheus: every
+		// flow reached each sink (two history stores, one OTLP), each relay
+		// merged every event the agent wrote, and nothing was dropped.
+		{"relay /metrics", []int64{2 * flows, flows, 0, 0, 0}, func() ([]int64, error) {
+			var out []int64
+			for _, q := range []string{
+				`sum(sextant_exporter_flows_total{component="relay",exporter="clickhouse"})`,
+				`sum(sextant_exporter_flows_total{component="relay",exporter="otlp"})`,
+				`sum(sextant_relay_events_merged_total{component="relay"}) - 2 * sum(sextant_ring_written_total{component="agent"})`,
+				`sum(sextant_exporter_dropped_flows_total{component="relay"})`,
+				`sum(sextant_relay_subscription_dropped_events_total{component="relay"})`,
+			} {
+				v, err := prom.valueErr(q, time.Now())
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, int64(v))
+			}
+			return out, nil
 		}},
 	}
 	// Every sink is checked even when an earlier one failed: the report
@@ -295,6 +328,7 @@ func expGetJSON(u string, v any) error {
 // expSpan is a span of the query API v3 (OTLP/JSON), reduced to what the
 // counts need.
 type expSpan struct {
+	name    string
 	kind    int // OTLP: 2 server, 3 client
 	attrs   map[string]string
 	service string
@@ -328,8 +362,9 @@ func expSpans(u string) ([]expSpan, error) {
 				} `json:"resource"`
 				ScopeSpans []struct {
 					Spans []struct {
-						Kind       int  `json:"kind"`
-						Attributes []kv `json:"attributes"`
+						Name       string `json:"name"`
+						Kind       int    `json:"kind"`
+						Attributes []kv   `json:"attributes"`
 					} `json:"spans"`
 				} `json:"scopeSpans"`
 			} `json:"resourceSpans"`
@@ -343,7 +378,7 @@ func expSpans(u string) ([]expSpan, error) {
 		svc := flat(rs.Resource.Attributes)["service.name"]
 		for _, ss := range rs.ScopeSpans {
 			for _, s := range ss.Spans {
-				out = append(out, expSpan{kind: s.Kind, attrs: flat(s.Attributes), service: svc})
+				out = append(out, expSpan{name: s.Name, kind: s.Kind, attrs: flat(s.Attributes), service: svc})
 			}
 		}
 	}
@@ -361,7 +396,7 @@ func expJaegerCounts(j *testbed.Jaeger, traceID string, h2port, gport uint16, fr
 	if err != nil && !strings.Contains(err.Error(), "404") {
 		return nil, err
 	}
-	var all, server, named int64
+	var all, server, named, routed int64
 	for _, s := range spans {
 		if s.attrs["server.port"] != strconv.Itoa(int(h2port)) || !strings.HasPrefix(s.attrs["url.path"], "/s/200/64/e2e-exp/") {
 			continue
@@ -372,6 +407,10 @@ func expJaegerCounts(j *testbed.Jaeger, traceID string, h2port, gport uint16, fr
 		}
 		if s.service == service {
 			named++
+		}
+		// Server spans carry http.route, client spans url.template.
+		if s.name == "GET "+expRoute && (s.kind == 2 && s.attrs["http.route"] == expRoute || s.kind == 3 && s.attrs["url.template"] == expRoute) {
+			routed++
 		}
 	}
 	q := url.Values{
@@ -385,7 +424,7 @@ func expJaegerCounts(j *testbed.Jaeger, traceID string, h2port, gport uint16, fr
 	if err != nil && !strings.Contains(err.Error(), "404") {
 		return nil, err
 	}
-	var gall, gserver int64
+	var gall, gserver, gnamed int64
 	for _, s := range spans {
 		if s.service != service || s.attrs["server.port"] != strconv.Itoa(int(gport)) || s.attrs["rpc.service"] != "grpc.testing.TestService" {
 			continue
@@ -394,6 +433,9 @@ func expJaegerCounts(j *testbed.Jaeger, traceID string, h2port, gport uint16, fr
 		if s.kind == 2 {
 			gserver++
 		}
+		if s.name == "grpc.testing.TestService/"+s.attrs["rpc.method"] {
+			gnamed++
+		}
 	}
-	return []int64{all, server, named, gall, gserver}, nil
+	return []int64{all, server, named, routed, gall, gserver, gnamed}, nil
 }

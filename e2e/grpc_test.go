@@ -3,8 +3,6 @@ package e2e
 import (
 	"testing"
 	"time"
-
-	"github.com/sextant/sextant/flow"
 )
 
 const grpcService = "grpc.testing.TestService"
@@ -25,42 +23,7 @@ func TestGRPCInterop(t *testing.T) {
 
 	var wants []want
 	for _, c := range calls {
-		w := want{
-			Protocol:   "HTTP/2",
-			Method:     "POST",
-			Scheme:     "http",
-			Authority:  addr,
-			Path:       "/" + grpcService + "/" + c.Method,
-			Status:     200,
-			ReqBytes:   uint64(c.ReqBytes),
-			RespBytes:  uint64(c.RespBytes),
-			Outcome:    flow.OutcomeComplete,
-			ServerPort: port,
-			GRPC: &wantGRPC{
-				Service:      grpcService,
-				Method:       c.Method,
-				Status:       u32(c.Code),
-				StatusSource: "trailers",
-				Message:      c.Message,
-				ReqMsgs:      uint32(c.ReqMsgs),
-				RespMsgs:     uint32(c.RespMsgs),
-			},
-		}
-		switch {
-		case c.Deadline:
-			// No response headers ever came: the stream was reset (CANCEL)
-			// once the grpc-timeout the client sent had elapsed.
-			w.Status = 0
-			w.Outcome = flow.OutcomeReset
-			w.ResetCode = 0x8 // CANCEL
-			w.AnyResetBy = true
-			w.GRPC.StatusSource = "deadline"
-		case c.Code != 0:
-			// grpc-go answers an error before any message with a single
-			// HEADERS frame holding :status and grpc-status.
-			w.GRPC.StatusSource = "trailers-only"
-		}
-		wants = append(wants, w.both(cli.pid(), srv.pid())...)
+		wants = append(wants, grpcWant(grpcService, c, addr, port).both(cli.pid(), srv.pid())...)
 	}
 	got := pl.await(workload([]uint32{cli.pid(), srv.pid()}, []uint16{port}), len(wants))
 	pl.assertFlows(got, wants, noUnknown)

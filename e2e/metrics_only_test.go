@@ -28,8 +28,9 @@ import (
 // served.
 func TestAgentMetricsOnly(t *testing.T) {
 	testbed.RequireRoot(t)
-	bin := sextantBinary(t)
+	bin := testbed.Sextant(t)
 	tmp := t.TempDir()
+	cg := testbed.NewCgroup(t, "metrics-only")
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,9 +47,12 @@ func TestAgentMetricsOnly(t *testing.T) {
 	socket := filepath.Join(tmp, "agent.sock")
 	metricsAddr := testbed.FreeAddr(t)
 	metricsURL := "http://" + metricsAddr + "/metrics"
-	startDaemon(t, "agent", bin, "agent", "--metrics-only", "--node", "metrics-only",
+	testbed.StartDaemon(t, "agent", bin, "agent", "--metrics-only", "--node", "metrics-only", "--cgroup", cg.Path,
 		"--socket", socket, "--metrics-listen", metricsAddr, "--log-level", "debug")
 	awaitMetrics(t, metricsURL)
+	// The workload runs in this process, from now on in the only cgroup
+	// the agent observes.
+	cg.Join(t)
 
 	// No Observer API: neither the socket nor the TCP listener exists, and
 	// observe says so.
@@ -60,7 +64,7 @@ func TestAgentMetricsOnly(t *testing.T) {
 		t.Fatalf("observe against a metrics-only agent succeeded:\n%s", out)
 	}
 
-	client := h2cClient(t)
+	client := testbed.H2CClient(t)
 	const n = 50
 	for i := range n {
 		resp, err := client.Get(fmt.Sprintf("http://%s/items/%d", ln.Addr(), i))

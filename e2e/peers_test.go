@@ -234,6 +234,9 @@ func sayJSON(v any) error {
 	return nil
 }
 
+// peerRoles are roles other files add (in their init), beside the ones above.
+var peerRoles = map[string]func(args []byte) error{}
+
 func runPeer(role string) int {
 	args := []byte(os.Getenv(peerArgsEnv))
 	var err error
@@ -253,7 +256,11 @@ func runPeer(role string) int {
 	case "raw-send":
 		err = runRawSend(args)
 	default:
-		err = fmt.Errorf("unknown peer role %q", role)
+		if run, ok := peerRoles[role]; ok {
+			err = run(args)
+		} else {
+			err = fmt.Errorf("unknown peer role %q", role)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", role, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -32,7 +33,7 @@ type pipeline struct {
 	probes *probes.Probes
 	coll   *collector.Collector
 
-	mu    sync.Mutex // serialises Handle (single-goroutine) with Stats and flows
+	mu    sync.Mutex // guards flows and records
 	flows []*flow.Flow
 	// records of every connection, to show what the kernel sent when a
 	// flow comes out wrong.
@@ -54,40 +55,17 @@ func startPipelineWith(t *testing.T, cfg collector.Config) *pipeline {
 		t.Fatalf("load probes: %v", err)
 	}
 	pl := &pipeline{t: t, probes: p, done: make(chan error, 1), records: map[uint64][]*probes.Event{}}
-	// out runs inside Handle, i.e. with pl.mu held.
-	pl.coll = collector.New(cfg, func(f *flow.Flow) { pl.flows = append(pl.flows, f) })
+	pl.coll = collector.New(cfg, func(f *flow.Flow) {
+		pl.mu.Lock()
+		pl.flows = append(pl.flows, f)
+		pl.mu.Unlock()
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	pl.cancel = cancel
-	go func() {
-		pl.done <- p.Run(ctx, func(ev *probes.Event) {
-			pl.mu.Lock()
-			rec := *ev // a copy: the collector owns ev
-			pl.records[ev.ConnID] = append(pl.records[ev.ConnID], &rec)
-			pl.coll.Handle(ev)
-			pl.mu.Unlock()
-		})
-	}()
-	// The collector holds records for a short reorder window; Tick releases
-	// them when no newer record comes along (and sweeps dead processes).
-	ticked := make(chan struct{})
-	go func() {
-		defer close(ticked)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				pl.mu.Lock()
-				pl.coll.Tick(now)
-				pl.mu.Unlock()
-			}
-		}
-	}()
+	// The agent's own drive loop, with a tap that keeps every record.
+	go func() { pl.done <- pl.coll.Run(ctx, tap{p, pl.keep}) }()
 	t.Cleanup(func() {
 		cancel()
-		<-ticked
 		select {
 		case err := <-pl.done:
 			if err != nil && !errors.Is(err, context.Canceled) {
@@ -98,7 +76,7 @@ func startPipelineWith(t *testing.T, cfg collector.Config) *pipeline {
 		}
 		st := p.Stats()
 		t.Logf("probes stats: events=%d invalid=%d drops=%v", st.Events, st.Invalid, st.Drops)
-		t.Logf("collector stats: %+v", pl.collectorStats())
+		t.Logf("collector stats: %+v", pl.coll.Stats())
 		if err := p.Close(); err != nil {
 			t.Errorf("close probes: %v", err)
 		}
@@ -117,10 +95,28 @@ func (pl *pipeline) requireRunning() {
 	}
 }
 
-func (pl *pipeline) collectorStats() collector.Stats {
+func (pl *pipeline) collectorStats() collector.Stats { return pl.coll.Stats() }
+
+// keep copies a record (the collector owns ev) to show what the kernel
+// sent when a flow comes out wrong.
+func (pl *pipeline) keep(ev *probes.Event) {
+	rec := *ev
 	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	return pl.coll.Stats()
+	pl.records[ev.ConnID] = append(pl.records[ev.ConnID], &rec)
+	pl.mu.Unlock()
+}
+
+// tap is a collector.Source that shows every record to see first.
+type tap struct {
+	src collector.Source
+	see func(*probes.Event)
+}
+
+func (t tap) Run(ctx context.Context, sink func(*probes.Event)) error {
+	return t.src.Run(ctx, func(ev *probes.Event) {
+		t.see(ev)
+		sink(ev)
+	})
 }
 
 // matching returns the flows (so far) that keep says belong to the workload.
@@ -196,8 +192,14 @@ type want struct {
 	// Client and Server are the two ends (Source and Destination of the
 	// flow); a zero port means "any" (the client's ephemeral port).
 	ServerPort uint16
+	// ServerIP is the server's address when ServerPort is set ("" means
+	// 127.0.0.1); the client's is the same (loopback).
+	ServerIP string
 	// Headers that must be among RequestHeaders with exactly this value.
 	ReqHeaders map[string]string
+	// Or is another exact flow the exchange may legitimately have produced
+	// instead (e.g. which end's deadline timer won a race on the wire).
+	Or *want
 }
 
 type wantGRPC struct {
@@ -216,6 +218,10 @@ func (w want) both(clientPID, serverPID uint32) []want {
 	c, s := w, w
 	c.Observer, c.PID = flow.SideClient, clientPID
 	s.Observer, s.PID = flow.SideServer, serverPID
+	if w.Or != nil {
+		or := w.Or.both(clientPID, serverPID)
+		c.Or, s.Or = &or[0], &or[1]
+	}
 	return []want{c, s}
 }
 
@@ -225,8 +231,16 @@ type unknownOK func(w want, field string) bool
 
 func noUnknown(want, string) bool { return false }
 
-// mismatch explains why f is not w ("" when it is).
+// mismatch explains why f is not w ("" when it is), nor its alternative.
 func (w want) mismatch(f *flow.Flow, allow unknownOK) string {
+	m := w.mismatchOne(f, allow)
+	if m != "" && w.Or != nil && w.Or.mismatch(f, allow) == "" {
+		return ""
+	}
+	return m
+}
+
+func (w want) mismatchOne(f *flow.Flow, allow unknownOK) string {
 	for _, u := range f.Unknown {
 		if !allow(w, u) {
 			return fmt.Sprintf("unknown %q not allowed", u)
@@ -257,10 +271,14 @@ func (w want) mismatch(f *flow.Flow, allow unknownOK) string {
 		check("reset_by", f.ResetBy == w.ResetBy, f.ResetBy, w.ResetBy)
 	}
 	if w.ServerPort != 0 {
-		check("destination", f.Destination.Port() == w.ServerPort && f.Destination.Addr().String() == "127.0.0.1",
-			f.Destination, fmt.Sprintf("127.0.0.1:%d", w.ServerPort))
-		check("source", f.Source.Addr().String() == "127.0.0.1" && f.Source.Port() != w.ServerPort && f.Source.Port() != 0,
-			f.Source, "127.0.0.1:<ephemeral>")
+		ip := w.ServerIP
+		if ip == "" {
+			ip = "127.0.0.1"
+		}
+		check("destination", f.Destination.Port() == w.ServerPort && f.Destination.Addr().String() == ip,
+			f.Destination, net.JoinHostPort(ip, fmt.Sprint(w.ServerPort)))
+		check("source", f.Source.Addr().String() == ip && f.Source.Port() != w.ServerPort && f.Source.Port() != 0,
+			f.Source, net.JoinHostPort(ip, "<ephemeral>"))
 	}
 	for name, value := range w.ReqHeaders {
 		var got []string
@@ -324,6 +342,9 @@ func (w want) String() string {
 		s += fmt.Sprintf(" grpc=%s/%s status=%s(%s) %q msgs=%d/%d", w.GRPC.Service, w.GRPC.Method,
 			fmtStatus(w.GRPC.Status), w.GRPC.StatusSource, w.GRPC.Message, w.GRPC.ReqMsgs, w.GRPC.RespMsgs)
 	}
+	if w.Or != nil {
+		s += " | or " + w.Or.String()
+	}
 	return s
 }
 
@@ -331,6 +352,7 @@ func (w want) String() string {
 func (w want) key() string {
 	k := fmt.Sprintf("%v|%d|%s|%s|%s|%s|%s|%d|%d|%d|%v|%d|%v|%v|%d", w.Observer, w.PID, w.Protocol, w.Method, w.Scheme,
 		w.Authority, w.Path, w.Status, w.ReqBytes, w.RespBytes, w.Outcome, w.ResetCode, w.ResetBy, w.AnyResetBy, w.ServerPort)
+	k += "|" + w.ServerIP
 	if g := w.GRPC; g != nil {
 		k += fmt.Sprintf("|grpc %s|%s|%s|%s|%q|%d|%d", g.Service, g.Method, fmtStatus(g.Status), g.StatusSource, g.Message, g.ReqMsgs, g.RespMsgs)
 	}
@@ -341,6 +363,9 @@ func (w want) key() string {
 	slices.Sort(names)
 	for _, n := range names {
 		k += "|" + n + "=" + w.ReqHeaders[n]
+	}
+	if w.Or != nil {
+		k += "|or " + w.Or.key()
 	}
 	return k
 }

@@ -12,7 +12,6 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -47,9 +46,21 @@ type promServer struct {
 }
 
 // startPrometheus runs Prometheus scraping target every second.
-func startPrometheus(t *testing.T, target string) *promServer {
+func startPrometheus(t *testing.T, targets ...string) *promServer {
 	t.Helper()
-	return &promServer{Prometheus: testbed.StartPrometheus(t, target), t: t}
+	return &promServer{Prometheus: testbed.StartPrometheus(t, targets...), t: t}
+}
+
+// valueErr evaluates an instant query of exactly one sample.
+func (p *promServer) valueErr(query string, at time.Time) (float64, error) {
+	s, err := p.Query(query, at)
+	if err != nil {
+		return 0, err
+	}
+	if len(s) != 1 {
+		return 0, fmt.Errorf("query %s: %d samples, want one", query, len(s))
+	}
+	return s[0].Float(), nil
 }
 
 func (p *promServer) get(path string, params url.Values, v any) {
@@ -136,18 +147,6 @@ func (p *promServer) exemplars(query string, start, end time.Time) []exemplarSer
 
 // The workload server answers /<anything>?sleep=<duration>&status=<code>
 // after sleeping that long, with that status.
-func promWorkloadHandler(w http.ResponseWriter, r *http.Request) {
-	_, _ = io.Copy(io.Discard, r.Body)
-	d, _ := time.ParseDuration(r.URL.Query().Get("sleep"))
-	time.Sleep(d)
-	code, err := strconv.Atoi(r.URL.Query().Get("status"))
-	if err != nil {
-		code = http.StatusBadRequest
-	}
-	w.Header().Set("Content-Length", "5")
-	w.WriteHeader(code)
-	_, _ = io.WriteString(w, "hello")
-}
 
 type promCall struct {
 	path        string
@@ -159,8 +158,9 @@ type promCall struct {
 func TestPrometheusGoldenSignals(t *testing.T) {
 	testbed.RequireRoot(t)
 	testbed.PrometheusBinary(t)
-	bin := sextantBinary(t)
+	bin := testbed.Sextant(t)
 	tmp := t.TempDir()
+	cg := testbed.NewCgroup(t, "prometheus")
 
 	// The workload: an h2c server and a gRPC server in this process (the
 	// agent observes every process but itself).
@@ -168,7 +168,7 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hsrv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(promWorkloadHandler), &http2.Server{})}
+	hsrv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(testbed.WorkloadHandler), &http2.Server{})}
 	go func() { _ = hsrv.Serve(hl) }()
 	t.Cleanup(func() { hsrv.Close() })
 	hport := strconv.Itoa(hl.Addr().(*net.TCPAddr).Port)
@@ -186,16 +186,19 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 	gport := strconv.Itoa(gl.Addr().(*net.TCPAddr).Port)
 
 	metricsAddr := testbed.FreeAddr(t)
-	startDaemon(t, "agent", bin, "agent", "--node", "prom-e2e",
-		"--socket", filepath.Join(tmp, "agent.sock"), "--listen", "",
-		"--metrics-listen", metricsAddr, "--metrics-route", "/api/users/{id}",
+	testbed.StartDaemon(t, "agent", bin, "agent", "--node", "prom-e2e", "--cgroup", cg.Path,
+		"--socket", filepath.Join(tmp, "agent.sock"),
+		"--metrics-listen", metricsAddr, "--route", "/api/users/{id}", "--metrics-exemplars",
 		"--log-level", "debug")
 	// /metrics answers once the probes are attached.
 	awaitMetrics(t, "http://"+metricsAddr+"/metrics")
 	prom := startPrometheus(t, metricsAddr)
 	prom.await(`up{job="sextant"}`, 1, 30*time.Second)
+	// The workload runs in this process, from now on in the only cgroup
+	// the agent observes (Prometheus, started before, is not in it).
+	cg.Join(t)
 
-	client := h2cClient(t)
+	client := testbed.H2CClient(t)
 	do := func(calls []promCall) error {
 		var wg sync.WaitGroup
 		errs := make(chan error, len(calls))
@@ -429,19 +432,6 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 }
 
 // awaitMetrics waits for the agent's /metrics to answer.
-// h2cClient is an HTTP/2 client without TLS (prior knowledge), closed with
-// the test.
-func h2cClient(t *testing.T) *http.Client {
-	c := &http.Client{Transport: &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}, Timeout: 30 * time.Second}
-	t.Cleanup(c.CloseIdleConnections)
-	return c
-}
 
 func awaitMetrics(t *testing.T, u string) {
 	t.Helper()

@@ -10,14 +10,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,110 +27,10 @@ import (
 	"github.com/sextant/sextant/testbed"
 )
 
-// cgroupRoot is where cgroup v2 is mounted on this machine kind.
-const cgroupRoot = "/sys/fs/cgroup/unified"
-
-// sextantBinary builds the sextant CLI (or uses $SEXTANT_BIN, e.g. one
-// `task build` made).
-func sextantBinary(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("SEXTANT_BIN"); bin != "" {
-		return bin
-	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "sextant")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sextant")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/sextant: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// daemon is a long-running sextant process (agent or relay).
-type daemon struct {
-	t      *testing.T
-	name   string
-	cmd    *exec.Cmd
-	logs   lockedBuffer
-	exited chan struct{}
-	err    error
-}
-
-func startDaemon(t *testing.T, name, bin string, args ...string) *daemon {
-	t.Helper()
-	d := &daemon{t: t, name: name, cmd: exec.Command(bin, args...), exited: make(chan struct{})}
-	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		d.err = d.cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		d.stop()
-		if t.Failed() {
-			t.Logf("%s log:\n%s", name, d.logs.String())
-		}
-	})
-	return d
-}
-
-// stop ends the daemon gracefully (SIGTERM), or kills it after 30s.
-func (d *daemon) stop() {
-	select {
-	case <-d.exited:
-		return
-	default:
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-		if d.err != nil {
-			d.t.Errorf("%s exit: %v", d.name, d.err)
-		}
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-		d.t.Errorf("%s did not stop within 30s of SIGTERM", d.name)
-	}
-}
-
-func (d *daemon) kill() {
-	_ = d.cmd.Process.Kill()
-	<-d.exited
-}
-
-// nodeCgroup makes the cgroup of one node and removes it at the end (the
-// processes in it are gone by then).
-func nodeCgroup(t *testing.T, rel string) string {
-	t.Helper()
-	dir := filepath.Join(cgroupRoot, rel)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatalf("create cgroup %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		// A process may need a moment to leave after it exited.
-		for range 50 {
-			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Errorf("cgroup %s left behind", dir)
-	})
-	return dir
-}
-
 // startInCgroup starts peer role (named name in logs) inside cgroup dir: a
 // shell moves itself there, then execs the peer, so that every connection
 // of the peer belongs to the cgroup from its first byte.
-func startInCgroup(t *testing.T, dir, role, name string, args any) *proc {
+func startInCgroup(t *testing.T, cg *testbed.Cgroup, role, name string, args any) *proc {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -143,7 +40,7 @@ func startInCgroup(t *testing.T, dir, role, name string, args any) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec "$0" -test.run='^$'`, exe, filepath.Join(dir, "cgroup.procs"))
+	cmd := cg.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), peerEnv+"="+role, peerArgsEnv+"="+string(raw))
 	return startProc(t, name, cmd)
 }
@@ -322,13 +219,7 @@ func awaitNodes(t *testing.T, client observerpb.ObserverClient, want map[string]
 
 func TestRelayMultiNode(t *testing.T) {
 	testbed.RequireRoot(t)
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.procs")); err != nil {
-		testbed.Missing(t, "no cgroup v2 hierarchy at %s: %v", cgroupRoot, err)
-	}
-	bin := sextantBinary(t)
-	if out, err := exec.Command(bin, "relay", "--help").CombinedOutput(); err != nil {
-		t.Fatalf("%s has no relay command (is it registered in cmd/sextant/main.go?): %v\n%s", bin, err, out)
-	}
+	bin := testbed.Sextant(t)
 	tmp := t.TempDir()
 
 	// The workload's server runs outside every node: only the clients are
@@ -337,27 +228,26 @@ func TestRelayMultiNode(t *testing.T) {
 	serverAddrStr, _ := serverAddr(t, server)
 
 	nodes := []string{"node1", "node2", "node3"}
-	cgroups := map[string]string{}
-	agentAddr := map[string]string{}
-	agents := map[string]*daemon{}
-	nodeCgroup(t, "sextant-e2e") // parent first: cleanups run in reverse
-	startNodeAgent := func(n string) *daemon {
-		return startDaemon(t, "agent "+n, bin, "agent", "--node", n, "--cgroup", "/sextant-e2e/"+n,
-			"--listen", agentAddr[n], "--metrics-listen", "", "--socket", filepath.Join(tmp, n+".sock"), "--log-level", "debug")
+	// Each node: a cgroup, and an agent observing only it, on its socket.
+	cgroups := map[string]*testbed.Cgroup{}
+	agents := map[string]*testbed.Daemon{}
+	socket := func(n string) string { return filepath.Join(tmp, n+".sock") }
+	startNodeAgent := func(n string) *testbed.Daemon {
+		return testbed.StartDaemon(t, "agent "+n, bin, "agent", "--node", n, "--cgroup", cgroups[n].Path,
+			"--metrics-listen", "", "--socket", socket(n), "--log-level", "debug")
 	}
 	for _, n := range nodes {
-		cgroups[n] = nodeCgroup(t, filepath.Join("sextant-e2e", n))
-		agentAddr[n] = testbed.FreeAddr(t)
+		cgroups[n] = testbed.NewCgroup(t, "relay-"+n)
 		agents[n] = startNodeAgent(n)
 	}
 
-	relayAddr := testbed.FreeAddr(t)
-	args := []string{"relay", "--listen", relayAddr, "--log-level", "debug", "--embedded-store=false"}
+	relaySocket := filepath.Join(tmp, "relay.sock")
+	args := []string{"relay", "--socket", relaySocket, "--log-level", "debug", "--store", "none", "--metrics-listen", ""}
 	for _, n := range nodes {
-		args = append(args, "--agent", agentAddr[n])
+		args = append(args, "--agent", "unix://"+socket(n))
 	}
-	startDaemon(t, "relay", bin, args...)
-	conn, err := grpc.NewClient(relayAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	testbed.StartDaemon(t, "relay", bin, args...)
+	conn, err := grpc.NewClient("unix://"+relaySocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,7 +328,7 @@ func TestRelayMultiNode(t *testing.T) {
 	// Phase 2: node2's agent dies while the others keep streaming; the
 	// relay keeps serving them and reports node2 unavailable.
 	w2 := startWorkload("p2", 200, "node1", "node3")
-	agents["node2"].kill()
+	agents["node2"].Kill()
 	p2 := finish(w2)
 	awaitNodes(t, client, map[string]relaypb.NodeState{
 		"node1": relaypb.NodeState_NODE_CONNECTED, "node2": relaypb.NodeState_NODE_UNAVAILABLE, "node3": relaypb.NodeState_NODE_CONNECTED,

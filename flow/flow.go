@@ -31,6 +31,25 @@ func (s Side) String() string {
 	return "unknown"
 }
 
+// Direction says which way bytes moved, seen from the observed process
+// (the kernel's numbering: 0 written by it, 1 read by it).
+type Direction uint8
+
+const (
+	Egress  Direction = 0 // the process wrote the bytes
+	Ingress Direction = 1 // the process read the bytes
+)
+
+// Other is the opposite direction.
+func (d Direction) Other() Direction { return d ^ 1 }
+
+func (d Direction) String() string {
+	if d == Ingress {
+		return "ingress"
+	}
+	return "egress"
+}
+
 // Outcome says how the exchange ended.
 type Outcome uint8
 

@@ -24,7 +24,7 @@ type CgroupPaths struct {
 
 // NewCgroupPaths finds the cgroup v2 mount through procRoot/self/mountinfo.
 func NewCgroupPaths(procRoot string) *CgroupPaths {
-	return &CgroupPaths{root: cgroup2Mount(filepath.Join(procRoot, "self", "mountinfo")), byID: map[uint64]string{}}
+	return &CgroupPaths{root: Cgroup2Mount(filepath.Join(procRoot, "self", "mountinfo")), byID: map[uint64]string{}}
 }
 
 // Path returns the cgroup's path relative to the hierarchy ("/a/b"), or ""
@@ -61,9 +61,9 @@ func (c *CgroupPaths) Path(id uint64) string {
 	return c.byID[id]
 }
 
-// cgroup2Mount finds where the cgroup v2 hierarchy is mounted (on hybrid
+// Cgroup2Mount finds where the cgroup v2 hierarchy is mounted (on hybrid
 // systems /sys/fs/cgroup/unified, else usually /sys/fs/cgroup).
-func cgroup2Mount(mountinfo string) string {
+func Cgroup2Mount(mountinfo string) string {
 	f, err := os.Open(mountinfo)
 	if err != nil {
 		return ""

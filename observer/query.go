@@ -17,6 +17,7 @@ type query struct {
 	limit        uint64 // Number; 0 = no limit
 	first        bool
 	mask         fieldmask.FieldMask
+	events       builder
 }
 
 func newQuery(req *observerpb.GetFlowsRequest) (*query, error) {
@@ -52,61 +53,34 @@ func newQuery(req *observerpb.GetFlowsRequest) (*query, error) {
 	return q, nil
 }
 
-// inRange reports whether e is to be sent: lost events always are (nobody
-// asks for them by name, and hiding them would hide loss); flows when they
-// lie within since/until and pass the filters.
-func (q *query) inRange(e *observerpb.GetFlowsResponse) bool {
-	f := e.GetFlow()
-	if f == nil {
-		return true
+// accept builds ev and reports whether it is to be sent: lost events
+// always are (nobody asks for them by name, and hiding them would hide
+// loss); flow events when they lie within since/until and pass the
+// filters. The event is built only when its time is in range, and the
+// field mask applied to it.
+func (q *query) accept(ev event) (*observerpb.GetFlowsResponse, bool) {
+	if !ev.isFlow() {
+		return ev.answer(nil), true
 	}
 	if q.since != nil || q.until != nil {
-		ts := e.GetTime().AsTime()
+		ts := ev.time()
 		if q.since != nil && ts.Before(*q.since) {
-			return false
+			return nil, false
 		}
 		if q.until != nil && ts.After(*q.until) {
-			return false
+			return nil, false
 		}
 	}
-	return q.match == nil || q.match(f)
-}
-
-// start returns the index in history from which to send: the oldest event
-// for First, Since or Number 0; otherwise the position of the Number-th
-// newest matching flow, so that the last Number flows are sent oldest
-// first. Since takes precedence over Number, as in Cilium.
-//
-// Since is applied by inRange rather than by rewinding until an older
-// event: the ring is in emission order, and a request event carries the
-// start time of its exchange, so timestamps are not monotonic.
-func (q *query) start(history []*observerpb.GetFlowsResponse) int {
-	if q.first || q.since != nil || q.limit == 0 {
-		return 0
+	f := q.events.build(ev)
+	if q.match != nil && !q.match(f) {
+		return nil, false
 	}
-	var n uint64
-	for i := len(history) - 1; i >= 0; i-- {
-		if e := history[i]; isFlow(e) && q.inRange(e) {
-			n++
-			if n == q.limit {
-				return i
-			}
-		}
+	if q.mask.Active() {
+		masked := new(flowpb.Flow)
+		q.mask.Copy(masked.ProtoReflect(), f.ProtoReflect())
+		// The answer's time and node stay whatever the mask keeps.
+		return &observerpb.GetFlowsResponse{Time: f.GetTime(), NodeName: f.GetNodeName(),
+			ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: masked}}, true
 	}
-	return 0
-}
-
-// project applies the field mask to a flow event.
-func (q *query) project(e *observerpb.GetFlowsResponse) *observerpb.GetFlowsResponse {
-	f := e.GetFlow()
-	if f == nil || !q.mask.Active() {
-		return e
-	}
-	masked := new(flowpb.Flow)
-	q.mask.Copy(masked.ProtoReflect(), f.ProtoReflect())
-	return &observerpb.GetFlowsResponse{
-		Time:          e.GetTime(),
-		NodeName:      e.GetNodeName(),
-		ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: masked},
-	}
+	return ev.answer(f), true
 }

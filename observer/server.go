@@ -14,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -23,7 +24,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sextant/sextant/observer/ring"
 )
@@ -37,8 +37,9 @@ var Version = "sextant"
 
 // Options configures a Server.
 type Options struct {
-	// Ring holds the events served: flows and lost events, oldest first.
-	Ring *ring.Ring[*observerpb.GetFlowsResponse]
+	// Ring holds what is served: flows (their events are built when a
+	// client reads them) and lost-event notices, oldest first (NewRing).
+	Ring *ring.Ring[Entry]
 	// Status returns the caller's part of ServerStatus (for example node
 	// counts); the server fills NumFlows, MaxFlows, SeenFlows, UptimeNs,
 	// FlowsRate and Version from the ring where they are zero. May be nil.
@@ -48,10 +49,11 @@ type Options struct {
 	// Node names the events this server creates itself (lost events of a
 	// slow follower).
 	Node string
-	// FollowBuffer is how many events a follower may lag behind before it
-	// loses events (ring.DefaultSubscriberBuffer when 0).
-	FollowBuffer int
-	Log          *slog.Logger
+	// Starting: the server answers Unavailable (and health NOT_SERVING)
+	// until Ready is called, so that an answer means the daemon is
+	// observing (the agent's probes are attached).
+	Starting bool
+	Log      *slog.Logger
 }
 
 // Server implements observerpb.ObserverServer over a ring.
@@ -65,6 +67,7 @@ type Server struct {
 	// buffered), so that a graceful stop does not wait for followers.
 	done     chan struct{}
 	shutdown sync.Once
+	ready    atomic.Bool
 }
 
 // New returns a server of opts.Ring.
@@ -73,11 +76,30 @@ func New(opts Options) *Server {
 		opts.Log = slog.Default()
 	}
 	if opts.Ring == nil {
-		opts.Ring = ring.New[*observerpb.GetFlowsResponse](0)
+		opts.Ring = NewRing(0)
 	}
-	h := health.NewServer()
-	h.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
-	return &Server{opts: opts, started: time.Now(), health: h, done: make(chan struct{})}
+	s := &Server{opts: opts, started: time.Now(), health: health.NewServer(), done: make(chan struct{})}
+	if opts.Starting {
+		s.health.SetServingStatus(HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
+	} else {
+		s.Ready()
+	}
+	return s
+}
+
+// Ready starts answering (see Options.Starting).
+func (s *Server) Ready() {
+	s.ready.Store(true)
+	s.health.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
+}
+
+var errStarting = status.Error(codes.Unavailable, "starting: not observing yet, try again in a moment")
+
+func (s *Server) checkReady() error {
+	if !s.ready.Load() {
+		return errStarting
+	}
+	return nil
 }
 
 // Register adds the Observer service and the gRPC health service (with
@@ -99,8 +121,11 @@ func (s *Server) Shutdown() {
 }
 
 // ServerStatus reports the ring's fill level, the flows seen since start,
-// uptime and the flow rate over the last minute.
+// uptime and the flow rate over the last minute, all in Hubble events.
 func (s *Server) ServerStatus(context.Context, *observerpb.ServerStatusRequest) (*observerpb.ServerStatusResponse, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
 	var st *observerpb.ServerStatusResponse
 	if s.opts.Status != nil {
 		st = s.opts.Status()
@@ -122,7 +147,7 @@ func (s *Server) ServerStatus(context.Context, *observerpb.ServerStatusRequest) 
 		st.UptimeNs = uint64(time.Since(s.started))
 	}
 	if st.FlowsRate == 0 {
-		st.FlowsRate = flowRate(s.opts.Ring.Last(rs.Capacity), rs.Overwritten > 0, time.Now())
+		st.FlowsRate = flowRate(expand(s.opts.Ring.Last(s.opts.Ring.Capacity())), rs.Overwritten > 0, time.Now())
 	}
 	if st.Version == "" {
 		st.Version = Version
@@ -130,19 +155,28 @@ func (s *Server) ServerStatus(context.Context, *observerpb.ServerStatusRequest) 
 	return st, nil
 }
 
-// flowRate is the number of flows per second over the last minute, or over
-// the time the ring covers when it wrapped within that minute (as Cilium
-// computes it).
-func flowRate(events []*observerpb.GetFlowsResponse, wrapped bool, now time.Time) float64 {
+// expand lists the events of entries, in order.
+func expand(entries []Entry) []event {
+	evs := make([]event, 0, 2*len(entries))
+	for i := range entries {
+		evs = entries[i].events(evs)
+	}
+	return evs
+}
+
+// flowRate is the number of flow events per second over the last minute,
+// or over the time the ring covers when it wrapped within that minute (as
+// Cilium computes it).
+func flowRate(events []event, wrapped bool, now time.Time) float64 {
 	since := now.Add(-time.Minute)
 	count := 0
 	var oldest time.Time
 	for i := len(events) - 1; i >= 0; i-- {
 		e := events[i]
-		if e.GetFlow() == nil {
+		if !e.isFlow() {
 			continue
 		}
-		ts := e.GetTime().AsTime()
+		ts := e.time()
 		if ts.Before(since) {
 			wrapped = false // the ring covers the whole minute
 			break
@@ -162,6 +196,9 @@ func flowRate(events []*observerpb.GetFlowsResponse, wrapped bool, now time.Time
 
 // GetNodes lists the nodes this server speaks for.
 func (s *Server) GetNodes(context.Context, *observerpb.GetNodesRequest) (*observerpb.GetNodesResponse, error) {
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
 	var nodes []*observerpb.Node
 	if s.opts.Nodes != nil {
 		nodes = s.opts.Nodes()
@@ -170,120 +207,151 @@ func (s *Server) GetNodes(context.Context, *observerpb.GetNodesRequest) (*observ
 }
 
 // GetFlows streams the events of the ring that req asks for: the last
-// Number (or, with First, the oldest Number) matching flows, all of them
-// when Number is 0, within Since/Until; with Follow, then every new one.
-// Lost events are never filtered and never counted against Number.
+// Number (or, with First, the oldest Number) matching flow events, all of
+// them when Number is 0, within Since/Until; with Follow, then every new
+// one. Lost events are never filtered and never counted against Number.
+// Events are built here, in the client's goroutine, from the flows the
+// ring holds.
 func (s *Server) GetFlows(req *observerpb.GetFlowsRequest, stream observerpb.Observer_GetFlowsServer) error {
+	if err := s.checkReady(); err != nil {
+		return err
+	}
 	q, err := newQuery(req)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-
-	send := func(e *observerpb.GetFlowsResponse) error {
-		return stream.Send(q.project(e))
-	}
+	ctx := stream.Context()
 
 	// Following from now needs no history.
 	if req.GetFollow() && req.GetNumber() == 0 && req.GetSince() == nil {
-		sub := s.opts.Ring.Subscribe(ctx, s.opts.FollowBuffer)
-		return s.follow(ctx, q, sub, send)
+		rd := s.opts.Ring.Follow()
+		defer rd.Close()
+		return s.follow(ctx, q, rd, stream.Send)
 	}
 
 	var (
-		history []*observerpb.GetFlowsResponse
-		sub     *ring.Subscription[*observerpb.GetFlowsResponse]
+		history []Entry
+		rd      *ring.Reader[Entry]
 	)
 	capacity := s.opts.Ring.Capacity()
 	if req.GetFollow() {
-		history, sub = s.opts.Ring.LastAndSubscribe(ctx, capacity, s.opts.FollowBuffer)
+		history, rd = s.opts.Ring.LastAndFollow(capacity)
+		defer rd.Close()
 	} else {
 		history = s.opts.Ring.Last(capacity)
 	}
-	sent := uint64(0)
-	for _, e := range history[q.start(history):] {
-		if !q.inRange(e) {
-			continue
-		}
-		if !req.GetFollow() && q.limit > 0 && sent >= q.limit && isFlow(e) {
-			break
-		}
-		if err := send(e); err != nil {
-			return err
-		}
-		if isFlow(e) {
-			sent++
-		}
+	if err := s.history(q, expand(history), req.GetFollow(), stream.Send); err != nil {
+		return err
 	}
-	if sub == nil {
+	if rd == nil {
 		return nil
 	}
-	return s.follow(ctx, q, sub, send)
+	return s.follow(ctx, q, rd, stream.Send)
 }
 
-// follow sends every new matching event until the client leaves, the
-// server stops, or an event passes Until. When the follower lagged and lost
-// events, it says so with a LostEvent (source HUBBLE_RING_BUFFER) before
-// going on.
-func (s *Server) follow(ctx context.Context, q *query, sub *ring.Subscription[*observerpb.GetFlowsResponse], send func(*observerpb.GetFlowsResponse) error) error {
-	var reported uint64
-	for {
-		var e *observerpb.GetFlowsResponse
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.done:
-			return s.drain(q, sub, send)
-		case ev, ok := <-sub.Events():
+// history sends the events of the ring q asks for: from the oldest for
+// First, Since or Number 0; otherwise the last Number matching flow events
+// (and the lost events among them), oldest first. Since takes precedence
+// over Number, as in Cilium.
+//
+// Since is applied per event rather than by rewinding until an older one:
+// the agent's ring is in emission order, and a request event carries the
+// start time of its exchange, so timestamps are not monotonic.
+func (s *Server) history(q *query, evs []event, follow bool, send func(*observerpb.GetFlowsResponse) error) error {
+	if q.first || q.since != nil || q.limit == 0 {
+		sent := uint64(0)
+		for _, ev := range evs {
+			if !follow && q.limit > 0 && sent >= q.limit && ev.isFlow() {
+				break
+			}
+			resp, ok := q.accept(ev)
 			if !ok {
-				return nil
+				continue
 			}
-			e = ev
-		}
-		if q.until != nil && isFlow(e) && e.GetTime().AsTime().After(*q.until) {
-			return nil
-		}
-		if q.inRange(e) {
-			if err := send(e); err != nil {
+			if err := send(resp); err != nil {
 				return err
 			}
-		}
-		if lost := sub.Lost(); lost > reported {
-			if err := send(s.lostEvent(flowpb.LostEventSource_HUBBLE_RING_BUFFER, lost-reported)); err != nil {
-				return err
+			if ev.isFlow() {
+				sent++
 			}
-			s.opts.Log.Debug("follower lagged", "lost", lost-reported)
-			reported = lost
+		}
+		return nil
+	}
+	// The newest first, until Number flow events matched; each event is
+	// built once.
+	var picked []*observerpb.GetFlowsResponse
+	n := uint64(0)
+	for i := len(evs) - 1; i >= 0 && n < q.limit; i-- {
+		resp, ok := q.accept(evs[i])
+		if !ok {
+			continue
+		}
+		picked = append(picked, resp)
+		if evs[i].isFlow() {
+			n++
 		}
 	}
-}
-
-// drain sends what was written to the ring before the server stopped.
-func (s *Server) drain(q *query, sub *ring.Subscription[*observerpb.GetFlowsResponse], send func(*observerpb.GetFlowsResponse) error) error {
-	sub.Stop()
-	for e := range sub.Events() {
-		if q.inRange(e) {
-			if err := send(e); err != nil {
-				return err
-			}
+	for i := len(picked) - 1; i >= 0; i-- {
+		if err := send(picked[i]); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (s *Server) lostEvent(src flowpb.LostEventSource, n uint64) *observerpb.GetFlowsResponse {
-	now := timestamppb.Now()
-	return &observerpb.GetFlowsResponse{
-		Time:     now,
-		NodeName: s.opts.Node,
-		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{
-			LostEvents: &flowpb.LostEvent{Source: src, NumEventsLost: n},
-		},
+// followBatch is how many entries a follower takes from the ring at once.
+const followBatch = 256
+
+// follow sends every new matching event until the client leaves, the
+// server stops, or an event passes Until. When the follower lagged and lost
+// events, it says so with a LostEvent (source HUBBLE_RING_BUFFER) before
+// the events that follow the gap.
+func (s *Server) follow(ctx context.Context, q *query, rd *ring.Reader[Entry], send func(*observerpb.GetFlowsResponse) error) error {
+	buf := make([]Entry, followBatch)
+	var evs []event
+	draining := false
+	for {
+		n, lost := rd.Read(buf)
+		if lost > 0 {
+			if err := send(s.lostEvent(flowpb.LostEventSource_HUBBLE_RING_BUFFER, lost)); err != nil {
+				return err
+			}
+			s.opts.Log.Debug("follower lagged", "lost", lost)
+		}
+		evs = evs[:0]
+		for i := range buf[:n] {
+			evs = buf[i].events(evs)
+		}
+		for _, ev := range evs {
+			if q.until != nil && ev.isFlow() && ev.time().After(*q.until) {
+				return nil
+			}
+			resp, ok := q.accept(ev)
+			if !ok {
+				continue
+			}
+			if err := send(resp); err != nil {
+				return err
+			}
+		}
+		clear(buf[:n])
+		if n > 0 {
+			continue
+		}
+		// Caught up. At shutdown, what was written before is sent (above)
+		// and the stream ends.
+		if draining || !rd.Wait(ctx, s.done) {
+			if ctx.Err() != nil || draining {
+				return nil
+			}
+			draining = true
+		}
 	}
 }
 
-func isFlow(e *observerpb.GetFlowsResponse) bool { return e.GetFlow() != nil }
+func (s *Server) lostEvent(src flowpb.LostEventSource, n uint64) *observerpb.GetFlowsResponse {
+	return lostResponse(&Lost{Time: time.Now(), Node: s.opts.Node, Source: src, Count: n, CPU: -1})
+}
 
 // errInvalid marks an error in the request.
 func errInvalid(format string, args ...any) error {

@@ -5,28 +5,32 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	flowpb "github.com/cilium/cilium/api/v1/flow"
 	observerpb "github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant/sextant/observer/ring"
+	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/hubble"
+	"github.com/sextant/sextant/observer/link"
+	"github.com/sextant/sextant/observer/ring"
 )
 
-// testAgent is a real Observer API server over a ring the test fills: what
-// an agent serves, without the probes.
+// testAgent serves what an agent serves, without the probes: a ring of
+// flows the test fills through the agent's feed, as the Observer API and
+// the link, on the same gRPC server.
 type testAgent struct {
 	t     *testing.T
 	name  string
-	ring  *ring.Ring[*observerpb.GetFlowsResponse]
+	ring  *ring.Ring[observer.Entry]
+	feed  *observer.Feed
 	addrs []string // listening addresses (host:port)
 	tls   *tls.Config
 
@@ -45,7 +49,8 @@ func startAgent(t *testing.T, name string, serverTLS *tls.Config) *testAgent {
 // when "0").
 func startAgentAt(t *testing.T, name string, serverTLS *tls.Config, port string, hosts ...string) *testAgent {
 	t.Helper()
-	a := &testAgent{t: t, name: name, ring: newRing(1 << 16), tls: serverTLS}
+	a := &testAgent{t: t, name: name, ring: observer.NewRing(1 << 16), tls: serverTLS}
+	a.feed = observer.NewFeed(a.ring, name)
 	for _, h := range hosts {
 		ln, err := net.Listen("tcp", net.JoinHostPort(h, port))
 		if err != nil {
@@ -58,10 +63,6 @@ func startAgentAt(t *testing.T, name string, serverTLS *tls.Config, port string,
 	a.start()
 	t.Cleanup(a.stop)
 	return a
-}
-
-func newRing(capacity int) *ring.Ring[*observerpb.GetFlowsResponse] {
-	return ring.New[*observerpb.GetFlowsResponse](capacity)
 }
 
 // start serves on the agent's addresses (again, after stop).
@@ -79,6 +80,7 @@ func (a *testAgent) start() {
 			return []*observerpb.Node{{Name: a.name, State: relaypb.NodeState_NODE_CONNECTED}}
 		},
 	}).Register(srv)
+	link.NewServer(a.ring, a.name).Register(srv)
 	for _, addr := range a.addrs {
 		var ln net.Listener
 		var err error
@@ -109,31 +111,59 @@ func (a *testAgent) stop() {
 	}
 }
 
-// write adds a flow event at time t to the agent's ring.
-func (a *testAgent) write(t time.Time) *observerpb.GetFlowsResponse {
+// write adds a flow at time t to the agent's ring: a request without
+// response, so one event at t. It returns the flow's key (its path).
+func (a *testAgent) write(t time.Time) string {
 	n := a.seq.Add(1)
-	ts := timestamppb.New(t)
-	e := &observerpb.GetFlowsResponse{
-		Time:     ts,
-		NodeName: a.name,
-		ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: &flowpb.Flow{
-			Time:     ts,
-			Uuid:     fmt.Sprintf("%s-%d", a.name, n),
-			NodeName: a.name,
-			Type:     flowpb.FlowType_L7,
-			Verdict:  flowpb.Verdict_FORWARDED,
-			IP:       &flowpb.IP{Source: "10.0.0.1", Destination: "10.0.0.2", IpVersion: flowpb.IPVersion_IPv4},
-			L4: &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{
-				SourcePort: 40000 + uint32(n%20000), DestinationPort: 8080,
-			}}},
-			L7: &flowpb.Layer7{Type: flowpb.L7FlowType_REQUEST, Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{
-				Method: "GET", Url: "http://svc.example/items/" + fmt.Sprint(n), Protocol: "HTTP/2",
-			}}},
-			Summary: "HTTP/2 GET http://svc.example/items",
-		}},
+	key := fmt.Sprintf("/items/%s-%d", a.name, n)
+	a.feed.Export(&flow.Flow{
+		Time: t, Node: a.name, Observer: flow.SideServer, Protocol: "HTTP/2", Method: "GET", Scheme: "http",
+		Authority: "svc.example", Path: key, Outcome: flow.OutcomeReset,
+		Source:      netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+n%20000)),
+		Destination: netip.MustParseAddrPort("10.0.0.2:8080"),
+	})
+	return key
+}
+
+// writeAnswered adds a flow at time t answered after latency (a request
+// and a response event), with the headers and process a real one has.
+func (a *testAgent) writeAnswered(t time.Time, latency time.Duration) string {
+	n := a.seq.Add(1)
+	key := fmt.Sprintf("/items/%s-%d", a.name, n)
+	a.feed.Export(&flow.Flow{
+		Time: t, Latency: latency, TTFB: latency / 2, Node: a.name, Observer: flow.SideServer, Protocol: "HTTP/2",
+		Method: "GET", Scheme: "http", Authority: "svc.example", Path: key, Route: "/items/{id}", Status: 200,
+		RequestHeaders:  []flow.Header{{Name: "user-agent", Value: "h2load nghttp2/1.52.0"}, {Name: "accept", Value: "*/*"}},
+		ResponseHeaders: []flow.Header{{Name: "content-type", Value: "text/plain"}, {Name: "content-length", Value: "128"}},
+		ResponseBytes:   128,
+		Source:          netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+n%20000)),
+		Destination:     netip.MustParseAddrPort("10.0.0.2:8080"),
+		Process:         flow.Process{PID: 4242, Comm: "nghttpd", Exe: "/usr/bin/nghttpd", CgroupID: 77, Cgroup: "/sextant/bench"},
+		ConnID:          n % 4, StreamID: uint32(2*n + 1),
+	})
+	return key
+}
+
+// key names a merged event: its flow's key, and "+resp" for a response.
+func key(e observer.Entry) string {
+	if e.Flow == nil {
+		return fmt.Sprintf("lost %s %d", e.Lost.Source, e.Lost.Count)
 	}
-	a.ring.Write(e)
-	return e
+	if e.Half == observer.ResponseHalf {
+		return e.Flow.Path + "+resp"
+	}
+	return e.Flow.Path
+}
+
+// eventTime is the time of a merged event.
+func eventTime(e observer.Entry) time.Time {
+	switch {
+	case e.Flow == nil:
+		return e.Lost.Time
+	case e.Half == observer.ResponseHalf:
+		return hubble.ResponseTime(e.Flow)
+	}
+	return e.Flow.Time
 }
 
 // startRelay runs a relay until the test ends and serves it on loopback
@@ -143,6 +173,9 @@ func startRelay(t *testing.T, opts Options, serverTLS *tls.Config) (*Relay, stri
 	if opts.Log == nil {
 		opts.Log = testLogger(t)
 	}
+	// The test agents serve plaintext on loopback: allowed here, on
+	// purpose (mTLS has its own test).
+	opts.AllowInsecure = opts.AllowInsecure || opts.AgentTLS == nil
 	r, err := New(opts)
 	if err != nil {
 		t.Fatalf("new relay: %v", err)
@@ -176,15 +209,41 @@ func startRelay(t *testing.T, opts Options, serverTLS *tls.Config) (*Relay, stri
 	return r, ln.Addr().String()
 }
 
-// collect reads n events from s (failing after timeout), then makes sure
-// no extra event follows within grace.
-func collect(t *testing.T, s *Subscription, n int, timeout, grace time.Duration) []*observerpb.GetFlowsResponse {
+// reader reads a subscription on a goroutine of its own, so that tests
+// can wait for its events with a timeout.
+type reader struct {
+	sub *Subscription
+	ch  chan observer.Entry
+}
+
+func read(t *testing.T, sub *Subscription) *reader {
+	rd := &reader{sub: sub, ch: make(chan observer.Entry, 1<<16)}
+	go func() {
+		defer close(rd.ch)
+		buf := make([]observer.Entry, 64)
+		for {
+			n, ok := sub.Read(buf)
+			for _, e := range buf[:n] {
+				rd.ch <- e
+			}
+			if !ok {
+				return
+			}
+		}
+	}()
+	t.Cleanup(sub.Close)
+	return rd
+}
+
+// collect reads n events (failing after timeout), then makes sure no extra
+// event follows within grace.
+func collect(t *testing.T, rd *reader, n int, timeout, grace time.Duration) []observer.Entry {
 	t.Helper()
-	var got []*observerpb.GetFlowsResponse
+	var got []observer.Entry
 	deadline := time.After(timeout)
 	for len(got) < n {
 		select {
-		case e, ok := <-s.Events():
+		case e, ok := <-rd.ch:
 			if !ok {
 				t.Fatalf("subscription closed after %d of %d events", len(got), n)
 			}
@@ -196,35 +255,34 @@ func collect(t *testing.T, s *Subscription, n int, timeout, grace time.Duration)
 	extra := time.After(grace)
 	for {
 		select {
-		case e := <-s.Events():
-			t.Errorf("extra event %s %s", e.GetNodeName(), e.GetFlow().GetUuid())
+		case e := <-rd.ch:
+			t.Errorf("extra event %s", key(e))
 		case <-extra:
 			return got
 		}
 	}
 }
 
-// checkOnceInOrder requires want (by UUID) to be delivered exactly once each
-// and the events to be in time order.
-func checkOnceInOrder(t *testing.T, got []*observerpb.GetFlowsResponse, want []*observerpb.GetFlowsResponse) {
+// checkOnceInOrder requires each of want (keys) to be delivered exactly
+// once, nothing else, and the events to be in time order.
+func checkOnceInOrder(t *testing.T, got []observer.Entry, want []string) {
 	t.Helper()
 	count := map[string]int{}
 	for i, e := range got {
-		count[e.GetFlow().GetUuid()]++
-		if i > 0 && e.GetTime().AsTime().Before(got[i-1].GetTime().AsTime()) {
-			t.Errorf("event %d (%s %s) older than event %d (%s %s)", i, e.GetFlow().GetUuid(), e.GetTime().AsTime().Format(time.StampMicro),
-				i-1, got[i-1].GetFlow().GetUuid(), got[i-1].GetTime().AsTime().Format(time.StampMicro))
+		count[key(e)]++
+		if i > 0 && eventTime(e).Before(eventTime(got[i-1])) {
+			t.Errorf("event %d (%s %s) older than event %d (%s %s)", i, key(e), eventTime(e).Format(time.StampMicro),
+				i-1, key(got[i-1]), eventTime(got[i-1]).Format(time.StampMicro))
 		}
 	}
 	for _, w := range want {
-		id := w.GetFlow().GetUuid()
-		if count[id] != 1 {
-			t.Errorf("event %s delivered %d times", id, count[id])
+		if count[w] != 1 {
+			t.Errorf("event %s delivered %d times", w, count[w])
 		}
-		delete(count, id)
+		delete(count, w)
 	}
-	for id, c := range count {
-		t.Errorf("unexpected event %s (%d times)", id, c)
+	for k, c := range count {
+		t.Errorf("unexpected event %s (%d times)", k, c)
 	}
 }
 

@@ -1,33 +1,42 @@
 package relay
 
 import (
-	"log/slog"
-
-	"github.com/sextant/sextant/observer/hubble"
 	"github.com/sextant/sextant/exporters"
+	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/hubble"
 )
 
-// Export feeds exporters from the merged stream: the event that ends each
-// exchange carries the agent's whole flow (hubble.AttachFlow), which is what
-// exporters consume. It returns when the subscription ends (relay stopped
-// or sub closed).
-func Export(sub *Subscription, exp exporters.Exporter, log *slog.Logger) (exported, undecodable uint64) {
-	for ev := range sub.Events() {
-		fe := ev.GetFlow()
-		if fe == nil {
-			continue // lost-event notices carry no flow
+// exportBatch is how many merged entries Export takes at once.
+const exportBatch = 512
+
+// Export feeds an exporter from the merged stream: the agents' whole flows,
+// each once, when its last event (the response, or the request of a flow
+// without one) is merged. It returns the number of flows exported when the
+// subscription ends (relay stopped or sub closed).
+func Export(sub *Subscription, exp exporters.Exporter) (exported uint64) {
+	buf := make([]observer.Entry, exportBatch)
+	for {
+		n, ok := sub.Read(buf)
+		for _, e := range buf[:n] {
+			if lastHalf(e) {
+				exp.Export(e.Flow)
+				exported++
+			}
 		}
-		f, err := hubble.FlowOf(fe)
-		if err != nil {
-			undecodable++
-			log.Debug("flow extension", "node", ev.GetNodeName(), "err", err)
-			continue
+		clear(buf[:n])
+		if !ok {
+			return exported
 		}
-		if f == nil {
-			continue // the request half of an exchange
-		}
-		exp.Export(f)
-		exported++
 	}
-	return exported, undecodable
+}
+
+// lastHalf reports whether e is the last event of its flow.
+func lastHalf(e observer.Entry) bool {
+	switch {
+	case e.Flow == nil:
+		return false
+	case e.Half == observer.ResponseHalf:
+		return true
+	}
+	return !hubble.ResponseSeen(e.Flow)
 }

@@ -8,10 +8,7 @@ import (
 	"testing"
 	"time"
 
-	observerpb "github.com/cilium/cilium/api/v1/observer"
-
 	"github.com/sextant/sextant/flow"
-	"github.com/sextant/sextant/observer/hubble"
 )
 
 type recorder struct {
@@ -34,7 +31,7 @@ func (r *recorder) len() int {
 }
 
 // Exporters behind the relay get each agent flow exactly once, whole:
-// body sizes, gRPC counts and outcome survive the trip through Hubble events.
+// body sizes, gRPC counts, outcome, headers and process survive the link.
 func TestExportCarriesAgentFlows(t *testing.T) {
 	a := startAgent(t, "node1", nil)
 	base := time.Now().Add(-time.Minute).UTC().Truncate(time.Microsecond)
@@ -43,39 +40,33 @@ func TestExportCarriesAgentFlows(t *testing.T) {
 		{Time: base, Latency: time.Millisecond, TTFB: time.Microsecond, Node: "node1", Observer: flow.SideServer,
 			Protocol: "HTTP/2", Method: "POST", Path: "/pkg.S/M", Status: 200, RequestBytes: 7, ResponseBytes: 9,
 			GRPC:   &flow.GRPC{Service: "pkg.S", Method: "M", Status: &st, StatusSource: "trailers", RequestMessages: 1, ResponseMessages: 1},
-			Source: netip.MustParseAddrPort("127.0.0.1:4000"), Destination: netip.MustParseAddrPort("127.0.0.1:80")},
+			Source: netip.MustParseAddrPort("127.0.0.1:4000"), Destination: netip.MustParseAddrPort("127.0.0.1:80"),
+			Scheme: "http", Authority: "svc:80", Route: "/pkg.S/M", TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+			RequestHeaders:  []flow.Header{{Name: "content-type", Value: "application/grpc"}, {Name: "x-long", Value: "abc", Truncated: true}},
+			ResponseHeaders: []flow.Header{{Name: "grpc-status", Value: "0"}},
+			Process:         flow.Process{PID: 7, Comm: "svc", Exe: "/bin/svc", CgroupID: 9, Cgroup: "/a", ContainerID: "c0ffee"},
+			ConnID:          3, StreamID: 5},
 		{Time: base.Add(time.Millisecond), Latency: time.Second, Node: "node1", Observer: flow.SideClient,
-			Protocol: "HTTP/1.1", Method: "GET", Path: "/slow", Outcome: flow.OutcomeClosed},
+			Protocol: "HTTP/1.1", Method: "GET", Path: "/slow", Outcome: flow.OutcomeClosed, ResetCode: 2, ResetBy: flow.SideServer,
+			Source: netip.MustParseAddrPort("[2001:db8::1]:5000"), Destination: netip.MustParseAddrPort("[2001:db8::2]:80"),
+			Unknown: []string{"authority", "status"}},
 	}
 	for _, f := range want {
-		evs := hubble.Events(f)
-		if err := hubble.AttachFlow(evs[len(evs)-1], f); err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range evs {
-			a.ring.Write(&observerpb.GetFlowsResponse{Time: ev.GetTime(), NodeName: "node1",
-				ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: ev}})
-		}
+		a.feed.Export(f)
 	}
 	r, _ := startRelay(t, Options{Agents: a.addrs, Since: base.Add(-time.Hour), SortWindow: 100 * time.Millisecond}, nil)
-	sub := r.Subscribe(0)
+	sub := r.Subscribe()
 	rec := &recorder{}
 	done := make(chan uint64)
-	go func() {
-		_, bad := Export(sub, rec, testLogger(t))
-		done <- bad
-	}()
+	go func() { done <- Export(sub, rec) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for rec.len() < len(want) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond) // room for duplicates to show
 	sub.Close()
-	if bad := <-done; bad != 0 {
-		t.Fatalf("%d undecodable events", bad)
-	}
-	if len(rec.flows) != len(want) {
-		t.Fatalf("exported %d flows, want %d", len(rec.flows), len(want))
+	if n := <-done; n != uint64(len(want)) || len(rec.flows) != len(want) {
+		t.Fatalf("exported %d flows (Export says %d), want %d", len(rec.flows), n, len(want))
 	}
 	for i := range want {
 		if !reflect.DeepEqual(rec.flows[i], want[i]) {

@@ -4,27 +4,33 @@ import (
 	"context"
 	"time"
 
-	observerpb "github.com/cilium/cilium/api/v1/observer"
 	relaypb "github.com/cilium/cilium/api/v1/relay"
+
+	"github.com/sextant/sextant/observer"
 )
 
-// arrival is what peers send the merger: an event, a node's new state, or
-// a peer's start and first outcome.
+// arrival is what peers send the merger: a batch of a node's events, a
+// node's new state, or a peer's start and first outcome.
 type arrival struct {
 	node  *node
-	resp  *observerpb.GetFlowsResponse // nil for a state change
-	time  int64                        // event time, unix ns
+	items []item // nil for a state change
 	state relaypb.NodeState
 
 	peer    *peer // with pending: the peer started (true) or settled (false)
 	pending bool
 }
 
+// item is one event to merge: one half of a flow (observer.RequestHalf or
+// ResponseHalf), or a lost-event notice, with its time.
+type item struct {
+	entry observer.Entry
+	time  int64 // event time, unix ns
+}
+
 // held is an event waiting in the sort window.
 type held struct {
 	node    *node
-	resp    *observerpb.GetFlowsResponse
-	time    int64 // event time, unix ns
+	item    item
 	seq     uint64
 	arrived time.Duration // since the relay started (monotonic)
 }
@@ -55,11 +61,12 @@ type merger struct {
 	// cannot be trusted until every peer settled.
 	pending map[*peer]bool
 	last    int64 // time of the newest released event
-	batch   []*observerpb.GetFlowsResponse
+	batch   []observer.Entry
+	credits map[*node]int64 // released per node in one round
 }
 
 func newMerger(r *Relay) *merger {
-	return &merger{r: r, heads: map[*node]int64{}, up: map[*node]bool{}, pending: map[*peer]bool{}}
+	return &merger{r: r, heads: map[*node]int64{}, up: map[*node]bool{}, pending: map[*peer]bool{}, credits: map[*node]int64{}}
 }
 
 // run merges until ctx is done, then releases everything still held.
@@ -105,7 +112,7 @@ func (m *merger) accept(a arrival) {
 		}
 		return
 	}
-	if a.resp == nil {
+	if a.items == nil {
 		if a.state == relaypb.NodeState_NODE_CONNECTED {
 			m.up[a.node] = true
 		} else {
@@ -113,11 +120,14 @@ func (m *merger) accept(a arrival) {
 		}
 		return
 	}
-	if a.time > m.heads[a.node] {
-		m.heads[a.node] = a.time
+	arrived := time.Since(m.r.started)
+	head := m.heads[a.node]
+	for _, it := range a.items {
+		head = max(head, it.time)
+		m.seq++
+		m.push(held{node: a.node, item: it, seq: m.seq, arrived: arrived})
 	}
-	m.seq++
-	m.push(held{node: a.node, resp: a.resp, time: a.time, seq: m.seq, arrived: time.Since(m.r.started)})
+	m.heads[a.node] = head
 }
 
 // release emits the events the rules above allow (all of them when flush).
@@ -131,29 +141,32 @@ func (m *merger) release(flush bool) {
 	}
 	cutoff := time.Since(m.r.started) - m.r.opts.SortWindow
 	m.batch = m.batch[:0]
+	late := uint64(0)
 	for len(m.heap) > 0 {
-		e := m.heap[0]
-		if !flush && e.time > frontier && e.arrived > cutoff {
+		e := &m.heap[0]
+		if !flush && e.item.time > frontier && e.arrived > cutoff {
 			break
 		}
-		m.pop()
-		<-e.node.credit
-		if e.time < m.last {
-			m.r.late.Add(1)
+		if e.item.time < m.last {
+			late++
 		} else {
-			m.last = e.time
+			m.last = e.item.time
 		}
-		m.batch = append(m.batch, e.resp)
+		m.credits[e.node]++
+		m.batch = append(m.batch, e.item.entry)
+		m.pop()
 	}
 	m.r.held.Store(int64(len(m.heap)))
 	if len(m.batch) == 0 {
 		return
 	}
-	for _, resp := range m.batch {
-		m.r.ring.Write(resp)
+	for n, c := range m.credits {
+		n.credit.Release(c)
 	}
+	clear(m.credits)
+	m.r.ring.WriteBatch(m.batch)
 	m.r.merged.Add(uint64(len(m.batch)))
-	m.r.publish(m.batch)
+	m.r.late.Add(late)
 	clear(m.batch)
 }
 
@@ -162,7 +175,7 @@ func (m *merger) release(flush bool) {
 
 func (m *merger) less(i, j int) bool {
 	a, b := &m.heap[i], &m.heap[j]
-	return a.time < b.time || a.time == b.time && a.seq < b.seq
+	return a.item.time < b.item.time || a.item.time == b.item.time && a.seq < b.seq
 }
 
 func (m *merger) push(e held) {

@@ -2,9 +2,7 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"time"
 
@@ -14,9 +12,12 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant/sextant/certs"
+	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/hubble"
+	"github.com/sextant/sextant/observer/link"
+	"github.com/sextant/sextant/observer/ring"
+	"github.com/sextant/sextant/serve"
 )
 
 // callTimeout bounds the unary calls a session starts with.
@@ -85,9 +86,10 @@ func (p *peer) settle() {
 }
 
 func (p *peer) run(ctx context.Context) {
-	log := p.r.log.With("agent", p.key.target, "address", p.key.addr)
+	log := p.r.log.With("agent", p.key.target, "addr", p.key.addr)
+	// A unix socket is secured by its mode, TCP by mTLS.
 	creds := insecure.NewCredentials()
-	if tc := p.r.opts.AgentTLS; tc != nil {
+	if tc := p.r.opts.AgentTLS; tc != nil && !isSocket(p.key.addr) {
 		tc = tc.Clone()
 		if tc.ServerName == "" {
 			tc.ServerName = p.serverName
@@ -102,7 +104,7 @@ func (p *peer) run(ctx context.Context) {
 		}))
 	if err != nil {
 		// Only a malformed target gets here; New validated it.
-		log.Error("agent client", "error", err)
+		log.Error("agent client", "err", err)
 		return
 	}
 	defer conn.Close()
@@ -112,7 +114,7 @@ func (p *peer) run(ctx context.Context) {
 	var lastErr string
 	for {
 		began := time.Now()
-		err := p.session(ctx, client)
+		err := p.session(ctx, conn, client)
 		p.settle()
 		if ctx.Err() != nil {
 			return
@@ -120,10 +122,10 @@ func (p *peer) run(ctx context.Context) {
 		// Say it once per outage (and when the reason changes), not on
 		// every retry.
 		if msg := err.Error(); msg != lastErr || time.Since(began) > p.r.opts.BackoffMax {
-			log.Warn("agent unavailable", "error", err, "retry_in", delay)
+			log.Warn("agent unavailable", "err", err, "retry_in", delay)
 			lastErr = msg
 		} else {
-			log.Debug("agent still unavailable", "error", err, "retry_in", delay)
+			log.Debug("agent still unavailable", "err", err, "retry_in", delay)
 		}
 		// A session that lasted proves the agent healthy: start the
 		// backoff over rather than punish the next failure.
@@ -139,13 +141,11 @@ func (p *peer) run(ctx context.Context) {
 	}
 }
 
-// session asks the agent who it is, claims its node and follows its events
+// session asks the agent who it is, claims its node and follows its flows
 // until the stream breaks.
-func (p *peer) session(ctx context.Context, client observerpb.ObserverClient) error {
-	if p.r.opts.AgentTLS == nil {
-		if err := certs.CheckPlaintext(p.key.addr, p.r.opts.AllowInsecure); err != nil {
-			return err
-		}
+func (p *peer) session(ctx context.Context, conn *grpc.ClientConn, client observerpb.ObserverClient) error {
+	if err := serve.CheckDial(p.key.addr, p.r.opts.AgentTLS != nil, p.r.opts.AllowInsecure); err != nil {
+		return err
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	nodes, err := client.GetNodes(cctx, &observerpb.GetNodesRequest{})
@@ -169,14 +169,13 @@ func (p *peer) session(ctx context.Context, client observerpb.ObserverClient) er
 	sctx, scancel := context.WithCancel(ctx)
 	defer scancel()
 	since := n.resumeFrom(p.r.opts.Since)
-	stream, err := client.GetFlows(sctx, &observerpb.GetFlowsRequest{Follow: true, Since: timestamppb.New(since)})
+	stream, err := link.Follow(sctx, conn, link.FollowRequest{Cursor: n.cursor, Since: since})
 	if err != nil {
-		return fmt.Errorf("get flows: %w", err)
+		return fmt.Errorf("follow flows: %w", err)
 	}
 	p.r.setConnected(n, p, true)
 	p.settle()
 	defer p.r.setConnected(n, p, false)
-	sinceNs := since.UnixNano()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -196,37 +195,78 @@ func (p *peer) session(ctx context.Context, client observerpb.ObserverClient) er
 		}
 	}()
 
+	var entries []observer.Entry
+	first := true
 	for {
-		resp, err := stream.Recv()
+		var next ring.Cursor
+		entries, next, err = stream.Recv(entries[:0])
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return errors.New("agent ended the stream")
-			}
 			return fmt.Errorf("receive flows: %w", err)
 		}
-		t := eventTime(resp)
-		// The agent sends its lost events whatever since says; those
-		// older than the resume point were delivered before (or belong
-		// to history the relay did not ask for).
-		if t < sinceNs && resp.GetFlow() == nil {
-			continue
+		if first && n.cursor.Instance != 0 && next.Instance == n.cursor.Instance {
+			p.r.resumed.Add(1)
 		}
-		if n.duplicate(resp, t) {
-			p.r.duplicates.Add(1)
-			continue
+		first = false
+		items := splitHalves(entries, n)
+		clear(entries)
+		// The cursor moves only once the merger has the batch: a stream
+		// that breaks before resumes with it.
+		if err := p.hand(ctx, n, items); err != nil {
+			return err
 		}
-		select {
-		case n.credit <- struct{}{}:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		select {
-		case p.r.in <- arrival{node: n, resp: resp, time: t}:
-		case <-ctx.Done():
-			<-n.credit
-			return ctx.Err()
-		}
+		n.cursor = next
 	}
+}
+
+// hand gives the merger a node's items, waiting for credit (the node's
+// share of the sort window) in pieces of at most MaxHeld.
+func (p *peer) hand(ctx context.Context, n *node, items []item) error {
+	for len(items) > 0 {
+		k := min(len(items), n.maxHeld)
+		if err := n.credit.Acquire(ctx, int64(k)); err != nil {
+			return err
+		}
+		select {
+		case p.r.in <- arrival{node: n, items: items[:k:k]}:
+		case <-ctx.Done():
+			n.credit.Release(int64(k))
+			return ctx.Err()
+		}
+		items = items[k:]
+	}
+	return nil
+}
+
+// splitHalves turns the entries of a batch into the events to merge: a
+// whole flow (an agent's entry) into its request and, when a response was
+// seen, its response half; halves (another relay's entries) and lost-event
+// notices as they are. It also advances n.latest.
+func splitHalves(entries []observer.Entry, n *node) []item {
+	items := make([]item, 0, 2*len(entries))
+	for _, e := range entries {
+		switch {
+		case e.Flow == nil:
+			if e.Lost.Node == "" {
+				e.Lost.Node = n.name
+			}
+			items = append(items, item{entry: e, time: e.Lost.Time.UnixNano()})
+			continue
+		case e.Half == observer.Whole:
+			req := e
+			req.Half = observer.RequestHalf
+			items = append(items, item{entry: req, time: e.Flow.Time.UnixNano()})
+			if hubble.ResponseSeen(e.Flow) {
+				e.Half = observer.ResponseHalf
+				items = append(items, item{entry: e, time: hubble.ResponseTime(e.Flow).UnixNano()})
+			}
+		case e.Half == observer.RequestHalf:
+			items = append(items, item{entry: e, time: e.Flow.Time.UnixNano()})
+		default:
+			items = append(items, item{entry: e, time: hubble.ResponseTime(e.Flow).UnixNano()})
+		}
+		n.latest = max(n.latest, items[len(items)-1].time)
+	}
+	return items
 }
 
 func (p *peer) refreshStatus(ctx context.Context, client observerpb.ObserverClient, n *node) {
@@ -279,16 +319,8 @@ func (r *Relay) setConnected(n *node, p *peer, up bool) {
 	}
 	n.state, n.stateSince = state, time.Now()
 	r.mu.Unlock()
-	r.log.Info("agent state", "node", n.name, "address", p.key.addr, "state", state)
+	r.log.Info("agent state", "node", n.name, "addr", p.key.addr, "state", state)
 	// The merger must hear of it even when the relay is stopping, or it
 	// could wait for a node that is gone; it drains r.in until then.
 	r.in <- arrival{node: n, state: state}
-}
-
-func eventTime(resp *observerpb.GetFlowsResponse) int64 {
-	ts := resp.GetTime()
-	if ts == nil {
-		return 0
-	}
-	return ts.GetSeconds()*int64(time.Second) + int64(ts.GetNanos())
 }

@@ -1,20 +1,24 @@
-// Package relay gives one view over many agents: it follows the Observer
-// API of every agent, merges their event streams in time order and serves
-// the merged stream through the same Observer API (package observer), so
-// that `sextant observe` and the stock hubble CLI read a whole cluster the
-// way they read one node. Exporters attach to the merged stream with
-// Subscribe.
+// Package relay gives one view over many agents: it follows every agent's
+// flows (the link service, observer/link, next to the Observer API on the
+// agent's sockets), merges their events in time order and serves the
+// merged stream through the same Observer API (package observer), so that
+// `sextant observe` and the stock hubble CLI read a whole cluster the way
+// they read one node. The relay's ring holds the agents' flows, one entry
+// per event, and Hubble events are built when a client reads them.
+// Exporters read the merged flows with Subscribe; another relay can follow
+// this one over the same link.
 //
 // Guarantees:
 //   - An agent that goes away does not stop the relay: it is reported as
 //     unavailable (GetNodes, ServerStatus), redialed with exponential
-//     backoff, and resumed from the last event seen from it, without
-//     duplicates (see node.duplicate).
+//     backoff, and resumed exactly after the last entry received from it
+//     (a cursor into its ring), so without duplicates; what its ring
+//     overwrote meanwhile arrives as a lost-event notice.
 //   - Events leave in time order within the sort window (see merger): an
 //     event that arrives after a newer one was already released is still
 //     delivered, and counted as late.
-//   - The merge never waits for a slow subscriber: what a subscriber cannot
-//     take is dropped for it alone and counted.
+//   - The merge never waits for a slow subscriber: what a subscriber does
+//     not read in time is lost for it alone and counted.
 package relay
 
 import (
@@ -25,6 +29,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,9 +39,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sextant/sextant/certs"
-	"github.com/sextant/sextant/observer/ring"
 	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/link"
+	"github.com/sextant/sextant/observer/ring"
+	"github.com/sextant/sextant/serve"
 )
 
 // Defaults of Options.
@@ -83,9 +89,9 @@ type Options struct {
 	// history from then on); the relay's start when zero.
 	Since time.Time
 	// DedupeHorizon is how far before the last event seen from an agent a
-	// resumed stream starts; events in that span are compared with those
-	// already seen so that none is delivered twice. It must exceed how far
-	// an agent's own stream is out of time order.
+	// stream starts when it cannot resume at its cursor (the agent
+	// restarted: a new ring, none of whose flows was delivered). It must
+	// exceed how far an agent's own stream is out of time order.
 	DedupeHorizon time.Duration
 
 	ResolveInterval        time.Duration
@@ -133,32 +139,30 @@ type Relay struct {
 	opts    Options
 	log     *slog.Logger
 	started time.Time
-	ring    *ring.Ring[*observerpb.GetFlowsResponse]
+	ring    *ring.Ring[observer.Entry]
 	server  *observer.Server
+	link    *link.Server
 
-	in chan arrival // agents → merger
+	in        chan arrival  // agents → merger
+	stoppedCh chan struct{} // closed when Run returned: the merge released its last event
 
 	mu         sync.Mutex
 	peers      map[peerKey]*peer
 	nodes      map[string]*node
 	unresolved map[string]error // agent names that do not resolve (yet)
 
-	subsMu  sync.Mutex
-	subs    []*Subscription
-	stopped bool // Run returned: subscriptions are closed
-
-	merged     atomic.Uint64
-	late       atomic.Uint64
-	duplicates atomic.Uint64
-	held       atomic.Int64
+	merged  atomic.Uint64
+	late    atomic.Uint64
+	resumed atomic.Uint64
+	held    atomic.Int64
 }
 
 // Stats are the relay's counters.
 type Stats struct {
-	Merged     uint64 // events released into the merged stream
-	Late       uint64 // of those, released after a newer one (arrived after the sort window)
-	Duplicates uint64 // events an agent sent again after a reconnect, dropped
-	Held       int64  // events waiting in the sort window now
+	Merged  uint64 // events released into the merged stream
+	Late    uint64 // of those, released after a newer one (arrived after the sort window)
+	Resumed uint64 // streams that continued exactly at the cursor of an earlier one
+	Held    int64  // events waiting in the sort window now
 }
 
 // New returns a relay over opts.Agents; Run starts it.
@@ -168,24 +172,24 @@ func New(opts Options) (*Relay, error) {
 		return nil, fmt.Errorf("no agent address given")
 	}
 	for _, a := range opts.Agents {
+		if isSocket(a) {
+			continue
+		}
 		host, port, err := net.SplitHostPort(a)
 		if err != nil || host == "" || port == "" {
-			return nil, fmt.Errorf("agent address %q: want host:port", a)
+			return nil, fmt.Errorf("agent address %q: want host:port or unix:///path", a)
 		}
-		// A host name may resolve to anything: plaintext to names other
-		// than localhost is refused up front, addresses again per dial.
-		if opts.AgentTLS == nil {
-			if err := certs.CheckPlaintext(a, opts.AllowInsecure); err != nil {
-				return nil, fmt.Errorf("agent %w", err)
-			}
+		if err := serve.CheckDial(a, opts.AgentTLS != nil, opts.AllowInsecure); err != nil {
+			return nil, fmt.Errorf("agent %w", err)
 		}
 	}
 	r := &Relay{
 		opts:       opts,
 		log:        opts.Log,
 		started:    time.Now(),
-		ring:       ring.New[*observerpb.GetFlowsResponse](opts.RingSize),
+		ring:       ring.New[observer.Entry](opts.RingSize), // one entry per event: each weighs 1
 		in:         make(chan arrival, 4096),
+		stoppedCh:  make(chan struct{}),
 		peers:      map[peerKey]*peer{},
 		nodes:      map[string]*node{},
 		unresolved: map[string]error{},
@@ -199,15 +203,24 @@ func New(opts Options) (*Relay, error) {
 		Nodes:  r.Nodes,
 		Log:    opts.Log,
 	})
+	r.link = link.NewServer(r.ring, "")
 	return r, nil
 }
 
-// Register serves the merged stream on g: the Observer service and the
-// gRPC health service Hubble clients check.
-func (r *Relay) Register(g *grpc.Server) { r.server.Register(g) }
+// Register serves the merged stream on g: the Observer service, the gRPC
+// health service Hubble clients check, and the link (another relay can
+// follow this one).
+func (r *Relay) Register(g *grpc.Server) {
+	r.server.Register(g)
+	r.link.Register(g)
+}
 
-// Shutdown reports the Observer service as not serving (graceful stop).
-func (r *Relay) Shutdown() { r.server.Shutdown() }
+// Shutdown reports the Observer service as not serving and ends follow
+// streams (graceful stop).
+func (r *Relay) Shutdown() {
+	r.server.Shutdown()
+	r.link.Shutdown()
+}
 
 // Run connects to the agents and merges their streams until ctx is done.
 // It closes every subscription when it returns.
@@ -235,29 +248,24 @@ func (r *Relay) Run(ctx context.Context) error {
 	wg.Wait()
 	mcancel()
 	<-merged
-	r.subsMu.Lock()
-	for _, s := range r.subs {
-		close(s.ch)
-	}
-	r.subs, r.stopped = nil, true
-	r.subsMu.Unlock()
+	close(r.stoppedCh)
 	return nil
 }
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() Stats {
 	return Stats{
-		Merged:     r.merged.Load(),
-		Late:       r.late.Load(),
-		Duplicates: r.duplicates.Load(),
-		Held:       r.held.Load(),
+		Merged:  r.merged.Load(),
+		Late:    r.late.Load(),
+		Resumed: r.resumed.Load(),
+		Held:    r.held.Load(),
 	}
 }
 
 // watch keeps one peer per address target resolves to.
 func (r *Relay) watch(ctx context.Context, target string) {
 	host, port, _ := net.SplitHostPort(target) // validated by New
-	if _, err := netip.ParseAddr(host); err == nil {
+	if _, err := netip.ParseAddr(host); err == nil || isSocket(target) {
 		p := r.addPeer(ctx, peerKey{target, target}, host)
 		<-ctx.Done()
 		p.wait()
@@ -277,7 +285,7 @@ func (r *Relay) watch(ctx context.Context, target string) {
 			}
 			// Keep the agents found before: a resolver hiccup must not
 			// tear down working streams.
-			r.log.Warn("resolve agent", "agent", target, "error", err)
+			r.log.Warn("resolve agent", "agent", target, "err", err)
 			if len(current) == 0 {
 				r.mu.Lock()
 				r.unresolved[target] = err
@@ -294,13 +302,13 @@ func (r *Relay) watch(ctx context.Context, target string) {
 		}
 		for k := range want {
 			if current[k] == nil {
-				r.log.Info("agent address found", "agent", target, "address", k.addr)
+				r.log.Info("agent address found", "agent", target, "addr", k.addr)
 				current[k] = r.addPeer(ctx, k, host)
 			}
 		}
 		for k, p := range current {
 			if !want[k] {
-				r.log.Info("agent address gone", "agent", target, "address", k.addr)
+				r.log.Info("agent address gone", "agent", target, "addr", k.addr)
 				r.removePeer(p)
 				delete(current, k)
 			}
@@ -381,3 +389,6 @@ func (r *Relay) Nodes() []*observerpb.Node {
 	})
 	return out
 }
+
+// isSocket reports whether an agent address is a unix socket (unix:///path).
+func isSocket(addr string) bool { return strings.HasPrefix(addr, "unix://") }

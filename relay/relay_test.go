@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +19,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sextant/sextant/certs"
+	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/serve"
 )
 
 func dial(t *testing.T, addr string, creds credentials.TransportCredentials) observerpb.ObserverClient {
@@ -39,7 +44,7 @@ func TestMergeInTimeOrder(t *testing.T) {
 	quiet := startAgent(t, "node4", nil)
 
 	base := time.Now().Add(-time.Minute)
-	var want []*observerpb.GetFlowsResponse
+	var want []string
 	// History: each agent's ring in time order, interleaved across agents,
 	// and agent 3 with a burst older than everything else.
 	for k := range 300 {
@@ -56,17 +61,17 @@ func TestMergeInTimeOrder(t *testing.T) {
 		opts.Agents = append(opts.Agents, a.addrs[0])
 	}
 	r, addr := startRelay(t, opts, nil)
-	sub := r.Subscribe(100000)
+	sub := read(t, r.Subscribe())
 	client := dial(t, addr, nil)
 	waitNodes(t, client, map[string]relaypb.NodeState{
 		"node1": relaypb.NodeState_NODE_CONNECTED, "node2": relaypb.NodeState_NODE_CONNECTED,
 		"node3": relaypb.NodeState_NODE_CONNECTED, "node4": relaypb.NodeState_NODE_CONNECTED,
 	})
 	// Live: the agents write concurrently, each in its own time order.
-	done := make(chan []*observerpb.GetFlowsResponse, len(agents))
+	done := make(chan []string, len(agents))
 	for i, a := range agents {
 		go func() {
-			var w []*observerpb.GetFlowsResponse
+			var w []string
 			for range 200 {
 				w = append(w, a.write(time.Now()))
 				time.Sleep(time.Duration(i+1) * 500 * time.Microsecond)
@@ -81,8 +86,8 @@ func TestMergeInTimeOrder(t *testing.T) {
 	got := collect(t, sub, len(want), 30*time.Second, time.Second)
 	checkOnceInOrder(t, got, want)
 	st := r.Stats()
-	if st.Late != 0 || st.Duplicates != 0 || sub.Dropped() != 0 {
-		t.Errorf("stats %+v, dropped %d: want no late, duplicate or dropped event", st, sub.Dropped())
+	if st.Late != 0 || sub.sub.Dropped() != 0 {
+		t.Errorf("stats %+v, dropped %d: want no late or dropped event", st, sub.sub.Dropped())
 	}
 
 	// The same stream through the relay's Observer API.
@@ -92,15 +97,24 @@ func TestMergeInTimeOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var served []*observerpb.GetFlowsResponse
+	var served []string
+	var last time.Time
 	for {
 		e, err := stream.Recv()
 		if err != nil {
 			break
 		}
-		served = append(served, e)
+		url := e.GetFlow().GetL7().GetHttp().GetUrl()
+		served = append(served, url[strings.Index(url, "/items/"):])
+		if ts := e.GetTime().AsTime(); ts.Before(last) {
+			t.Errorf("served event %s older than the one before", url)
+		} else {
+			last = ts
+		}
 	}
-	checkOnceInOrder(t, served, want)
+	if fmt.Sprint(sortedCopy(served)) != fmt.Sprint(sortedCopy(want)) {
+		t.Errorf("served %d events, want %d, once each", len(served), len(want))
+	}
 
 	status, err := client.ServerStatus(ctx, &observerpb.ServerStatusRequest{})
 	if err != nil {
@@ -120,12 +134,12 @@ func TestReconnectWithoutDuplicates(t *testing.T) {
 	opts := Options{Agents: []string{a1.addrs[0], a2.addrs[0]}, SortWindow: 100 * time.Millisecond,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
 	r, addr := startRelay(t, opts, nil)
-	sub := r.Subscribe(100000)
+	sub := read(t, r.Subscribe())
 	client := dial(t, addr, nil)
 	both := map[string]relaypb.NodeState{"node1": relaypb.NodeState_NODE_CONNECTED, "node2": relaypb.NodeState_NODE_CONNECTED}
 	waitNodes(t, client, both)
 
-	var want []*observerpb.GetFlowsResponse
+	var want []string
 	write := func(n int) {
 		for range n {
 			want = append(want, a1.write(time.Now()), a2.write(time.Now()))
@@ -151,7 +165,7 @@ func TestReconnectWithoutDuplicates(t *testing.T) {
 	write(100)
 	n2 := 0
 	for _, e := range want {
-		if e.GetNodeName() == "node2" {
+		if strings.Contains(e, "node2") {
 			n2++
 		}
 	}
@@ -163,19 +177,20 @@ func TestReconnectWithoutDuplicates(t *testing.T) {
 	collected = append(collected, collect(t, sub, len(want)-n2, 15*time.Second, time.Second)...)
 	// node1's events of the outage arrive after node2's newer ones: count
 	// them, order is checked per node only here.
-	byNode := map[string][]*observerpb.GetFlowsResponse{}
+	byNode := map[string][]observer.Entry{}
 	for _, e := range collected {
-		byNode[e.GetNodeName()] = append(byNode[e.GetNodeName()], e)
+		byNode[e.Flow.Node] = append(byNode[e.Flow.Node], e)
 	}
-	wantByNode := map[string][]*observerpb.GetFlowsResponse{}
+	wantByNode := map[string][]string{}
 	for _, e := range want {
-		wantByNode[e.GetNodeName()] = append(wantByNode[e.GetNodeName()], e)
+		n := strings.TrimPrefix(e[:strings.LastIndexByte(e, '-')], "/items/")
+		wantByNode[n] = append(wantByNode[n], e)
 	}
 	for _, n := range []string{"node1", "node2"} {
 		checkOnceInOrder(t, byNode[n], wantByNode[n])
 	}
-	if r.Stats().Duplicates == 0 {
-		t.Error("the resumed stream overlapped what was delivered, yet no duplicate was dropped: the test did not test")
+	if r.Stats().Resumed == 0 {
+		t.Error("node1 came back with the same ring, yet its stream did not resume at the cursor: the test did not test")
 	}
 	t.Logf("stats %+v", r.Stats())
 }
@@ -187,12 +202,14 @@ func TestUnreachableAgent(t *testing.T) {
 	gone := startAgent(t, "never", nil)
 	gone.stop()
 	r, addr := startRelay(t, Options{Agents: []string{a.addrs[0], gone.addrs[0]}, SortWindow: 50 * time.Millisecond}, nil)
-	sub := r.Subscribe(100)
+	sub := read(t, r.Subscribe())
 	client := dial(t, addr, nil)
 	waitNodes(t, client, map[string]relaypb.NodeState{"node1": relaypb.NodeState_NODE_CONNECTED, gone.addrs[0]: relaypb.NodeState_NODE_UNAVAILABLE})
-	want := []*observerpb.GetFlowsResponse{a.write(time.Now())}
+	want := []string{a.write(time.Now())}
 	checkOnceInOrder(t, collect(t, sub, 1, 10*time.Second, 200*time.Millisecond), want)
 }
+
+func sortedCopy(s []string) []string { return slices.Sorted(slices.Values(s)) }
 
 // fakeResolver answers from a table the test changes.
 type fakeResolver struct {
@@ -231,8 +248,8 @@ func TestDNSAgents(t *testing.T) {
 
 	res.addrs <- []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 	waitNodes(t, client, map[string]relaypb.NodeState{"node1": relaypb.NodeState_NODE_CONNECTED, "node2": relaypb.NodeState_NODE_CONNECTED})
-	sub := r.Subscribe(1000)
-	var want []*observerpb.GetFlowsResponse
+	sub := read(t, r.Subscribe())
+	var want []string
 	for range 50 {
 		want = append(want, a1.write(time.Now()), a2.write(time.Now()))
 	}
@@ -249,34 +266,40 @@ func TestDNSAgents(t *testing.T) {
 	checkOnceInOrder(t, collect(t, sub, len(want), 10*time.Second, 500*time.Millisecond), want)
 }
 
-// A subscriber that does not read loses the newest events, counted, and
-// neither blocks the merge nor costs other subscribers anything.
-func TestSubscriptionDropsNewest(t *testing.T) {
+// A subscriber that does not read loses the oldest events once the
+// relay's ring laps it, counted, and neither blocks the merge nor costs
+// other subscribers anything.
+func TestSlowSubscriptionLosesCounted(t *testing.T) {
 	a := startAgent(t, "node1", nil)
-	r, _ := startRelay(t, Options{Agents: []string{a.addrs[0]}, SortWindow: 50 * time.Millisecond}, nil)
-	slow := r.Subscribe(10)
-	fast := r.Subscribe(1000)
+	r, _ := startRelay(t, Options{Agents: []string{a.addrs[0]}, SortWindow: 50 * time.Millisecond, RingSize: 40}, nil)
+	slow := r.Subscribe()
+	fast := read(t, r.Subscribe())
 	waitConnected(t, r, 1)
-	var want []*observerpb.GetFlowsResponse
-	base := time.Now()
-	for i := range 100 {
-		want = append(want, a.write(base.Add(time.Duration(i)*time.Microsecond)))
+	var want []string
+	for range 3 { // bursts the ring holds, so that the fast reader keeps up
+		var burst []string
+		base := time.Now()
+		for i := range 30 {
+			burst = append(burst, a.write(base.Add(time.Duration(i)*time.Microsecond)))
+		}
+		checkOnceInOrder(t, collect(t, fast, len(burst), 10*time.Second, 100*time.Millisecond), burst)
+		want = append(want, burst...)
 	}
-	checkOnceInOrder(t, collect(t, fast, 100, 10*time.Second, 200*time.Millisecond), want)
-	if got := slow.Dropped(); got != 90 {
-		t.Errorf("slow subscriber dropped %d, want 90", got)
+	if fast.sub.Dropped() != 0 {
+		t.Errorf("fast subscriber dropped %d", fast.sub.Dropped())
 	}
-	var kept []*observerpb.GetFlowsResponse
-	for range 10 {
-		kept = append(kept, <-slow.Events())
+	buf := make([]observer.Entry, 100)
+	n, ok := slow.Read(buf)
+	if !ok || slow.Dropped() != 50 {
+		t.Fatalf("slow subscriber: read %d (ok %v), dropped %d; want 50 dropped", n, ok, slow.Dropped())
 	}
-	checkOnceInOrder(t, kept, want[:10])
+	checkOnceInOrder(t, buf[:n], want[50:])
 	slow.Close()
-	if _, ok := <-slow.Events(); ok {
-		t.Error("closed subscription still delivers")
+	if n, ok := slow.Read(buf); ok || n != 0 {
+		t.Errorf("closed subscription still delivers (%d, %v)", n, ok)
 	}
 	// The relay goes on for the others.
-	want = []*observerpb.GetFlowsResponse{a.write(time.Now())}
+	want = []string{a.write(time.Now())}
 	checkOnceInOrder(t, collect(t, fast, 1, 10*time.Second, 0), want)
 }
 
@@ -292,17 +315,19 @@ func waitConnected(t *testing.T, r *Relay, n uint32) {
 	t.Fatalf("connected nodes %v, want %d", r.Status().GetNumConnectedNodes(), n)
 }
 
-func TestPlaintextRefusedBeyondLoopback(t *testing.T) {
-	for _, a := range []string{"10.1.2.3:4244", "agents.example:4244"} {
-		if _, err := New(Options{Agents: []string{a}}); !errors.Is(err, certs.ErrPlaintext) {
+// Loopback is not authentication: plaintext to any TCP agent, loopback
+// included, needs explicit consent; unix sockets are secured by their mode.
+func TestPlaintextNeedsConsent(t *testing.T) {
+	for _, a := range []string{"10.1.2.3:4244", "agents.example:4244", "localhost:4244", "127.0.0.1:4244", "[::1]:4244"} {
+		if _, err := New(Options{Agents: []string{a}}); !errors.Is(err, serve.ErrPlaintext) {
 			t.Errorf("plaintext to %s: %v, want ErrPlaintext", a, err)
 		}
 		if _, err := New(Options{Agents: []string{a}, AllowInsecure: true}); err != nil {
 			t.Errorf("plaintext to %s allowed explicitly: %v", a, err)
 		}
 	}
-	if _, err := New(Options{Agents: []string{"localhost:4244", "127.0.0.1:4244", "[::1]:4244"}}); err != nil {
-		t.Errorf("loopback agents: %v", err)
+	if _, err := New(Options{Agents: []string{"unix:///var/run/sextant/observer.sock"}}); err != nil {
+		t.Errorf("agent on a unix socket: %v", err)
 	}
 	if _, err := New(Options{Agents: []string{"4244"}}); err == nil {
 		t.Error("agent address without host accepted")
@@ -345,21 +370,21 @@ func TestMutualTLS(t *testing.T) {
 
 	r, addr := startRelay(t, Options{Agents: []string{a.addrs[0]}, AgentTLS: goodClient, SortWindow: 50 * time.Millisecond}, serverTLS)
 	waitConnected(t, r, 1)
-	sub := r.Subscribe(10)
-	want := []*observerpb.GetFlowsResponse{a.write(time.Now())}
+	sub := read(t, r.Subscribe())
+	want := []string{a.write(time.Now())}
 	checkOnceInOrder(t, collect(t, sub, 1, 10*time.Second, 0), want)
 
 	for name, cfg := range map[string]*tlsConfig{"wrong CA": {otherClient}, "foreign client certificate": {foreignClient}} {
 		t.Run("relay with "+name, func(t *testing.T) {
 			bad, _ := startRelay(t, Options{Agents: []string{a.addrs[0]}, AgentTLS: cfg.c, SortWindow: 50 * time.Millisecond,
 				Since: time.Now().Add(-time.Hour)}, nil)
-			badSub := bad.Subscribe(10)
+			badSub := read(t, bad.Subscribe())
 			time.Sleep(time.Second)
 			if st := bad.Status(); st.GetNumConnectedNodes().GetValue() != 0 || st.GetNumUnavailableNodes().GetValue() != 1 {
 				t.Errorf("status %v", st)
 			}
 			select {
-			case e := <-badSub.Events():
+			case e := <-badSub.ch:
 				t.Errorf("got an event through a refused connection: %v", e)
 			default:
 			}

@@ -1,82 +1,69 @@
 package relay
 
 import (
+	"context"
 	"sync"
-	"sync/atomic"
 
-	observerpb "github.com/cilium/cilium/api/v1/observer"
+	"github.com/sextant/sextant/observer"
+	"github.com/sextant/sextant/observer/ring"
 )
 
-// DefaultSubscriptionBuffer is the buffer of a subscription given none.
-const DefaultSubscriptionBuffer = 4096
-
-// Subscription delivers the merged stream to one consumer (an exporter).
-// The merge never waits for it: when its buffer is full the newest event is
-// dropped for this subscription alone and counted, so a slow exporter loses
-// recent events but sees no gap it cannot measure.
+// Subscription delivers the merged stream to one consumer (an exporter):
+// it reads the relay's ring from its own position, in batches. The merge
+// never waits for it: a subscription that falls a whole ring behind loses
+// the oldest events it has not read, for itself alone, and counts them,
+// so a slow exporter sees no gap it cannot measure.
 type Subscription struct {
-	r       *Relay
-	ch      chan *observerpb.GetFlowsResponse
-	dropped atomic.Uint64
-	once    sync.Once
+	r      *Relay
+	rd     *ring.Reader[observer.Entry]
+	ctx    context.Context
+	cancel context.CancelFunc
+	close  sync.Once
 }
 
-// Subscribe returns a subscription to every event merged from now on, with
-// room for buffer events (DefaultSubscriptionBuffer when <= 0). Events are
-// shared with the relay's ring and other subscribers: treat them as
-// read-only.
-func (r *Relay) Subscribe(buffer int) *Subscription {
-	if buffer <= 0 {
-		buffer = DefaultSubscriptionBuffer
-	}
-	s := &Subscription{r: r, ch: make(chan *observerpb.GetFlowsResponse, buffer)}
-	r.subsMu.Lock()
-	defer r.subsMu.Unlock()
-	if r.stopped {
-		close(s.ch)
-		s.once.Do(func() {})
-		return s
-	}
-	r.subs = append(r.subs, s)
-	return s
+// Subscribe returns a subscription to every event merged from now on.
+// Entries are shared with the relay's ring and other subscribers: treat
+// them as read-only.
+func (r *Relay) Subscribe() *Subscription {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Subscription{r: r, rd: r.ring.Follow(), ctx: ctx, cancel: cancel}
 }
 
-// Events is the merged stream, in time order. It is closed by Close and
-// when the relay stops.
-func (s *Subscription) Events() <-chan *observerpb.GetFlowsResponse { return s.ch }
+// Read waits for merged events and copies them into buf, oldest first. It
+// returns ok false once the relay stopped and every event merged before
+// was read, or once the subscription was closed. One goroutine reads a
+// subscription.
+func (s *Subscription) Read(buf []observer.Entry) (n int, ok bool) {
+	for {
+		// Stopped before the read: the read sees all the merge released.
+		stopped := closed(s.r.stoppedCh)
+		if n, _ = s.rd.Read(buf); n > 0 {
+			return n, true
+		}
+		if stopped || s.ctx.Err() != nil {
+			return 0, false
+		}
+		s.rd.Wait(s.ctx, s.r.stoppedCh)
+	}
+}
 
-// Dropped is how many events this subscription lost because its buffer was
-// full.
-func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
 
-// Close ends the subscription and closes its channel.
+// Dropped is how many events this subscription lost because it fell a
+// ring behind.
+func (s *Subscription) Dropped() uint64 { return s.rd.Lost() }
+
+// Close ends the subscription; a Read waiting returns.
 func (s *Subscription) Close() {
-	s.once.Do(func() {
-		r := s.r
-		r.subsMu.Lock()
-		defer r.subsMu.Unlock()
-		for i, x := range r.subs {
-			if x == s {
-				r.subs = append(r.subs[:i], r.subs[i+1:]...)
-				close(s.ch)
-				return
-			}
-		}
-		// Not listed: Run already closed it on the way out.
+	s.close.Do(func() {
+		s.cancel()
+		s.rd.Close()
 	})
-}
-
-// publish offers a batch of released events to every subscription.
-func (r *Relay) publish(batch []*observerpb.GetFlowsResponse) {
-	r.subsMu.Lock()
-	defer r.subsMu.Unlock()
-	for _, s := range r.subs {
-		for _, e := range batch {
-			select {
-			case s.ch <- e:
-			default:
-				s.dropped.Add(1)
-			}
-		}
-	}
 }

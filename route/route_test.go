@@ -95,4 +95,3 @@ func TestRouteInternBounded(t *testing.T) {
 		t.Fatalf("past the bound: Route = %q", got)
 	}
 }
-

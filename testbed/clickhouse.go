@@ -37,10 +37,35 @@ func (c *ClickHouse) Addr() string { return fmt.Sprintf("127.0.0.1:%d", c.TCPPor
 // server answers /ping.
 func StartClickHouse(tb testing.TB) *ClickHouse {
 	tb.Helper()
+	return StartClickHouseWithUsers(tb, "")
+}
+
+// StartClickHouseWithUsers is StartClickHouse with usersD added to the
+// package's users configuration the way an operator adds a file to
+// /etc/clickhouse-server/users.d/ ("": nothing added).
+func StartClickHouseWithUsers(tb testing.TB, usersD string) *ClickHouse {
+	tb.Helper()
 	if _, err := os.Stat(ClickHouseServer); err != nil {
 		Missing(tb, "ClickHouse server not installed (apt-get install -y clickhouse-server clickhouse-client): %v", err)
 	}
 	dir := tb.TempDir()
+	users := "/etc/clickhouse-server/users.xml"
+	if usersD != "" {
+		base, err := os.ReadFile(users)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		users = filepath.Join(dir, "users.xml")
+		if err := os.MkdirAll(filepath.Join(dir, "users.d"), 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(users, base, 0o644); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "users.d", "sextant.xml"), []byte(usersD), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	p := freePorts(tb, 2)
 	c := &ClickHouse{TCPPort: p[0], HTTPPort: p[1], tb: tb, dir: dir, logs: &logBuffer{}}
 	config := fmt.Sprintf(`<yandex>
@@ -52,12 +77,12 @@ func StartClickHouse(tb testing.TB) *ClickHouse {
   <tmp_path>%[1]s/tmp/</tmp_path>
   <user_files_path>%[1]s/user_files/</user_files_path>
   <format_schema_path>%[1]s/format_schemas/</format_schema_path>
-  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <users_config>%[4]s</users_config>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <mark_cache_size>536870912</mark_cache_size>
 </yandex>
-`, dir, c.TCPPort, c.HTTPPort)
+`, dir, c.TCPPort, c.HTTPPort, users)
 	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(config), 0o644); err != nil {
 		tb.Fatal(err)
 	}

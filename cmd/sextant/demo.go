@@ -27,14 +27,19 @@ clients that call both at a steady rate.`,
 			if verbose {
 				opts.Log = cmd.OutOrStdout()
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "demo: HTTP/1.1 + h2c on %s, gRPC on %s, %g calls/s per client (Ctrl-C stops)\n",
-				opts.HTTPAddr, opts.GRPCAddr, opts.Rate)
-			return demo.Run(cmd.Context(), opts)
+			opts.Listening = func(httpAddr, grpcAddr string) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "demo: HTTP/1.1 + h2c on %s, gRPC on %s, %g calls/s per client (Ctrl-C stops)\n",
+					httpAddr, grpcAddr, opts.Rate)
+			}
+			if err := demo.Run(cmd.Context(), opts); err != nil {
+				return fmt.Errorf("demo: %w", err)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opts.HTTPAddr, "http-addr", "127.0.0.1:18080", "address of the HTTP/1.1 + h2c service")
-	f.StringVar(&opts.GRPCAddr, "grpc-addr", "127.0.0.1:19090", "address of the gRPC service")
+	f.StringVar(&opts.HTTPAddr, "http-addr", "127.0.0.1:0", "address of the HTTP/1.1 + h2c service (default: a free loopback port)")
+	f.StringVar(&opts.GRPCAddr, "grpc-addr", "127.0.0.1:0", "address of the gRPC service (default: a free loopback port)")
 	f.Float64Var(&opts.Rate, "rate", 5, "calls per second per client")
 	f.BoolVarP(&verbose, "verbose", "v", false, "print one line per call the clients make")
 	return cmd

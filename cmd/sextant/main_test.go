@@ -18,11 +18,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant/sextant/agent"
 	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/observer"
-	"github.com/sextant/sextant/observer/hubble"
 	"github.com/sextant/sextant/observer/ring"
+	"github.com/sextant/sextant/serve"
 )
 
 func sextant(args ...string) (code int, stdout, stderr string) {
@@ -75,10 +74,10 @@ func TestObserveWithoutAgent(t *testing.T) {
 }
 
 // serveObserver serves r as the Observer API on a fresh unix socket.
-func serveObserver(t *testing.T, r *ring.Ring[*observerpb.GetFlowsResponse]) string {
+func serveObserver(t *testing.T, r *ring.Ring[observer.Entry]) string {
 	t.Helper()
 	socket := filepath.Join(t.TempDir(), "observer.sock")
-	ln, err := agent.ListenUnix(socket, "")
+	ln, err := serve.Unix(socket, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +92,8 @@ func serveObserver(t *testing.T, r *ring.Ring[*observerpb.GetFlowsResponse]) str
 // observe against a real Observer API server whose ring holds real
 // conversions of flows.
 func TestObservePrintsFlows(t *testing.T) {
-	r := ring.New[*observerpb.GetFlowsResponse](64)
+	r := observer.NewRing(64)
+	feed := observer.NewFeed(r, "node-a")
 	socket := serveObserver(t, r)
 	for i := range 3 {
 		f := &flow.Flow{
@@ -112,10 +112,7 @@ func TestObservePrintsFlows(t *testing.T) {
 			Destination: netip.MustParseAddrPort("127.0.0.1:8080"),
 			Process:     flow.Process{PID: 42, Comm: "curl"},
 		}
-		for _, ev := range hubble.Events(f) {
-			r.Write(&observerpb.GetFlowsResponse{Time: ev.GetTime(), NodeName: ev.GetNodeName(),
-				ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: ev}})
-		}
+		feed.Export(f)
 	}
 
 	code, stdout, stderr := sextant("observe", "--server", "unix://"+socket, "--last", "2")

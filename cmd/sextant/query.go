@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"text/tabwriter"
@@ -13,15 +15,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sextant/sextant/certs"
 	"github.com/sextant/sextant/exporters/clickhouse"
+	"github.com/sextant/sextant/relay"
 )
-
-// defaultRelayAdmin is the relay's admin listener (query endpoint).
-const defaultRelayAdmin = defaultQueryListen
 
 func newQueryCmd() *cobra.Command {
 	var (
-		relayAddr = defaultRelayAdmin
+		relayAddr = "unix://" + relay.DefaultQuerySocket
+		tlsFiles  certs.Files
 		output    = "table"
 		maxRows   int
 		timeout   = 2 * time.Minute
@@ -39,7 +41,7 @@ the ClickHouse server it writes to, or its embedded engine. The table is
 			if output != "table" && output != "json" {
 				return usageErrorf("-o %q: want table or json", output)
 			}
-			res, err := runQuery(cmd, relayAddr, args[0], maxRows, timeout)
+			res, err := runQuery(cmd, relayAddr, tlsFiles, args[0], maxRows, timeout)
 			if err != nil {
 				return err
 			}
@@ -52,28 +54,30 @@ the ClickHouse server it writes to, or its embedded engine. The table is
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&relayAddr, "relay", relayAddr, "admin address of the relay (host:port or http://host:port)")
+	f.StringVar(&relayAddr, "relay", relayAddr, "query endpoint of the relay: unix:///path, or host:port over mTLS (with --tls-*)")
+	f.StringVar(&tlsFiles.Cert, "tls-cert", "", "client certificate (PEM) for a TCP query endpoint (mTLS)")
+	f.StringVar(&tlsFiles.Key, "tls-key", "", "key of --tls-cert (PEM)")
+	f.StringVar(&tlsFiles.CA, "tls-ca", "", "CA (PEM) that signs the relay's certificate")
 	f.StringVarP(&output, "output", "o", output, "output format: table or json")
 	f.IntVar(&maxRows, "max-rows", clickhouse.DefaultMaxRows, "rows to return at most")
 	f.DurationVar(&timeout, "timeout", timeout, "give up after this long")
 	return cmd
 }
 
-func runQuery(cmd *cobra.Command, relayAddr, sql string, maxRows int, timeout time.Duration) (*clickhouse.Result, error) {
-	base := relayAddr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+func runQuery(cmd *cobra.Command, relayAddr string, files certs.Files, sql string, maxRows int, timeout time.Duration) (*clickhouse.Result, error) {
+	client, base, err := queryClient(relayAddr, files, timeout)
+	if err != nil {
+		return nil, err
 	}
 	body, _ := json.Marshal(clickhouse.QueryRequest{SQL: sql, MaxRows: maxRows})
-	ctx := cmd.Context()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(base, "/")+clickhouse.QueryPath, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodPost, base+clickhouse.QueryPath, bytes.NewReader(body))
 	if err != nil {
 		return nil, usageErrorf("--relay %q: %v", relayAddr, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: timeout}).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("relay %s: %w (is 'sextant relay' running with a flow store?)", relayAddr, err)
+		return nil, explainQueryError(relayAddr, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
@@ -141,4 +145,41 @@ func cell(v any) string {
 		return fmt.Sprint(v)
 	}
 	return string(b)
+}
+
+// queryClient reaches the query endpoint: HTTP over the relay's unix
+// socket, or HTTPS with a client certificate over TCP.
+func queryClient(addr string, files certs.Files, timeout time.Duration) (*http.Client, string, error) {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}
+		return &http.Client{Transport: tr, Timeout: timeout}, "http://relay", nil
+	}
+	host := strings.TrimPrefix(addr, "https://")
+	if files.Empty() {
+		if def := certs.ClientFiles(certs.DefaultDir); def.Exist() {
+			files = def
+		}
+	}
+	tc, err := certs.ClientConfig(files, "")
+	if err != nil {
+		return nil, "", usageErrorf("--relay %s over TCP needs mTLS: %v", addr, err)
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		tc.ServerName = h
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: timeout}, "https://" + host, nil
+}
+
+// explainQueryError says what to do about a failed connection.
+func explainQueryError(addr string, err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "permission denied"):
+		return fmt.Errorf("permission denied: %s belongs to the relay's user (run as root, or start the relay with --socket-group)", strings.TrimPrefix(addr, "unix://"))
+	case strings.Contains(msg, "no such file") || strings.Contains(msg, "connection refused"):
+		return fmt.Errorf("no relay answers queries at %s (is 'sextant relay' running with a flow store?)", addr)
+	}
+	return fmt.Errorf("relay %s: %w", addr, err)
 }

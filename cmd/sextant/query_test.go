@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sextant/sextant/exporters/clickhouse"
+	"github.com/sextant/sextant/serve"
 	"github.com/sextant/sextant/testbed"
 )
 
@@ -24,15 +25,23 @@ func TestQueryCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	srv := httptest.NewServer(clickhouse.QueryHandler(store))
-	defer srv.Close()
+	// The relay's query endpoint: HTTP on a private unix socket.
+	socket := filepath.Join(t.TempDir(), "query.sock")
+	ln, err := serve.Unix(socket, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &serve.HTTP{Listener: ln, Handler: clickhouse.QueryHandler(store)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go h.Run(ctx)
 
 	query := func(args ...string) (string, error) {
 		cmd := newQueryCmd()
 		var out bytes.Buffer
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
-		cmd.SetArgs(append([]string{"--relay", srv.URL}, args...))
+		cmd.SetArgs(append([]string{"--relay", "unix://" + socket}, args...))
 		err := cmd.ExecuteContext(context.Background())
 		return out.String(), err
 	}

@@ -2,6 +2,7 @@ package http1
 
 import (
 	"encoding/binary"
+	"github.com/sextant/sextant/flow"
 	"slices"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ func FuzzFeed(f *testing.F) {
 		}
 		return b
 	}
-	const ingress, egress = byte(Ingress), byte(Egress)
+	const ingress, egress = byte(flow.Ingress), byte(flow.Egress)
 	req := "GET /a HTTP/1.1\r\nHost: h\r\nAuthorization: x\r\n\r\n"
 	resp := "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
 	chunked := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
@@ -52,7 +53,7 @@ func FuzzFeed(f *testing.F) {
 		for len(data) > 0 {
 			ctl := data[0]
 			data = data[1:]
-			dir := Direction(ctl & 1)
+			dir := flow.Direction(ctl & 1)
 			now = now.Add(time.Millisecond)
 			switch ctl >> 1 & 3 {
 			case 3:

@@ -16,16 +16,6 @@ import (
 	"github.com/sextant/sextant/flow"
 )
 
-// Direction says which way bytes moved, seen from the observed process.
-type Direction uint8
-
-const (
-	Egress  Direction = iota // the process wrote the bytes
-	Ingress                  // the process read the bytes
-)
-
-func (d Direction) other() Direction { return d ^ 1 }
-
 // Names used in Exchange.Unknown (the flow.Flow fields they concern).
 const (
 	UnknownAuthority       = "authority"
@@ -42,10 +32,10 @@ const (
 
 // Exchange is one HTTP/1.x request with its response.
 type Exchange struct {
-	// RequestDir is the direction that carried the request: Egress means
-	// the observed process sent it (it is the client), Ingress that it
+	// RequestDir is the direction that carried the request: flow.Egress means
+	// the observed process sent it (it is the client), flow.Ingress that it
 	// received it (it is the server).
-	RequestDir Direction
+	RequestDir flow.Direction
 	Protocol   string // "HTTP/1.1" or "HTTP/1.0", from the request line (status line when no request was seen)
 
 	Method string
@@ -141,8 +131,8 @@ func (d *Decoder) Stats() Stats { return d.stats }
 func (d *Decoder) NewConn(emit func(*Exchange)) *Conn {
 	c := &Conn{d: d, emit: emit}
 	// A connection may be joined mid-message: wait for a start line.
-	c.dirs[Egress].mode = modeSync
-	c.dirs[Ingress].mode = modeSync
+	c.dirs[flow.Egress].mode = modeSync
+	c.dirs[flow.Ingress].mode = modeSync
 	return c
 }
 
@@ -191,13 +181,14 @@ type Conn struct {
 	dirs [2]dirState
 
 	rolesKnown bool
-	reqDir     Direction
+	reqDir     flow.Direction
 
 	queue []*pending // FIFO: responses pair with requests in order
-	// skip counts responses still to come for requests that were evicted
-	// before their response began: FIFO says they are the next ones.
-	skip   int
-	closed bool
+	// evicted holds the methods of requests evicted before their response
+	// began: FIFO says their responses are the next ones, and the method
+	// says how those are framed (HEAD), so they are followed unreported.
+	evicted []string
+	closed  bool
 }
 
 // Pending is the number of exchanges whose response has not ended yet.
@@ -205,8 +196,8 @@ func (c *Conn) Pending() int { return len(c.queue) }
 
 // Feed decodes one read or write: head is its first min(total, 1024)
 // bytes, tail its last bytes when total > len(head). Inputs are not kept.
-func (c *Conn) Feed(dir Direction, t time.Time, head []byte, total uint32, tail []byte) {
-	if c.closed || dir > Ingress || total == 0 {
+func (c *Conn) Feed(dir flow.Direction, t time.Time, head []byte, total uint32, tail []byte) {
+	if c.closed || dir > flow.Ingress || total == 0 {
 		return
 	}
 	if uint64(len(head)) > uint64(total) {
@@ -228,8 +219,8 @@ func (c *Conn) Feed(dir Direction, t time.Time, head []byte, total uint32, tail 
 // side also ends every request still waiting for its response: the lost
 // records may have held responses, so pairing the next ones by order
 // could match them with the wrong request.
-func (c *Conn) Lost(dir Direction) {
-	if c.closed || dir > Ingress {
+func (c *Conn) Lost(dir flow.Direction) {
+	if c.closed || dir > flow.Ingress {
 		return
 	}
 	c.d.stats.Lost++
@@ -244,17 +235,30 @@ func (c *Conn) Lost(dir Direction) {
 		ds.mode = modeSync
 	}
 	ds.hdr = ds.hdr[:0] // what follows is not contiguous with it
-	if c.rolesKnown && dir != c.reqDir {
-		for _, p := range c.queue {
-			if !p.respSeen {
-				p.respSeen, p.respDone = true, true
-				p.ex.unknown(UnknownStatus, UnknownResponseHeaders, UnknownResponseBytes,
-					UnknownTTFB, UnknownLatency, UnknownOutcome)
-			}
-		}
-		c.skip = 0
-	}
+	c.unfollowed(dir)
 	c.flush()
+}
+
+// unfollowed tells that bytes of dir went by that the decoder could not
+// follow: lost, begun beyond what the kernel shipped of a read, or not
+// parseable. On the response side they may have held the responses of
+// every request still waiting for one (pipelining puts several in one
+// read), so those end with their response unknown: pairing the responses
+// that come next by order could match them with the wrong request.
+// Requests sent after these bytes were read are queued later and pair as
+// usual once the direction finds a status line again.
+func (c *Conn) unfollowed(dir flow.Direction) {
+	if !c.rolesKnown || dir == c.reqDir {
+		return
+	}
+	for _, p := range c.queue {
+		if !p.respSeen {
+			p.respSeen, p.respDone = true, true
+			p.ex.unknown(UnknownStatus, UnknownResponseHeaders, UnknownResponseBytes,
+				UnknownTTFB, UnknownLatency, UnknownOutcome)
+		}
+	}
+	c.evicted = c.evicted[:0]
 }
 
 // Close ends the connection at t: a response delimited by the close is
@@ -264,7 +268,7 @@ func (c *Conn) Close(t time.Time) {
 	if c.closed {
 		return
 	}
-	for dir := Egress; dir <= Ingress; dir++ {
+	for dir := flow.Egress; dir <= flow.Ingress; dir++ {
 		ds := &c.dirs[dir]
 		switch ds.mode {
 		case modeHeaders:
@@ -292,7 +296,7 @@ func (c *Conn) Close(t time.Time) {
 	c.closed = true
 }
 
-func (c *Conn) feed(dir Direction, t time.Time, v *view) {
+func (c *Conn) feed(dir flow.Direction, t time.Time, v *view) {
 	ds := &c.dirs[dir]
 	var off int64
 	for off < v.total {
@@ -302,9 +306,14 @@ func (c *Conn) feed(dir Direction, t time.Time, v *view) {
 
 		case modeSync:
 			if off > 0 {
-				return // a message can only be found again at the start of a read
+				// a message can only be found again at the start of a read
+				c.unfollowed(dir)
+				return
 			}
 			if !c.resync(dir, t, v) {
+				if len(ds.hdr) == 0 { // not kept as the start of a start line
+					c.unfollowed(dir)
+				}
 				return
 			}
 			if ds.synced {
@@ -329,6 +338,7 @@ func (c *Conn) feed(dir Direction, t time.Time, v *view) {
 			if off >= int64(len(v.head)) {
 				c.d.stats.Hidden++
 				ds.mode = modeSync
+				c.unfollowed(dir)
 				return
 			}
 			ds.hdr, ds.scanned = ds.hdr[:0], 0
@@ -364,6 +374,7 @@ func (c *Conn) feed(dir Direction, t time.Time, v *view) {
 			if err != nil {
 				c.d.stats.Malformed++
 				c.cut(dir)
+				c.unfollowed(dir)
 				return
 			}
 			if done {
@@ -382,7 +393,7 @@ func (c *Conn) feed(dir Direction, t time.Time, v *view) {
 // (a whole start line with a known method). Short reads that could begin
 // one are kept in ds.hdr until the line is whole or proves to be none; v
 // then goes on from there.
-func (c *Conn) resync(dir Direction, t time.Time, v *view) bool {
+func (c *Conn) resync(dir flow.Direction, t time.Time, v *view) bool {
 	ds := &c.dirs[dir]
 	if len(ds.hdr) > 0 {
 		joined := append(ds.hdr, v.head...)
@@ -411,7 +422,7 @@ func (c *Conn) resync(dir Direction, t time.Time, v *view) bool {
 
 // headers gathers a header block from v at off (a visible position) and
 // returns where this chunk's share of it ends.
-func (c *Conn) headers(dir Direction, t time.Time, v *view, off int64) int64 {
+func (c *Conn) headers(dir flow.Direction, t time.Time, v *view, off int64) int64 {
 	ds := &c.dirs[dir]
 	if off >= int64(len(v.head)) {
 		// cannot happen: blocks only start at visible bytes, later chunks
@@ -440,7 +451,7 @@ func (c *Conn) headers(dir Direction, t time.Time, v *view, off int64) int64 {
 }
 
 // parsed handles a complete header block of dir.
-func (c *Conn) parsed(dir Direction, t time.Time) {
+func (c *Conn) parsed(dir flow.Direction, t time.Time) {
 	ds := &c.dirs[dir]
 	defer func() { ds.hdr = ds.hdr[:0] }()
 	switch classifyStartLine(ds.hdr) {
@@ -465,7 +476,10 @@ func (c *Conn) parsed(dir Direction, t time.Time) {
 		}
 		p := c.nextResponse()
 		method := ""
-		if p != nil {
+		switch {
+		case len(c.evicted) > 0:
+			method = c.evicted[0]
+		case p != nil:
 			method = p.ex.Method
 		}
 		h, err := c.d.parser.parseResponse(ds.hdr, method)
@@ -473,21 +487,22 @@ func (c *Conn) parsed(dir Direction, t time.Time) {
 			c.malformed(dir)
 			return
 		}
-		c.setRoles(dir.other())
+		c.setRoles(dir.Other())
 		if h.status/100 == 1 && h.status != http.StatusSwitchingProtocols {
 			ds.mode = modeStart // informational: the final response follows
 			return
 		}
+		evicted := len(c.evicted) > 0
 		p = c.response(h, ds.start)
 		ds.request, ds.p, ds.body = false, p, 0
-		if p == nil {
+		if p == nil && !evicted {
 			// Framing a response without its request can go wrong (HEAD):
 			// skip it and look for the next status line.
 			ds.mode = modeSync
 			return
 		}
 		if h.status == http.StatusSwitchingProtocols ||
-			p.ex.Method == http.MethodConnect && h.status/100 == 2 {
+			method == http.MethodConnect && h.status/100 == 2 {
 			c.end(dir, t)
 			c.upgrade(t)
 			return
@@ -500,7 +515,7 @@ func (c *Conn) parsed(dir Direction, t time.Time) {
 }
 
 // body sets dir up for the body that follows a header block.
-func (c *Conn) body(dir Direction, f framing, t time.Time) {
+func (c *Conn) body(dir flow.Direction, f framing, t time.Time) {
 	ds := &c.dirs[dir]
 	switch {
 	case f.chunked:
@@ -517,21 +532,21 @@ func (c *Conn) body(dir Direction, f framing, t time.Time) {
 	}
 }
 
-func (c *Conn) setRoles(reqDir Direction) {
+func (c *Conn) setRoles(reqDir flow.Direction) {
 	if !c.rolesKnown {
 		c.rolesKnown, c.reqDir = true, reqDir
 	}
 }
 
 // request queues the exchange a request begins.
-func (c *Conn) request(dir Direction, h *head) *pending {
+func (c *Conn) request(dir flow.Direction, h *head) *pending {
 	c.setRoles(dir)
 	if len(c.queue) >= c.d.cfg.MaxPending {
 		old := c.queue[0]
 		c.queue = c.queue[1:]
 		c.d.stats.Evicted++
 		if !old.respSeen {
-			c.skip++
+			c.evicted = append(c.evicted, old.ex.Method)
 		}
 		old.ex.Outcome = flow.OutcomeEvicted
 		if old.respSeen && !old.respDone {
@@ -557,7 +572,7 @@ func (c *Conn) request(dir Direction, h *head) *pending {
 
 // nextResponse is the exchange the next final response belongs to.
 func (c *Conn) nextResponse() *pending {
-	if c.skip > 0 {
+	if len(c.evicted) > 0 {
 		return nil
 	}
 	for _, p := range c.queue {
@@ -570,8 +585,8 @@ func (c *Conn) nextResponse() *pending {
 
 // response attaches a final response head, begun at start, to its exchange.
 func (c *Conn) response(h *head, start time.Time) *pending {
-	if c.skip > 0 {
-		c.skip--
+	if len(c.evicted) > 0 {
+		c.evicted = c.evicted[1:]
 		return nil
 	}
 	p := c.nextResponse()
@@ -587,19 +602,19 @@ func (c *Conn) response(h *head, start time.Time) *pending {
 }
 
 // end completes the message in progress on dir at t.
-func (c *Conn) end(dir Direction, t time.Time) {
+func (c *Conn) end(dir flow.Direction, t time.Time) {
 	c.finish(dir, t, true)
 	c.dirs[dir].mode = modeStart
 }
 
 // cut ends the message in progress on dir where it cannot be followed any
 // further: its size and end are unknown. dir waits for a start line.
-func (c *Conn) cut(dir Direction) {
+func (c *Conn) cut(dir flow.Direction) {
 	c.finish(dir, time.Time{}, false)
 	c.dirs[dir].mode = modeSync
 }
 
-func (c *Conn) finish(dir Direction, t time.Time, complete bool) {
+func (c *Conn) finish(dir flow.Direction, t time.Time, complete bool) {
 	ds := &c.dirs[dir]
 	p := ds.p
 	size, exact := ds.body, true
@@ -635,10 +650,11 @@ func (c *Conn) finish(dir Direction, t time.Time, complete bool) {
 
 // truncated reports the message whose header block on dir was cut short
 // with the part of it that is exact, and makes dir wait for a start line.
-func (c *Conn) truncated(dir Direction) {
+func (c *Conn) truncated(dir flow.Direction) {
 	ds := &c.dirs[dir]
 	ds.mode = modeSync
 	defer func() { ds.hdr = ds.hdr[:0] }()
+	defer c.unfollowed(dir) // after the cut response took its request
 	c.d.stats.TruncatedHeaders++
 	kind := classifyStartLine(ds.hdr)
 	if kind != lineRequest && kind != lineResponse ||
@@ -666,7 +682,7 @@ func (c *Conn) truncated(dir Direction) {
 		p.reqDone = true
 		return
 	}
-	c.setRoles(dir.other())
+	c.setRoles(dir.Other())
 	if h.status/100 == 1 && h.status != http.StatusSwitchingProtocols {
 		return
 	}
@@ -682,17 +698,18 @@ func (c *Conn) truncated(dir Direction) {
 }
 
 // malformed drops the message on dir that net/http (or the framing) rejects.
-func (c *Conn) malformed(dir Direction) {
+func (c *Conn) malformed(dir flow.Direction) {
 	c.d.stats.Malformed++
 	ds := &c.dirs[dir]
 	ds.hdr = ds.hdr[:0]
 	ds.mode = modeSync
+	c.unfollowed(dir)
 }
 
 // upgrade stops decoding: the connection speaks another protocol now.
 func (c *Conn) upgrade(t time.Time) {
 	c.d.stats.Upgrades++
-	for dir := Egress; dir <= Ingress; dir++ {
+	for dir := flow.Egress; dir <= flow.Ingress; dir++ {
 		switch c.dirs[dir].mode {
 		case modeLength, modeChunked, modeClose:
 			c.end(dir, t)

@@ -55,19 +55,19 @@ func (c *call) do(t testing.TB, client *http.Client, base string) {
 // with the direction that carries requests in each.
 func views(srv *testServer, t *testing.T, client *recorder) map[string]struct {
 	recs   []record
-	reqDir Direction
+	reqDir flow.Direction
 } {
 	return map[string]struct {
 		recs   []record
-		reqDir Direction
+		reqDir flow.Direction
 	}{
-		"server": {srv.serverRecords(t), Ingress},
-		"client": {client.records(), Egress},
+		"server": {srv.serverRecords(t), flow.Ingress},
+		"client": {client.records(), flow.Egress},
 	}
 }
 
 // checkExchange compares an exchange with the call that made it.
-func checkExchange(t *testing.T, e *Exchange, c *call, host string, reqDir Direction) {
+func checkExchange(t *testing.T, e *Exchange, c *call, host string, reqDir flow.Direction) {
 	t.Helper()
 	if e.Method != c.method || e.Path != c.path || e.Target != c.path || e.Host != host ||
 		e.Protocol != "HTTP/1.1" || e.RequestDir != reqDir {
@@ -229,7 +229,7 @@ func TestChunkedResponse(t *testing.T) {
 		t.Fatalf("%d exchanges, want 3 (stats %+v)", len(out), stats)
 	}
 	// Every chunk-size line starts a write: the count is exact.
-	checkExchange(t, out[0], calls[0], srv.addr, Ingress)
+	checkExchange(t, out[0], calls[0], srv.addr, flow.Ingress)
 	if te := header(out[0].ResponseHeaders, "transfer-encoding"); te != "chunked" {
 		t.Errorf("transfer-encoding %q", te)
 	}
@@ -239,7 +239,7 @@ func TestChunkedResponse(t *testing.T) {
 		!slices.Equal(e.Unknown, []string{UnknownResponseBytes}) {
 		t.Errorf("/bigchunks: status %d bytes %d unknown %v end %v", e.Status, e.ResponseBytes, e.Unknown, e.ResponseEnd)
 	}
-	checkExchange(t, out[2], calls[2], srv.addr, Ingress)
+	checkExchange(t, out[2], calls[2], srv.addr, flow.Ingress)
 
 	// The client's reads merge writes as the network delivered them, so
 	// either outcome is possible for the chunked bodies there.
@@ -255,7 +255,7 @@ func TestChunkedResponse(t *testing.T) {
 				e.Path, e.Status, e.ResponseBytes, e.Unknown, e.ResponseEnd)
 		}
 	}
-	checkExchange(t, out[2], calls[2], srv.addr, Egress)
+	checkExchange(t, out[2], calls[2], srv.addr, flow.Egress)
 }
 
 func TestNoBodyResponses(t *testing.T) {
@@ -537,7 +537,7 @@ func recordKeepAlive(t *testing.T, n int) ([]record, []*call) {
 }
 
 // nthRecord finds the index of the n-th (0-based) record of dir.
-func nthRecord(t *testing.T, recs []record, dir Direction, n int) int {
+func nthRecord(t *testing.T, recs []record, dir flow.Direction, n int) int {
 	t.Helper()
 	for i, r := range recs {
 		if r.dir == dir {
@@ -552,7 +552,7 @@ func nthRecord(t *testing.T, recs []record, dir Direction, n int) int {
 }
 
 // recordIndex finds the record of dir holding s, and the next one of dir.
-func recordIndex(t *testing.T, recs []record, dir Direction, s string) (at, next int) {
+func recordIndex(t *testing.T, recs []record, dir flow.Direction, s string) (at, next int) {
 	t.Helper()
 	at, next = -1, -1
 	for i, r := range recs {
@@ -591,7 +591,7 @@ func decodeLosing(recs []record, lost, next int) ([]*Exchange, Stats) {
 
 func TestLostResponse(t *testing.T) {
 	recs, calls := recordKeepAlive(t, 5)
-	lost, next := recordIndex(t, recs, Egress, `"id":"2"`)
+	lost, next := recordIndex(t, recs, flow.Egress, `"id":"2"`)
 	out, stats := decodeLosing(recs, lost, next)
 	if len(out) != 5 {
 		t.Fatalf("%d exchanges, want 5 (stats %+v)", len(out), stats)
@@ -605,7 +605,7 @@ func TestLostResponse(t *testing.T) {
 				t.Errorf("exchange %d: %+v, want path %s with unknown status", i, e, calls[i].path)
 			}
 		default:
-			checkExchange(t, e, calls[i], e.Host, Ingress)
+			checkExchange(t, e, calls[i], e.Host, flow.Ingress)
 		}
 	}
 	if stats.Lost != 1 || stats.OrphanResponses != 1 {
@@ -615,7 +615,7 @@ func TestLostResponse(t *testing.T) {
 
 func TestLostRequest(t *testing.T) {
 	recs, calls := recordKeepAlive(t, 4)
-	lost, next := recordIndex(t, recs, Ingress, "/api/users/3 ")
+	lost, next := recordIndex(t, recs, flow.Ingress, "/api/users/3 ")
 	out, stats := decodeLosing(recs, lost, next)
 	if len(out) != 3 {
 		t.Fatalf("%d exchanges, want 3 (stats %+v)", len(out), stats)
@@ -625,7 +625,7 @@ func TestLostRequest(t *testing.T) {
 		if i == 2 {
 			want = calls[3]
 		}
-		checkExchange(t, e, want, e.Host, Ingress)
+		checkExchange(t, e, want, e.Host, flow.Ingress)
 	}
 	// both sides resync: requests after the loss, responses after the orphan
 	if stats.OrphanResponses != 1 || stats.Resyncs != 2 {
@@ -643,11 +643,11 @@ func TestOneByteReads(t *testing.T) {
 	resp := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 	now := time.Now()
 	recs := []record{
-		{dir: Ingress, t: now, data: []byte(req)},
-		{dir: Egress, t: now, data: []byte(resp)},
-		{dir: Ingress, t: now, data: []byte("G")},
-		{dir: Ingress, t: now, data: []byte(req[1:])},
-		{dir: Egress, t: now, data: []byte(resp)},
+		{dir: flow.Ingress, t: now, data: []byte(req)},
+		{dir: flow.Egress, t: now, data: []byte(resp)},
+		{dir: flow.Ingress, t: now, data: []byte("G")},
+		{dir: flow.Ingress, t: now, data: []byte(req[1:])},
+		{dir: flow.Egress, t: now, data: []byte(resp)},
 	}
 	out, stats := decode(Config{}, recs)
 	if len(out) != 2 || out[1].Method != "GET" || out[1].Path != "/api/users/5" || out[1].Status != 200 {
@@ -668,11 +668,11 @@ func TestOneByteReads(t *testing.T) {
 func TestGarbage(t *testing.T) {
 	recs, calls := recordKeepAlive(t, 2)
 	garbage := []record{
-		{dir: Ingress, data: []byte("\x00\x01\x02 not http at all\r\n\r\n")},
-		{dir: Ingress, data: []byte("GET /broken HTTP/1.1\r\nBad Header Line\r\n\r\n")},
-		{dir: Ingress, data: []byte("GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")},
-		{dir: Egress, data: []byte("HTTP/1.1 2000 Nope\r\n\r\n")},
-		{dir: Ingress, data: bytes.Repeat([]byte("{json body}"), 200)},
+		{dir: flow.Ingress, data: []byte("\x00\x01\x02 not http at all\r\n\r\n")},
+		{dir: flow.Ingress, data: []byte("GET /broken HTTP/1.1\r\nBad Header Line\r\n\r\n")},
+		{dir: flow.Ingress, data: []byte("GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")},
+		{dir: flow.Egress, data: []byte("HTTP/1.1 2000 Nope\r\n\r\n")},
+		{dir: flow.Ingress, data: bytes.Repeat([]byte("{json body}"), 200)},
 	}
 	// garbage before, between and after real exchanges
 	var stream []record
@@ -691,7 +691,7 @@ func TestGarbage(t *testing.T) {
 		t.Fatalf("%d exchanges, want 2 (stats %+v)", len(out), stats)
 	}
 	for i, e := range out {
-		checkExchange(t, e, calls[i], e.Host, Ingress)
+		checkExchange(t, e, calls[i], e.Host, flow.Ingress)
 	}
 	if stats.Malformed == 0 || stats.Resyncs == 0 {
 		t.Errorf("stats %+v: garbage not counted", stats)

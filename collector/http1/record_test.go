@@ -2,6 +2,7 @@ package http1
 
 import (
 	"context"
+	"github.com/sextant/sextant/flow"
 	"net"
 	"net/http"
 	"sync"
@@ -20,7 +21,7 @@ const (
 
 // record is one read or write of a connection.
 type record struct {
-	dir  Direction
+	dir  flow.Direction
 	t    time.Time
 	data []byte
 }
@@ -32,7 +33,7 @@ type recorder struct {
 	recs []record
 }
 
-func (r *recorder) add(dir Direction, b []byte) {
+func (r *recorder) add(dir flow.Direction, b []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.recs = append(r.recs, record{dir: dir, t: time.Now(), data: append([]byte(nil), b...)})
@@ -56,7 +57,7 @@ type recordingConn struct {
 func (c *recordingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
-		c.rec.add(Ingress, b[:n])
+		c.rec.add(flow.Ingress, b[:n])
 	}
 	return n, err
 }
@@ -70,7 +71,7 @@ func (c *recordingConn) Write(b []byte) (int, error) {
 		}
 		// Recorded before the bytes leave: the peer may answer (and we
 		// may read the answer) before Write returns.
-		c.rec.add(Egress, piece)
+		c.rec.add(flow.Egress, piece)
 		n, err := c.Conn.Write(piece)
 		written += n
 		if err != nil {

@@ -12,21 +12,10 @@ import (
 	"github.com/sextant/sextant/flow"
 )
 
-// Direction of a record relative to the observed process (same numbering
-// as the probes: 0 = written by it, 1 = read by it).
-type Direction uint8
-
-const (
-	Egress  Direction = 0
-	Ingress Direction = 1
-)
-
-func (d Direction) other() Direction { return 1 - d }
-
 // Record is one kernel record of an HTTP/2 connection: a whole frame, or a
 // piece of a HEADERS/CONTINUATION/PUSH_PROMISE payload.
 type Record struct {
-	Dir          Direction
+	Dir          flow.Direction
 	Time         time.Time
 	Type         http2.FrameType
 	Flags        http2.Flags
@@ -68,7 +57,7 @@ type Conn struct {
 	stats     *Stats
 	emit      func(*flow.Flow)
 	dirs      [2]dirState
-	clientDir Direction
+	clientDir flow.Direction
 	clientSet bool
 	streams   map[uint32]*stream
 }
@@ -95,7 +84,7 @@ type dirState struct {
 // NewConn starts decoding a connection. clientDir is the side that wrote
 // the connection preface, when it was seen (joinedMidway false); a
 // connection joined mid-way learns it from the first request or response.
-func NewConn(cfg Config, stats *Stats, joinedMidway bool, clientDir Direction, emit func(*flow.Flow)) *Conn {
+func NewConn(cfg Config, stats *Stats, joinedMidway bool, clientDir flow.Direction, emit func(*flow.Flow)) *Conn {
 	c := &Conn{
 		cfg:       cfg.withDefaults(),
 		stats:     stats,
@@ -127,7 +116,7 @@ func (c *Conn) Handle(r *Record) {
 // Lost tells the decoder that records of one direction were lost: its HPACK
 // state is unknown from here, and any open exchange may have lost frames,
 // so those are dropped rather than reported with wrong fields.
-func (c *Conn) Lost(d Direction) {
+func (c *Conn) Lost(d flow.Direction) {
 	ds := &c.dirs[d]
 	ds.hpack.resetUnknown()
 	ds.inFrame, ds.inBlock, ds.overflow = false, false, false
@@ -246,7 +235,7 @@ func fragment(t http2.FrameType, f http2.Flags, p []byte) ([]byte, bool) {
 
 // desync drops what a direction had in flight after a framing violation or
 // loss, and forgets its HPACK state.
-func (c *Conn) desync(d Direction, kind ErrorKind) {
+func (c *Conn) desync(d flow.Direction, kind ErrorKind) {
 	c.stats.Errors[kind]++
 	ds := &c.dirs[d]
 	if ds.inBlock || ds.inFrame {
@@ -256,7 +245,7 @@ func (c *Conn) desync(d Direction, kind ErrorKind) {
 	ds.frame, ds.block = ds.frame[:0], ds.block[:0]
 }
 
-func (c *Conn) endBlock(d Direction) {
+func (c *Conn) endBlock(d flow.Direction) {
 	ds := &c.dirs[d]
 	ds.inBlock = false
 	if ds.overflow {
@@ -289,13 +278,13 @@ func (c *Conn) dropStream(id uint32) {
 // The two directions reach us through one ring buffer from different CPUs,
 // so a response may arrive before the request that caused it: a response
 // half for an unknown stream is kept (bounded) until its request shows up.
-func (c *Conn) headers(d Direction, id uint32, t time.Time, h *headerSet, endStream bool) {
+func (c *Conn) headers(d flow.Direction, id uint32, t time.Time, h *headerSet, endStream bool) {
 	if !c.clientSet {
 		switch {
 		case h.isRequest():
 			c.clientDir, c.clientSet = d, true
 		case h.isResponse():
-			c.clientDir, c.clientSet = d.other(), true
+			c.clientDir, c.clientSet = d.Other(), true
 		default:
 			c.stats.StreamsJoinedMidway++
 			return
@@ -437,7 +426,7 @@ func (c *Conn) evictOldest(t time.Time) {
 }
 
 // side names who sent a record in flow terms.
-func (c *Conn) side(d Direction) flow.Side {
+func (c *Conn) side(d flow.Direction) flow.Side {
 	if d == c.clientDir {
 		return flow.SideClient
 	}
@@ -449,7 +438,7 @@ func (c *Conn) ObserverSide() flow.Side {
 	if !c.clientSet {
 		return flow.SideUnknown
 	}
-	if c.clientDir == Egress {
+	if c.clientDir == flow.Egress {
 		return flow.SideClient
 	}
 	return flow.SideServer

@@ -36,7 +36,7 @@ type want struct {
 func decodeAll(recs []*Record, joinedMidway bool) ([]*flow.Flow, *Stats) {
 	var flows []*flow.Flow
 	st := &Stats{}
-	c := NewConn(Config{}, st, joinedMidway, Egress, func(f *flow.Flow) { flows = append(flows, f) })
+	c := NewConn(Config{}, st, joinedMidway, flow.Egress, func(f *flow.Flow) { flows = append(flows, f) })
 	for _, r := range recs {
 		c.Handle(r)
 	}
@@ -109,7 +109,7 @@ func TestNoHeaderLists(t *testing.T) {
 	recs := tp.records()
 	full, _ := decodeAll(recs, false)
 	var lean []*flow.Flow
-	c := NewConn(Config{NoHeaderLists: true}, &Stats{}, false, Egress, func(f *flow.Flow) { lean = append(lean, f) })
+	c := NewConn(Config{NoHeaderLists: true}, &Stats{}, false, flow.Egress, func(f *flow.Flow) { lean = append(lean, f) })
 	for _, r := range recs {
 		c.Handle(r)
 	}
@@ -236,12 +236,12 @@ func TestLostRecords(t *testing.T) {
 	recs := tp.records()
 	var flows []*flow.Flow
 	st := &Stats{}
-	c := NewConn(Config{}, st, false, Egress, func(f *flow.Flow) { flows = append(flows, f) })
+	c := NewConn(Config{}, st, false, flow.Egress, func(f *flow.Flow) { flows = append(flows, f) })
 	lostOne := false
 	for _, r := range recs {
-		if !lostOne && r.Type == http2.FrameHeaders && r.Dir == Egress && r.StreamID == 5 {
+		if !lostOne && r.Type == http2.FrameHeaders && r.Dir == flow.Egress && r.StreamID == 5 {
 			lostOne = true
-			c.Lost(Egress) // this record never arrived
+			c.Lost(flow.Egress) // this record never arrived
 			continue
 		}
 		c.Handle(r)

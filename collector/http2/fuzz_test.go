@@ -25,7 +25,7 @@ func FuzzRecords(f *testing.F) {
 	f.Add(encodeRecords(tp.records()))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c := NewConn(Config{MaxStreams: 8, MaxHeaderBlock: 1 << 12}, &Stats{}, len(b)%2 == 0, Egress, func(f *flow.Flow) {
+		c := NewConn(Config{MaxStreams: 8, MaxHeaderBlock: 1 << 12}, &Stats{}, len(b)%2 == 0, flow.Egress, func(f *flow.Flow) {
 			if f.Protocol != "HTTP/2" {
 				t.Fatalf("bad flow %+v", f)
 			}
@@ -61,7 +61,7 @@ func decodeRecords(b []byte) []*Record {
 	t := time.Unix(0, 0)
 	for len(b) >= recHeader {
 		r := &Record{
-			Dir: Direction(b[0] & 1), Type: http2.FrameType(b[1] % 10), Flags: http2.Flags(b[2]),
+			Dir: flow.Direction(b[0] & 1), Type: http2.FrameType(b[1] % 10), Flags: http2.Flags(b[2]),
 			StreamID: binary.BigEndian.Uint32(b[3:]) & 0x7fffffff, Len: binary.BigEndian.Uint32(b[7:]) & 0xffffff,
 			Offset: uint32(binary.BigEndian.Uint16(b[11:])), Value: binary.BigEndian.Uint32(b[13:]),
 			Value2: binary.BigEndian.Uint32(b[17:]), Time: t,
@@ -94,7 +94,7 @@ func BenchmarkDecode(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		c := NewConn(Config{}, &Stats{}, false, Egress, func(*flow.Flow) { flows++ })
+		c := NewConn(Config{}, &Stats{}, false, flow.Egress, func(*flow.Flow) { flows++ })
 		for _, r := range recs {
 			c.Handle(r)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"github.com/sextant/sextant/flow"
 	"io"
 	"net"
 	"net/http"
@@ -30,14 +31,14 @@ type tap struct {
 }
 
 type chunk struct {
-	dir  Direction
+	dir  flow.Direction
 	data []byte
 	at   time.Time
 }
 
 func (t *tap) Read(p []byte) (int, error) {
 	n, err := t.Conn.Read(p)
-	t.add(Ingress, p[:n])
+	t.add(flow.Ingress, p[:n])
 	return n, err
 }
 
@@ -46,13 +47,13 @@ func (t *tap) Read(p []byte) (int, error) {
 func (t *tap) Write(p []byte) (int, error) {
 	began := time.Now()
 	n, err := t.Conn.Write(p)
-	t.addAt(Egress, p[:n], began)
+	t.addAt(flow.Egress, p[:n], began)
 	return n, err
 }
 
-func (t *tap) add(d Direction, p []byte) { t.addAt(d, p, time.Now()) }
+func (t *tap) add(d flow.Direction, p []byte) { t.addAt(d, p, time.Now()) }
 
-func (t *tap) addAt(d Direction, p []byte, at time.Time) {
+func (t *tap) addAt(d flow.Direction, p []byte, at time.Time) {
 	if len(p) == 0 {
 		return
 	}
@@ -65,7 +66,7 @@ func (t *tap) addAt(d Direction, p []byte, at time.Time) {
 // kernel's rules: frame state spans chunks, header payloads are shipped in
 // pieces, DATA is reported after its payload, the preface is skipped.
 type frameSplitter struct {
-	dir     Direction
+	dir     flow.Direction
 	pending []byte
 	preface bool
 }
@@ -134,7 +135,7 @@ func grpcPrefixes(p []byte) uint32 {
 func (t *tap) records() []*Record {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	sp := [2]*frameSplitter{{dir: Egress, preface: true}, {dir: Ingress}}
+	sp := [2]*frameSplitter{{dir: flow.Egress, preface: true}, {dir: flow.Ingress}}
 	var out []*Record
 	for _, c := range t.chunks {
 		sp[c.dir].feed(c, func(r *Record) { out = append(out, r) })

@@ -131,7 +131,7 @@ func benchVisible(b *testing.B, store Store) {
 		begin := time.Now()
 		time.Sleep(1500 * time.Millisecond) // the first batch
 		for time.Since(begin) < run {
-			res, err := store.Query(context.Background(), newestNanos(store))
+			res, err := store.Query(context.Background(), newestNanos(store), 0)
 			if err != nil {
 				b.Fatal(err)
 			}

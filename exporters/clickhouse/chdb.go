@@ -65,8 +65,9 @@ var chdbOpen struct {
 	path string
 }
 
-// openChDB starts the engine with its data under dir.
-func openChDB(libPath, dir string) (*chdbConn, error) {
+// openChDB starts the engine with its data under dir; args are more
+// clickhouse-local options.
+func openChDB(libPath, dir string, args ...string) (*chdbConn, error) {
 	if err := loadChDB(libPath); err != nil {
 		return nil, err
 	}
@@ -76,7 +77,7 @@ func openChDB(libPath, dir string) (*chdbConn, error) {
 	if chdbOpen.path != "" {
 		return nil, fmt.Errorf("chDB: already open on %s (one embedded engine per process)", chdbOpen.path)
 	}
-	args := []string{"clickhouse", "--path=" + dir}
+	args = append([]string{"clickhouse", "--path=" + dir}, args...)
 	argv := make([]*byte, len(args))
 	for i, a := range args {
 		b := append([]byte(a), 0)
@@ -104,6 +105,7 @@ func (c *chdbConn) query(sql, format string) ([]byte, error) {
 	}
 	defer chdbAPI.destroyResult(res)
 	if msg := chdbAPI.resultError(res); msg != "" {
+		c.flush()
 		return nil, errors.New(msg)
 	}
 	n := chdbAPI.resultLength(res)
@@ -112,6 +114,16 @@ func (c *chdbConn) query(sql, format string) ([]byte, error) {
 	}
 	// Copy: the buffer belongs to the result.
 	return append([]byte(nil), unsafe.Slice(chdbAPI.resultBuffer(res), n)...), nil
+}
+
+// flush: after a statement fails midway (timeout, memory limit), chDB
+// 3.4 keeps the output it had produced and prepends it to the answer of the
+// next statement (measured: the next query's JSON began with the failed
+// count()'s header). One throwaway statement takes it.
+func (c *chdbConn) flush() {
+	if res := chdbAPI.query(*(*unsafe.Pointer)(c.conn), "SELECT 1", "TabSeparated"); res != nil {
+		chdbAPI.destroyResult(res)
+	}
 }
 
 func (c *chdbConn) close() {

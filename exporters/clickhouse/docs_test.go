@@ -173,7 +173,7 @@ func TestDocsQueriesEmbedded(t *testing.T) {
 	insertFlows(t, s, fs)
 	ex := expectDocs(fs)
 	for _, q := range docQueries(t) {
-		res, err := s.Query(context.Background(), q.sql)
+		res, err := s.Query(context.Background(), q.sql, 0)
 		if err != nil {
 			t.Errorf("%s: %v", q.heading, err)
 			continue
@@ -193,7 +193,7 @@ func TestDocsQueriesLegacy(t *testing.T) {
 		if q.modernOnly {
 			continue
 		}
-		res, err := s.Query(context.Background(), q.sql)
+		res, err := s.Query(context.Background(), q.sql, 0)
 		if err != nil {
 			t.Errorf("%s: %v", q.heading, err)
 			continue

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,6 +21,12 @@ type EmbeddedConfig struct {
 	Dir       string
 	Database  string        // default "sextant"
 	Retention time.Duration // TTL of flows (0: keep forever)
+	// QueryLimits bound every statement Query runs (zero fields: defaults).
+	QueryLimits QueryLimits
+
+	// grantDatabases are more databases the engine user may change
+	// (tests migrate a second database on the same engine).
+	grantDatabases []string
 }
 
 // EmbeddedStore keeps flows in chDB, a ClickHouse engine inside the
@@ -31,11 +38,21 @@ type EmbeddedStore struct {
 	owner   bool // Close stops the engine
 	insert  string
 	skipped atomic.Uint64 // replayed parts found already written
+	policy  *policy       // what user statements may reach
 }
 
-// OpenEmbedded starts chDB on cfg.Dir and migrates the schema.
+// OpenEmbedded starts chDB on cfg.Dir and migrates the schema. The engine
+// runs as a user that may change only the flows database (see
+// engineConfig): no files, URLs, remote servers or other sources.
 func OpenEmbedded(ctx context.Context, cfg EmbeddedConfig) (*EmbeddedStore, error) {
-	conn, err := openChDB(cfg.Lib, cfg.Dir)
+	if cfg.Database == "" {
+		cfg.Database = DefaultDatabase
+	}
+	configFile, err := writeEngineConfig(cfg.Dir, append([]string{cfg.Database}, cfg.grantDatabases...))
+	if err != nil {
+		return nil, err
+	}
+	conn, err := openChDB(cfg.Lib, cfg.Dir, "--config-file="+configFile)
 	if err != nil {
 		return nil, err
 	}
@@ -52,6 +69,10 @@ func OpenEmbedded(ctx context.Context, cfg EmbeddedConfig) (*EmbeddedStore, erro
 			return nil, fmt.Errorf("chDB %s: %w", cfg.Dir, err)
 		}
 	}
+	if s.policy, err = loadPolicy(ctx, s, s.cfg.Database, Modern); err != nil {
+		conn.close()
+		return nil, fmt.Errorf("chDB %s: %w", cfg.Dir, err)
+	}
 	return s, nil
 }
 
@@ -59,6 +80,9 @@ func OpenEmbedded(ctx context.Context, cfg EmbeddedConfig) (*EmbeddedStore, erro
 func newEmbedded(ctx context.Context, conn *chdbConn, cfg EmbeddedConfig, target int) (*EmbeddedStore, error) {
 	if cfg.Database == "" {
 		cfg.Database = DefaultDatabase
+	}
+	if !validDatabase(cfg.Database) {
+		return nil, fmt.Errorf("chDB: database name %q: want letters, digits and _", cfg.Database)
 	}
 	s := &EmbeddedStore{cfg: cfg, conn: conn}
 	if err := migrate(ctx, s, cfg.Database, Modern, cfg.Retention, target); err != nil {
@@ -83,12 +107,34 @@ func (s *EmbeddedStore) query(_ context.Context, sql string) (*Result, error) {
 	return decodeJSONCompact(out)
 }
 
-// Query runs one read-only statement.
-func (s *EmbeddedStore) Query(ctx context.Context, sql string) (*Result, error) {
-	if err := checkReadOnly(sql); err != nil {
+// Query runs one user statement in the sandbox: the engine's parser
+// admits it (layer 1, sandbox.go), then it runs read-only within
+// QueryLimits (layer 2). At most maxRows rows are returned (0:
+// DefaultMaxRows), with Truncated set when there were more.
+func (s *EmbeddedStore) Query(ctx context.Context, sql string, maxRows int) (*Result, error) {
+	stmt, err := s.policy.checkWithEngine(ctx, s, sql)
+	if err != nil {
 		return nil, err
 	}
-	return s.query(ctx, sql)
+	maxRows = clampRows(maxRows)
+	lim := s.cfg.QueryLimits.withDefaults()
+	// readonly=1 last: the engine then refuses table functions other than
+	// row generators, writes, and any later change of a setting.
+	settings := fmt.Sprintf("\nSETTINGS max_execution_time = %s, max_memory_usage = %d, max_result_rows = %d, result_overflow_mode = 'break', allow_introspection_functions = 0, readonly = 1",
+		lim.executionTime(ctx), lim.MaxMemoryUsage, maxRows+1)
+	out, err := s.conn.query(stmt+settings, "JSONCompact")
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(out)) > lim.MaxResultBytes {
+		return nil, fmt.Errorf("result of %d bytes exceeds %d: select fewer rows or columns", len(out), lim.MaxResultBytes)
+	}
+	res, err := decodeJSONCompact(out)
+	if err != nil {
+		return nil, err
+	}
+	res.truncate(maxRows)
+	return res, nil
 }
 
 func decodeJSONCompact(out []byte) (*Result, error) {
@@ -104,6 +150,9 @@ func decodeJSONCompact(out []byte) (*Result, error) {
 	dec.UseNumber()
 	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("decode chDB result: %w", err)
+	}
+	if dec.More() { // never the answer of one statement (see chdbConn.flush)
+		return nil, errors.New("decode chDB result: more than one answer")
 	}
 	res.Columns = doc.Meta
 	if doc.Data != nil {

@@ -302,7 +302,7 @@ func (e *Exporter) drain(refused *int) bool {
 			if errors.As(err, &ex) || errors.As(err, &bad) {
 				*refused++
 				if *refused >= rejectAfter {
-					e.cfg.Log.Error("clickhouse: server refuses a spooled batch, set aside", "batch", b.ID, "rows", len(b.Rows), "error", err)
+					e.cfg.Log.Error("clickhouse: server refuses a spooled batch, set aside", "batch", b.ID, "rows", len(b.Rows), "err", err)
 					e.dropped.Add(uint64(len(b.Rows)))
 					e.spool.reject()
 					*refused = 0
@@ -326,7 +326,7 @@ func (e *Exporter) drain(refused *int) bool {
 func (e *Exporter) fail(err error) {
 	msg := err.Error()
 	if prev, _ := e.lastError.Load().(string); prev != msg {
-		e.cfg.Log.Warn("clickhouse export", "error", err)
+		e.cfg.Log.Warn("clickhouse export", "err", err)
 	}
 	e.lastError.Store(msg)
 }
@@ -362,6 +362,9 @@ func (e *Exporter) Close(ctx context.Context) error {
 		return fmt.Errorf("clickhouse exporter: close: %w", ctx.Err())
 	}
 }
+
+// QueueCapacity is how many sealed batches may wait in memory.
+func (e *Exporter) QueueCapacity() int { return cap(e.queue) }
 
 // Stats returns the counters.
 func (e *Exporter) Stats() Stats {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -34,38 +33,41 @@ type QueryError struct {
 	Error string `json:"error"`
 }
 
-// queryTimeout bounds one query.
+// queryTimeout bounds one request; the store's QueryLimits bound the
+// statement itself (60 s by default).
 const queryTimeout = 2 * time.Minute
 
-// QueryHandler serves POST /v1/query on the relay's admin listener: one
-// read-only SQL statement against the store, answered as a Result in JSON.
-// `sextant query` is its client.
+// maxRequestBytes bounds the body of one request: the statement (at most
+// MaxSQLBytes) in JSON.
+const maxRequestBytes = 4 * MaxSQLBytes
+
+// QueryHandler serves POST /v1/query: one SQL statement run by the store's
+// sandbox (Store.Query), answered as a Result in JSON. `sextant query` is
+// its client. Refused statements get 400 with what was refused.
 func QueryHandler(store Store) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+QueryPath, func(w http.ResponseWriter, r *http.Request) {
 		var req QueryRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			writeJSON(w, http.StatusBadRequest, QueryError{fmt.Sprintf("request body: %v (want {\"sql\": \"…\"})", err)})
+		body := http.MaxBytesReader(w, r.Body, maxRequestBytes)
+		if err := json.NewDecoder(body).Decode(&req); err != nil {
+			status := http.StatusBadRequest
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				status = http.StatusRequestEntityTooLarge
+			}
+			writeJSON(w, status, QueryError{fmt.Sprintf("request body: %v (want {\"sql\": \"…\"} of at most %d bytes)", err, maxRequestBytes)})
 			return
 		}
 		if req.SQL == "" {
 			writeJSON(w, http.StatusBadRequest, QueryError{"no sql"})
 			return
 		}
-		limit := req.MaxRows
-		if limit <= 0 {
-			limit = DefaultMaxRows
-		}
-		limit = min(limit, MaxRows)
 		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
 		defer cancel()
-		res, err := store.Query(ctx, req.SQL)
+		res, err := store.Query(ctx, req.SQL, req.MaxRows)
 		if err != nil {
 			writeJSON(w, statusOf(store, err), QueryError{err.Error()})
 			return
-		}
-		if len(res.Rows) > limit {
-			res.Rows, res.Truncated = res.Rows[:limit], true
 		}
 		if res.Rows == nil {
 			res.Rows = [][]any{}
@@ -79,7 +81,7 @@ func QueryHandler(store Store) http.Handler {
 func statusOf(store Store, err error) int {
 	var ex *clickhouse.Exception
 	switch {
-	case errors.Is(err, ErrNotReadOnly), errors.As(err, &ex):
+	case errors.Is(err, ErrNotReadOnly), errors.As(err, &ex), errors.As(err, new(*parseError)):
 		return http.StatusBadRequest
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/route"
 	"github.com/sextant/sextant/testbed"
 )
 
@@ -38,7 +39,9 @@ func embedded(tb testing.TB) *EmbeddedStore {
 		if chdbErr != nil {
 			return
 		}
-		chdbShare, chdbErr = OpenEmbedded(context.Background(), EmbeddedConfig{Lib: lib, Dir: chdbDir, Retention: 30 * 24 * time.Hour})
+		chdbShare, chdbErr = OpenEmbedded(context.Background(), EmbeddedConfig{Lib: lib, Dir: chdbDir, Retention: 30 * 24 * time.Hour,
+			QueryLimits:    QueryLimits{MaxExecutionTime: 3 * time.Second, MaxMemoryUsage: 512 << 20, MaxResultBytes: 8 << 20},
+			grantDatabases: []string{"migr_embedded"}})
 	})
 	if chdbErr != nil {
 		testbed.Missing(tb, "chDB: %v", chdbErr)
@@ -105,5 +108,17 @@ func testFlows(n int, t0 time.Time) []*flow.Flow {
 		}
 		out[i] = f
 	}
+	enrichRoutes(out)
 	return out
+}
+
+// enrichRoutes sets flow.Route as the agent's route stage does.
+func enrichRoutes(fs []*flow.Flow) {
+	r, err := route.New(nil, 0)
+	if err != nil {
+		panic(err)
+	}
+	for _, f := range fs {
+		r.Enrich(f)
+	}
 }

@@ -30,6 +30,14 @@ type NativeConfig struct {
 	// Legacy servers have no TTL: drop old partitions yourself (see
 	// docs/clickhouse.md).
 	Retention time.Duration
+	// QueryUser runs the statements of Query: a user with the restricted
+	// profile of docs/clickhouse.md (readonly=1, limits, only the flows
+	// database). Empty: Username, with readonly=1 and QueryLimits sent as
+	// settings of each statement (the server still lets that user read
+	// every database: configure a query user).
+	QueryUser     string
+	QueryPassword string
+	QueryLimits   QueryLimits
 }
 
 // NativeStore writes to a ClickHouse server over the native protocol with
@@ -47,7 +55,9 @@ type NativeStore struct {
 	mu      sync.Mutex
 	ready   bool
 	dialect Dialect
-	insert  string // INSERT … (columns) for the dialect
+	insert  string  // INSERT … (columns) for the dialect
+	policy  *policy // what user statements may reach
+	parser  bool    // the server has formatQuery and EXPLAIN AST
 }
 
 // OpenNative returns a store for the server at cfg.Addr; it does not wait
@@ -106,13 +116,27 @@ func (s *NativeStore) readyLocked(ctx context.Context) error {
 	if err := migrate(ctx, s, s.cfg.Database, d, s.cfg.Retention, SchemaVersion); err != nil {
 		return fmt.Errorf("clickhouse %s: %w", s.cfg.Addr, err)
 	}
+	p, err := loadPolicy(ctx, s, s.cfg.Database, d)
+	if err != nil {
+		return fmt.Errorf("clickhouse %s: %w", s.cfg.Addr, err)
+	}
+	// formatQuery came after EXPLAIN AST (23.x); servers without it get
+	// the token check.
+	hasFormat, err := queryInt(ctx, s, "SELECT toString(count()) FROM system.functions WHERE name = 'formatQuery'")
+	if err != nil {
+		return fmt.Errorf("clickhouse %s: %w", s.cfg.Addr, err)
+	}
 	qopts := s.opts
 	qopts.Auth.Database = s.cfg.Database
+	if s.cfg.QueryUser != "" {
+		qopts.Auth.Username, qopts.Auth.Password = s.cfg.QueryUser, s.cfg.QueryPassword
+	}
 	qconn, err := clickhouse.Open(&qopts)
 	if err != nil {
 		return fmt.Errorf("clickhouse %s: %w", s.cfg.Addr, err)
 	}
 	s.qconn = qconn
+	s.policy, s.parser = p, hasFormat > 0
 	s.dialect = d
 	s.insert = fmt.Sprintf("INSERT INTO %s.flows (%s)", s.cfg.Database, strings.Join(insertColumns(d), ", "))
 	s.ready = true
@@ -308,30 +332,68 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// Query runs one read-only statement (readonly=2) with the flows database
-// as the default database.
-func (s *NativeStore) Query(ctx context.Context, sql string) (*Result, error) {
-	if err := checkReadOnly(sql); err != nil {
-		return nil, err
-	}
+// Query runs one user statement in the sandbox as QueryUser with the
+// flows database as the default database: layer 1 is the server's parser
+// (formatQuery, EXPLAIN AST) where it has one, else the token check
+// (sandbox_legacy.go); layer 2 is the query user's profile.
+func (s *NativeStore) Query(ctx context.Context, sql string, maxRows int) (*Result, error) {
 	if err := s.Ready(ctx); err != nil {
 		return nil, err
 	}
-	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"readonly": 2}))
-	return queryConn(ctx, s.qconn, sql)
+	s.mu.Lock()
+	p, parser := s.policy, s.parser
+	s.mu.Unlock()
+	var stmt string
+	var err error
+	if parser {
+		stmt, err = p.checkWithEngine(ctx, queryExecer{s.qconn}, sql)
+	} else if len(sql) > MaxSQLBytes {
+		err = refused("statement of %d bytes (at most %d)", len(sql), MaxSQLBytes)
+	} else {
+		stmt, err = p.checkTokens(sql)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.QueryUser == "" {
+		// The profile of a query user sets these (and readonly=1 there
+		// refuses any setting sent with a statement).
+		lim := s.cfg.QueryLimits.withDefaults()
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+			"max_execution_time": int(lim.MaxExecutionTime.Seconds()),
+			"max_memory_usage":   int(lim.MaxMemoryUsage),
+			"readonly":           1,
+		}))
+	}
+	return queryConn(ctx, s.qconn, stmt, clampRows(maxRows))
+}
+
+// queryExecer runs the parser's statements on the query connection.
+type queryExecer struct{ conn driver.Conn }
+
+func (q queryExecer) exec(ctx context.Context, sql string) error { return q.conn.Exec(ctx, sql) }
+func (q queryExecer) query(ctx context.Context, sql string) (*Result, error) {
+	return queryConn(ctx, q.conn, sql, 0)
 }
 
 // query is for the store's own statements (migrations, replay checks).
 func (s *NativeStore) query(ctx context.Context, sql string) (*Result, error) {
-	return queryConn(ctx, s.conn, sql)
+	return queryConn(ctx, s.conn, sql, 0)
 }
 
-func queryConn(ctx context.Context, conn driver.Conn, sql string) (*Result, error) {
+// queryConn reads the answer to sql; maxRows > 0 keeps that many rows and
+// stops the statement when there are more (Truncated).
+func queryConn(ctx context.Context, conn driver.Conn, sql string, maxRows int) (*Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	rows, err := conn.Query(ctx, sql)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
+	defer func() {
+		cancel() // a truncated answer: the server stops instead of sending the rest
+		rows.Close()
+	}()
 	types := rows.ColumnTypes()
 	res := &Result{Columns: make([]ResultColumn, len(types))}
 	dest := make([]any, len(types))
@@ -340,6 +402,10 @@ func queryConn(ctx context.Context, conn driver.Conn, sql string) (*Result, erro
 		dest[i] = reflect.New(t.ScanType()).Interface()
 	}
 	for rows.Next() {
+		if maxRows > 0 && len(res.Rows) == maxRows {
+			res.Truncated = true
+			return res, nil
+		}
 		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}

@@ -75,7 +75,7 @@ func TestNativeLegacyServer(t *testing.T) {
 	}
 
 	// Query returns the same through the store's own path.
-	res, err := s.Query(context.Background(), "SELECT route, count() AS n FROM flows WHERE batch_id = 42 GROUP BY route ORDER BY n DESC, route")
+	res, err := s.Query(context.Background(), "SELECT route, count() AS n FROM flows WHERE batch_id = 42 GROUP BY route ORDER BY n DESC, route", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestNativeLegacyServer(t *testing.T) {
 	if res.Rows[0][0] != "/users/{id}/orders" || fmt.Sprint(res.Rows[0][1]) != "3333" {
 		t.Errorf("first row %v", res.Rows[0])
 	}
-	if _, err := s.Query(context.Background(), "DROP TABLE flows"); err == nil {
+	if _, err := s.Query(context.Background(), "DROP TABLE flows", 0); err == nil {
 		t.Error("DROP TABLE went through the query path")
 	}
 }

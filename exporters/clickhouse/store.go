@@ -3,7 +3,6 @@ package clickhouse
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -18,9 +17,13 @@ type Store interface {
 	// way that may have left it written), it first checks which parts are
 	// already in the table and writes only the others.
 	Insert(ctx context.Context, b *Batch) error
-	// Query runs one read-only statement with the flows database as the
-	// default database.
-	Query(ctx context.Context, sql string) (*Result, error)
+	// Query runs one user statement in the sandbox (sandbox.go): one
+	// SELECT (or DESCRIBE) reaching only the flows database, read-only and
+	// within the store's QueryLimits, with the flows database as the
+	// default database. It returns at most maxRows rows (0: DefaultMaxRows;
+	// at most MaxRows) and sets Truncated when there were more. A refused
+	// statement is a *RefusedError (errors.Is ErrNotReadOnly).
+	Query(ctx context.Context, sql string, maxRows int) (*Result, error)
 	// Dialect says which column types the table has.
 	Dialect() Dialect
 	Close() error
@@ -40,52 +43,6 @@ type Result struct {
 type ResultColumn struct {
 	Name string `json:"name"`
 	Type string `json:"type"`
-}
-
-// ErrNotReadOnly is returned for statements the query path refuses.
-var ErrNotReadOnly = errors.New("only one read-only statement is allowed (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN, EXISTS)")
-
-// checkReadOnly admits one statement that cannot change data. The query
-// endpoint is an operator tool on the relay's loopback admin listener; the
-// check keeps a typo from dropping the flows history. Native servers also
-// get readonly=2 on the query.
-func checkReadOnly(sql string) error {
-	s := stripLeadingComments(sql)
-	s = strings.TrimSuffix(strings.TrimSpace(s), ";")
-	if strings.Contains(s, ";") {
-		return ErrNotReadOnly
-	}
-	word, _, _ := strings.Cut(strings.TrimLeft(s, "( \t\r\n"), " ")
-	word, _, _ = strings.Cut(word, "\n")
-	switch strings.ToUpper(strings.TrimSpace(word)) {
-	case "SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS":
-		return nil
-	}
-	return ErrNotReadOnly
-}
-
-// stripLeadingComments drops the -- and /* */ comments before the first
-// keyword.
-func stripLeadingComments(s string) string {
-	for {
-		s = strings.TrimLeft(s, " \t\r\n")
-		switch {
-		case strings.HasPrefix(s, "--"):
-			_, rest, ok := strings.Cut(s, "\n")
-			if !ok {
-				return ""
-			}
-			s = rest
-		case strings.HasPrefix(s, "/*"):
-			_, rest, ok := strings.Cut(s, "*/")
-			if !ok {
-				return ""
-			}
-			s = rest
-		default:
-			return s
-		}
-	}
 }
 
 // execer is the part of a backend that migrations use.

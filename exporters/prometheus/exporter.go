@@ -41,6 +41,10 @@ var SizeBuckets = prom.ExponentialBuckets(64, 4, 10)
 
 // Config configures the exporter. Zero values take the defaults.
 type Config struct {
+	// Exemplars attaches the trace id of each flow's traceparent to its
+	// duration observation. Off by default: a trace id is a header value,
+	// and /metrics is readable by whoever reaches its address.
+	Exemplars bool
 	// MaxSeries is the hard limit of series per metric (DefaultMaxSeries).
 	MaxSeries int
 	// QueueSize is how many flows may wait for the worker
@@ -62,6 +66,9 @@ type Exporter struct {
 	httpFams [2]*family[httpKey] // index: side (0 server, 1 client)
 	rpcFams  [2]*family[rpcKey]
 	exemplar prom.Labels // reused: client_golang copies it into the exemplar
+	// exemplars: trace ids of the traceparent header are exposed (opt-in:
+	// a header value on an endpoint anyone reaching it can read).
+	exemplars bool
 
 	exported   atomic.Uint64 // flows observed
 	dropped    atomic.Uint64 // flows dropped because the queue was full
@@ -106,11 +113,12 @@ func New(cfg Config) (*Exporter, error) {
 		cfg.Registerer = prom.DefaultRegisterer
 	}
 	e := &Exporter{
-		queue:    make(chan *flow.Flow, cfg.QueueSize),
-		done:     make(chan struct{}),
-		names:    newInterner(4 * cfg.MaxSeries),
-		peers:    newPeers(16 * cfg.MaxSeries),
-		exemplar: prom.Labels{"trace_id": ""},
+		queue:     make(chan *flow.Flow, cfg.QueueSize),
+		done:      make(chan struct{}),
+		names:     newInterner(4 * cfg.MaxSeries),
+		peers:     newPeers(16 * cfg.MaxSeries),
+		exemplar:  prom.Labels{"trace_id": ""},
+		exemplars: cfg.Exemplars,
 	}
 	var all []prom.Collector
 	for i, side := range sides {
@@ -211,13 +219,16 @@ func (e *Exporter) observe(f *flow.Flow) {
 
 	svc := f.Process.Service()
 	peer := e.peers.learn(f, svc)
-	addr := authorityHost(f.Authority)
-	if addr == "" {
-		addr = e.names.addr(f.Destination.Addr())
-	}
+	// The server's IP, not the :authority/Host it was asked as: /metrics
+	// is readable by whoever reaches it, and must carry no header value
+	// (docs/security.md); the address is what `ss` shows anyone anyway.
+	addr := e.names.addr(f.Destination.Addr())
 	port := e.names.port(f.Destination.Port())
 	secs := f.Latency.Seconds()
-	tid := traceID(f.TraceParent)
+	tid := ""
+	if e.exemplars {
+		tid = traceID(f.TraceParent)
+	}
 	complete := f.Outcome == flow.OutcomeComplete
 
 	status := code(f.Status, f.Status != 0)

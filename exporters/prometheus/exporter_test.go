@@ -140,7 +140,7 @@ func TestHTTPMetrics(t *testing.T) {
 	want := map[string]string{
 		"observer": "server", "service": "users-api", "peer_service": "",
 		"http_request_method": "GET", "http_response_status_code": "200", "http_route": "/api/users/{name}",
-		"server_address": "api.example", "server_port": "8080",
+		"server_address": "10.0.0.2", "server_port": "8080",
 		"network_protocol_version": "2", "error_type": "",
 	}
 	if got := labelsOf(users[0]); !sameLabels(got, want) {
@@ -211,7 +211,7 @@ func TestGRPCMetrics(t *testing.T) {
 	want := map[string]string{
 		"observer": "server", "service": "users-api", "peer_service": "", "rpc_system": "grpc",
 		"rpc_service": "grpc.testing.TestService", "rpc_method": "UnaryCall", "rpc_grpc_status_code": "5",
-		"server_address": "api.example", "server_port": "8080", "error_type": "5",
+		"server_address": "10.0.0.2", "server_port": "8080", "error_type": "5",
 	}
 	if got := labelsOf(rpc[0]); !sameLabels(got, want) {
 		t.Errorf("labels %v, want %v", got, want)
@@ -278,25 +278,13 @@ func TestQueueAccounting(t *testing.T) {
 // TestExemplars: a flow with a traceparent leaves its trace id as an
 // exemplar, visible in the OpenMetrics exposition the handler serves.
 func TestExemplars(t *testing.T) {
-	e, reg := newTestExporter(t, Config{})
+	e, reg := newTestExporter(t, Config{Exemplars: true})
 	f := httpFlow(flow.SideServer, "/traced", 200, 60*time.Millisecond)
 	f.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	e.Export(f)
 	closeExporter(t, e)
 
-	srv := httptest.NewServer(Handler(reg))
-	defer srv.Close()
-	req, _ := http.NewRequest("GET", srv.URL, nil)
-	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
-		t.Fatalf("content type %q, want OpenMetrics", ct)
-	}
+	body := scrapeOpenMetrics(t, reg)
 	var line string
 	for l := range strings.Lines(string(body)) {
 		if strings.HasPrefix(l, "http_server_request_duration_seconds_bucket{") && strings.Contains(l, `le="0.075"`) {
@@ -318,4 +306,40 @@ func TestObserveNoAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() { e.observe(f) }); n != 0 {
 		t.Fatalf("%v allocations per flow, want 0", n)
 	}
+}
+
+// Without Exemplars (the default) no trace id leaves /metrics: it is a
+// header value, and /metrics is readable by whoever reaches it.
+func TestNoExemplarsByDefault(t *testing.T) {
+	e, reg := newTestExporter(t, Config{})
+	f := httpFlow(flow.SideServer, "/traced?token=s3cr3t", 200, 60*time.Millisecond)
+	f.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	e.Export(f)
+	closeExporter(t, e)
+	body := scrapeOpenMetrics(t, reg)
+	for _, leak := range []string{"4bf92f3577b34da6a3ce929d0e0e4736", "s3cr3t", "api.example"} {
+		if strings.Contains(body, leak) {
+			t.Errorf("/metrics carries %q", leak)
+		}
+	}
+}
+
+// scrapeOpenMetrics reads the handler as Prometheus does when it asks for
+// OpenMetrics (the only format with exemplars).
+func scrapeOpenMetrics(t *testing.T, reg *prom.Registry) string {
+	t.Helper()
+	srv := httptest.NewServer(Handler(reg))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
+		t.Fatalf("content type %q, want OpenMetrics", ct)
+	}
+	return string(body)
 }

@@ -3,7 +3,6 @@ package prometheus
 import (
 	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/sextant/sextant/flow"
 )
@@ -51,24 +50,6 @@ func code(c uint32, known bool) string {
 		return codes[c]
 	}
 	return strconv.FormatUint(uint64(c), 10)
-}
-
-// authorityHost is the host part of an :authority or Host value
-// ("example.com:8080" → "example.com", "[::1]:80" → "::1").
-func authorityHost(a string) string {
-	if i := strings.LastIndexByte(a, '@'); i >= 0 {
-		a = a[i+1:] // userinfo never belongs in a label
-	}
-	if strings.HasPrefix(a, "[") {
-		if i := strings.IndexByte(a, ']'); i > 0 {
-			return a[1:i]
-		}
-		return a
-	}
-	if i := strings.LastIndexByte(a, ':'); i >= 0 {
-		return a[:i]
-	}
-	return a
 }
 
 // traceID returns the trace id of a W3C traceparent

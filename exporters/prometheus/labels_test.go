@@ -18,17 +18,3 @@ func TestTraceID(t *testing.T) {
 		}
 	}
 }
-
-func TestAuthorityHost(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"example.com:8080", "example.com"},
-		{"example.com", "example.com"},
-		{"[::1]:80", "::1"},
-		{"user:pw@example.com:80", "example.com"},
-		{"", ""},
-	} {
-		if got := authorityHost(c.in); got != c.want {
-			t.Errorf("authorityHost(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
-}

@@ -34,10 +34,7 @@ func (c *selfCollector) Describe(ch chan<- *prom.Desc) {
 func (c *selfCollector) Collect(ch chan<- prom.Metric) {
 	e := c.e
 	length, capacity, dropped := e.QueueStats()
-	ch <- prom.MustNewConstMetric(queueLengthDesc, prom.GaugeValue, float64(length), "prometheus")
-	ch <- prom.MustNewConstMetric(queueCapacityDesc, prom.GaugeValue, float64(capacity), "prometheus")
-	ch <- prom.MustNewConstMetric(droppedDesc, prom.CounterValue, float64(dropped), "prometheus")
-	ch <- prom.MustNewConstMetric(exportedDesc, prom.CounterValue, float64(e.exported.Load()), "prometheus")
+	collectQueue(ch, "prometheus", QueueStats{Received: e.exported.Load(), Dropped: dropped, Queued: length, Capacity: capacity})
 	ch <- prom.MustNewConstMetric(seriesLimitDesc, prom.GaugeValue, float64(e.httpFams[0].limit))
 	report := func(names []string, series int64, overflowed uint64) {
 		for _, n := range names {

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -40,8 +39,8 @@ const (
 	LabelContainer = "sextant.io/container"
 )
 
-// Events returns the Hubble events of one exchange: a REQUEST, followed by a
-// RESPONSE when a response was seen.
+// Events returns the Hubble events of one exchange, with fresh random
+// UUIDs: a REQUEST, followed by a RESPONSE when a response was seen.
 //
 // An exchange that ended without any response on the wire (reset, refused,
 // connection closed, evicted, or a gRPC deadline that cancelled the stream)
@@ -57,23 +56,60 @@ func Events(f *flow.Flow) []*flowpb.Flow {
 	if f == nil {
 		return nil
 	}
-	req := request(f)
-	if !responseSeen(f) {
+	req := Request(f, uuid.NewString())
+	if !ResponseSeen(f) {
 		return []*flowpb.Flow{req}
 	}
-	return []*flowpb.Flow{req, response(f, req)}
+	return []*flowpb.Flow{req, Response(f, req, uuid.NewString())}
 }
 
-func responseSeen(f *flow.Flow) bool {
+// ResponseSeen reports whether f has a RESPONSE event (see Events).
+func ResponseSeen(f *flow.Flow) bool {
 	return f.Status != 0 || f.TTFB > 0 || len(f.ResponseHeaders) > 0 ||
 		slices.Contains(f.Unknown, "status") || slices.Contains(f.Unknown, "response_headers")
+}
+
+// ResponseTime is the time of f's RESPONSE event: request start + latency
+// (or + TTFB when the latency is unknown).
+func ResponseTime(f *flow.Flow) time.Time {
+	switch latency := responseLatency(f); {
+	case latency > 0:
+		return f.Time.Add(latency)
+	case f.TTFB > 0:
+		return f.Time.Add(f.TTFB) // the response began then; when it ended is unknown
+	}
+	return f.Time
+}
+
+func responseLatency(f *flow.Flow) time.Duration {
+	if f.Latency > 0 && !slices.Contains(f.Unknown, "latency") {
+		return f.Latency
+	}
+	return 0
+}
+
+// Request is the REQUEST event of f, with UUID id.
+func Request(f *flow.Flow, id string) *flowpb.Flow {
+	ev := request(f)
+	ev.Uuid = id
+	return ev
+}
+
+// Response is the RESPONSE event of f, with UUID id. req, when not nil,
+// is f's REQUEST event: the response shares its sub-messages.
+func Response(f *flow.Flow, req *flowpb.Flow, id string) *flowpb.Flow {
+	if req == nil {
+		req = request(f)
+	}
+	ev := response(f, req)
+	ev.Uuid = id
+	return ev
 }
 
 func request(f *flow.Flow) *flowpb.Flow {
 	url := URL(f)
 	ev := &flowpb.Flow{
 		Time:             timestamppb.New(f.Time),
-		Uuid:             uuid.NewString(),
 		Verdict:          flowpb.Verdict_FORWARDED,
 		Type:             flowpb.FlowType_L7,
 		NodeName:         f.Node,
@@ -114,21 +150,10 @@ func request(f *flow.Flow) *flowpb.Flow {
 // response derives the RESPONSE event from the REQUEST event: same exchange,
 // same direction, endpoints swapped.
 func response(f *flow.Flow, req *flowpb.Flow) *flowpb.Flow {
-	latency := time.Duration(0)
-	if f.Latency > 0 && !slices.Contains(f.Unknown, "latency") {
-		latency = f.Latency
-	}
-	at := f.Time
-	switch {
-	case latency > 0:
-		at = at.Add(latency)
-	case f.TTFB > 0:
-		at = at.Add(f.TTFB) // the response began then; when it ended is unknown
-	}
+	latency := responseLatency(f)
 	url := req.GetL7().GetHttp().GetUrl()
 	ev := &flowpb.Flow{
-		Time:             timestamppb.New(at),
-		Uuid:             uuid.NewString(),
+		Time:             timestamppb.New(ResponseTime(f)),
 		Verdict:          req.Verdict,
 		Type:             req.Type,
 		NodeName:         req.NodeName,
@@ -277,19 +302,4 @@ func joinNonEmpty(parts ...string) string {
 		b.WriteString(p)
 	}
 	return b.String()
-}
-
-// LostEvent reports n events lost at src, for example flows that a slow
-// client missed (HUBBLE_RING_BUFFER) or kernel records dropped before user
-// space read them (PERF_EVENT_RING_BUFFER). cpu < 0 means the CPU is unknown
-// or does not apply.
-func LostEvent(src observerpb.LostEventSource, n uint64, cpu int32) *observerpb.GetFlowsResponse {
-	lost := &flowpb.LostEvent{Source: src, NumEventsLost: n}
-	if cpu >= 0 {
-		lost.Cpu = wrapperspb.Int32(cpu)
-	}
-	return &observerpb.GetFlowsResponse{
-		Time:          timestamppb.Now(),
-		ResponseTypes: &observerpb.GetFlowsResponse_LostEvents{LostEvents: lost},
-	}
 }

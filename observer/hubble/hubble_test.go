@@ -7,7 +7,6 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	observerpb "github.com/cilium/cilium/api/v1/observer"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
@@ -286,17 +285,6 @@ func TestEventsIPv6AndMappedIPv4(t *testing.T) {
 	f.Source, f.Destination = netip.MustParseAddrPort("[::1]:5000"), netip.MustParseAddrPort("[::1]:80")
 	if got := Events(f)[0].GetIP(); got.Source != "::1" || got.IpVersion != flowpb.IPVersion_IPv6 {
 		t.Errorf("IPv6: %v", got)
-	}
-}
-
-func TestLostEvent(t *testing.T) {
-	r := LostEvent(observerpb.LostEventSource_PERF_EVENT_RING_BUFFER, 3, 1)
-	l := r.GetLostEvents()
-	if l.GetSource() != flowpb.LostEventSource_PERF_EVENT_RING_BUFFER || l.GetNumEventsLost() != 3 || l.GetCpu().GetValue() != 1 || r.GetTime() == nil {
-		t.Errorf("LostEvent = %v", r)
-	}
-	if l := LostEvent(observerpb.LostEventSource_HUBBLE_RING_BUFFER, 1, -1).GetLostEvents(); l.GetCpu() != nil {
-		t.Errorf("cpu -1 must be unset: %v", l)
 	}
 }
 

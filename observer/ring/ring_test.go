@@ -53,7 +53,6 @@ func TestLastBeforeFull(t *testing.T) {
 	for i := range 3 {
 		r.Write(numbered(i))
 	}
-	r.Write(nil) // ignored
 	if got := ids(r.Last(10)); !equal(got, []uint64{0, 1, 2}) {
 		t.Fatalf("Last(10) = %v, want [0 1 2]", got)
 	}
@@ -91,152 +90,164 @@ func TestWrapAround(t *testing.T) {
 	}
 }
 
-func TestSubscribeReceivesNewFlowsInOrder(t *testing.T) {
-	r := New[*flow.Flow](8)
-	r.Write(numbered(100)) // before the subscription: must not be delivered
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s := r.Subscribe(ctx, 16)
-	for i := range 5 {
-		r.Write(numbered(i))
-	}
-	for want := range 5 {
-		select {
-		case f := <-s.Events():
-			if f.ConnID != uint64(want) {
-				t.Fatalf("flow %d: got ConnID %d", want, f.ConnID)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("flow %d never arrived", want)
+// readAll reads everything rd can read now.
+func readAll(rd *Reader[*flow.Flow]) (got []uint64, lost uint64) {
+	buf := make([]*flow.Flow, 3) // small: reads span several calls
+	for {
+		n, l := rd.Read(buf)
+		lost += l
+		if n == 0 {
+			return got, lost
 		}
-	}
-	if s.Lost() != 0 {
-		t.Fatalf("Lost() = %d, want 0", s.Lost())
+		got = append(got, ids(buf[:n])...)
 	}
 }
 
-// A subscriber that does not read must cost the writer nothing; once the
-// writer laps it, what it missed is counted, and what it then receives is in
-// order and newer than what it lost.
-func TestSlowSubscriberLosesFlowsWithoutBlockingWriter(t *testing.T) {
-	r := New[*flow.Flow](4)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	slow := r.Subscribe(ctx, 1)
+func TestFollowReadsNewFlowsInOrder(t *testing.T) {
+	r := New[*flow.Flow](8)
+	r.Write(numbered(100)) // before the reader: not delivered
+	rd := r.Follow()
+	defer rd.Close()
+	for i := range 5 {
+		r.Write(numbered(i))
+	}
+	if got, lost := readAll(rd); !equal(got, []uint64{0, 1, 2, 3, 4}) || lost != 0 {
+		t.Fatalf("read %v lost %d, want [0 1 2 3 4] and none lost", got, lost)
+	}
+	if st := r.Stats(); st.Subscribers != 1 {
+		t.Fatalf("Subscribers = %d, want 1", st.Subscribers)
+	}
+	rd.Close()
+	rd.Close() // twice is harmless
+	if st := r.Stats(); st.Subscribers != 0 {
+		t.Fatalf("Subscribers after Close = %d, want 0", st.Subscribers)
+	}
+}
 
-	done := make(chan struct{})
-	go func() {
-		for i := range 100 {
-			r.Write(numbered(i))
-		}
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Write blocked on a subscriber that does not read")
+// A reader that does not read costs the writer nothing; once the writer
+// laps it, what it missed is counted, and what it then reads is the newest.
+func TestLappedReaderLosesOldestCounted(t *testing.T) {
+	r := New[*flow.Flow](4)
+	rd := r.Follow()
+	defer rd.Close()
+	for i := range 100 {
+		r.Write(numbered(i))
 	}
-	var got []uint64
-	for len(got) == 0 || got[len(got)-1] != 99 {
-		select {
-		case f := <-slow.Events():
-			got = append(got, f.ConnID)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("follower stopped after %v", got)
-		}
+	got, lost := readAll(rd)
+	if !equal(got, []uint64{96, 97, 98, 99}) || lost != 96 || rd.Lost() != 96 {
+		t.Fatalf("read %v lost %d (reader says %d), want [96..99] and 96 lost", got, lost, rd.Lost())
 	}
-	if uint64(len(got))+slow.Lost() != 100 || slow.Lost() == 0 {
-		t.Fatalf("received %d + lost %d, want 100 with some lost", len(got), slow.Lost())
-	}
-	for i := 1; i < len(got); i++ {
-		if got[i] <= got[i-1] {
-			t.Fatalf("out of order: %v", got)
-		}
-	}
-	if st := r.Stats(); st.Lost != slow.Lost() || st.Subscribers != 1 || st.Written != 100 {
+	if st := r.Stats(); st.Lost != 96 || st.Written != 100 {
 		t.Fatalf("Stats() = %+v", st)
 	}
 }
 
-// A follower less than a ring behind loses nothing, however slow it reads.
-func TestSubscriberWithinRingLosesNothing(t *testing.T) {
-	r := New[*flow.Flow](64)
-	s := r.Subscribe(t.Context(), 1)
-	for i := range 64 {
+// A weighted ring counts in weight: what a lapped reader is told it lost
+// is the weight it skipped, whatever the entries weighed.
+func TestWeightedCounters(t *testing.T) {
+	weight := func(f *flow.Flow) uint64 { return f.ConnID%2 + 1 } // odd: 2, even: 1
+	r := NewWeighted[*flow.Flow](4, weight, 2)
+	rd := r.Follow()
+	defer rd.Close()
+	for i := range 10 { // weights 1 2 1 2 1 2 1 2 1 2: 15
 		r.Write(numbered(i))
 	}
-	for want := range 64 {
-		if f := <-s.Events(); f.ConnID != uint64(want) {
-			t.Fatalf("got %d, want %d", f.ConnID, want)
-		}
+	got, lost := readAll(rd)
+	// Entries 0..5 (weight 9) were overwritten.
+	if !equal(got, []uint64{6, 7, 8, 9}) || lost != 9 {
+		t.Fatalf("read %v lost %d, want [6..9] and 9 lost", got, lost)
 	}
-	if s.Lost() != 0 {
-		t.Fatalf("Lost() = %d", s.Lost())
+	want := Stats{Capacity: 8, Len: 6, Written: 15, Overwritten: 9, Lost: 9, Subscribers: 1}
+	if st := r.Stats(); st != want {
+		t.Fatalf("Stats() = %+v, want %+v", st, want)
 	}
 }
 
-func TestCancelEndsSubscription(t *testing.T) {
+// A cursor of the same ring resumes exactly where the last reader stopped;
+// one of another ring (an agent that restarted) starts at the oldest
+// entry; one overwritten since counts what it missed.
+func TestFollowFromCursor(t *testing.T) {
+	r := New[*flow.Flow](4)
+	for i := range 3 {
+		r.Write(numbered(i))
+	}
+	rd := r.Follow()
+	r.Write(numbered(3))
+	readAll(rd)
+	c := rd.Cursor()
+	rd.Close()
+	r.Write(numbered(4))
+	r.Write(numbered(5))
+
+	again, ok := r.FollowFrom(c)
+	if got, lost := readAll(again); !ok || !equal(got, []uint64{4, 5}) || lost != 0 {
+		t.Fatalf("resume: ok %v read %v lost %d, want [4 5]", ok, got, lost)
+	}
+	again.Close()
+
+	other, ok := r.FollowFrom(Cursor{Instance: New[*flow.Flow](1).Instance(), Position: 5})
+	if got, _ := readAll(other); ok || !equal(got, []uint64{2, 3, 4, 5}) {
+		t.Fatalf("foreign cursor: ok %v read %v, want the whole ring", ok, got)
+	}
+	other.Close()
+
+	for i := 6; i < 12; i++ {
+		r.Write(numbered(i))
+	}
+	late, ok := r.FollowFrom(c)
+	if got, lost := readAll(late); !ok || !equal(got, []uint64{8, 9, 10, 11}) || lost != 4 {
+		t.Fatalf("overwritten cursor: ok %v read %v lost %d, want [8..11] and 4 lost", ok, got, lost)
+	}
+	late.Close()
+}
+
+func TestWaitEndsOnStopAndContext(t *testing.T) {
 	r := New[*flow.Flow](8)
+	rd := r.Follow()
+	defer rd.Close()
+	stop := make(chan struct{})
+	close(stop)
+	if rd.Wait(context.Background(), stop) {
+		t.Fatal("Wait returned true with nothing written and stop closed")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := r.Subscribe(ctx, 1)
+	cancel()
+	if rd.Wait(ctx, nil) {
+		t.Fatal("Wait returned true with nothing written and ctx done")
+	}
+	woke := make(chan bool)
+	go func() { woke <- rd.Wait(context.Background(), nil) }()
 	r.Write(numbered(1))
-	cancel()
-	timeout := time.After(5 * time.Second)
-	for open := true; open; {
-		select {
-		case _, ok := <-s.Events():
-			open = ok
-		case <-timeout:
-			t.Fatal("channel not closed after cancel")
-		}
-	}
-	if n := r.Stats().Subscribers; n != 0 {
-		t.Fatalf("Subscribers after cancel = %d, want 0", n)
-	}
-	r.Write(numbered(3)) // must not panic
-}
-
-func TestSubscribeWithDoneContext(t *testing.T) {
-	r := New[*flow.Flow](8)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	s := r.Subscribe(ctx, 1)
 	select {
-	case _, ok := <-s.Events():
-		if ok {
-			t.Fatal("received a flow on a subscription whose context was already done")
+	case ok := <-woke:
+		if !ok || !rd.Pending() {
+			t.Fatalf("Wait = %v, Pending = %v after a write", ok, rd.Pending())
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("channel not closed for an already-done context")
+		t.Fatal("Wait not woken by a write")
 	}
 }
 
-// History plus follow must be gap-free and duplicate-free even while a
-// writer is running: the subscription starts exactly after the history.
-func TestLastAndSubscribeIsSeamless(t *testing.T) {
+// History plus follow is gap-free and duplicate-free even while a writer
+// runs: the reader starts exactly after the history.
+func TestLastAndFollowIsSeamless(t *testing.T) {
 	const total = 20000
-	r := New[*flow.Flow](total) // a follower within one ring of the writer loses nothing
+	r := New[*flow.Flow](total) // within one ring of the writer nothing is lost
 	for i := range 500 {
 		r.Write(numbered(i))
 	}
-
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for i := 500; i < total; i++ {
 			r.Write(numbered(i))
 		}
-	}()
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	history, s := r.LastAndSubscribe(ctx, 100, 16)
+	})
+	history, rd := r.LastAndFollow(100)
+	defer rd.Close()
 	if len(history) != 100 {
 		t.Fatalf("history has %d flows, want 100", len(history))
 	}
 	wg.Wait()
-
 	next := history[0].ConnID
 	for _, f := range history {
 		if f.ConnID != next {
@@ -244,51 +255,47 @@ func TestLastAndSubscribeIsSeamless(t *testing.T) {
 		}
 		next++
 	}
-	for next < total {
-		select {
-		case f := <-s.Events():
-			if f.ConnID != next {
-				t.Fatalf("follow: got %d, want %d", f.ConnID, next)
-			}
-			next++
-		case <-time.After(5 * time.Second):
-			t.Fatalf("follow stopped at %d of %d", next, total)
+	got, lost := readAll(rd)
+	for _, id := range got {
+		if id != next {
+			t.Fatalf("follow: got %d, want %d", id, next)
 		}
+		next++
 	}
-	if s.Lost() != 0 {
-		t.Fatalf("Lost() = %d within one ring of the writer", s.Lost())
+	if next != total || lost != 0 {
+		t.Fatalf("follow ended at %d of %d, lost %d", next, total, lost)
 	}
 }
 
-// Many concurrent writers, readers and subscribers: run with -race.
+// Many concurrent writers and readers: run with -race. Every reader ends
+// up with received + lost = written.
 func TestConcurrentUse(t *testing.T) {
 	r := New[*flow.Flow](128)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	var received sync.WaitGroup
-	subs := make([]*Subscription[*flow.Flow], 4)
-	counts := make([]int, len(subs))
-	var countsMu sync.Mutex
-	for i := range subs {
-		subs[i] = r.Subscribe(ctx, 8)
-		received.Add(1)
-		go func() {
-			defer received.Done()
-			for range subs[i].Events() {
-				countsMu.Lock()
-				counts[i]++
-				countsMu.Unlock()
+	const perWriter, writers = 5000, 4
+	var readers sync.WaitGroup
+	totals := make([]uint64, 4)
+	stop := make(chan struct{})
+	for i := range totals {
+		rd := r.Follow()
+		readers.Go(func() {
+			defer rd.Close()
+			buf := make([]*flow.Flow, 16)
+			for {
+				n, lost := rd.Read(buf)
+				totals[i] += uint64(n) + lost
+				if n == 0 && !rd.Wait(context.Background(), stop) {
+					n, lost := rd.Read(buf) // the rest
+					totals[i] += uint64(n) + lost
+					if n == 0 {
+						return
+					}
+				}
 			}
-		}()
+		})
 	}
-
-	var writers sync.WaitGroup
-	const perWriter = 5000
-	for w := range 4 {
-		writers.Add(1)
-		go func() {
-			defer writers.Done()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
 			for i := range perWriter {
 				r.Write(numbered(w*perWriter + i))
 				if i%100 == 0 {
@@ -296,61 +303,18 @@ func TestConcurrentUse(t *testing.T) {
 					_ = r.Stats()
 				}
 			}
-		}()
+		})
 	}
-	writers.Wait()
-	// Every follower ends up a ring or less behind: it reads the rest.
-	deadline := time.Now().Add(10 * time.Second)
-	for i, s := range subs {
-		for {
-			n := countOf(&counts[i], &countsMu)
-			if uint64(n)+s.Lost() == 4*perWriter {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("subscriber %d: received %d + lost %d of %d", i, n, s.Lost(), 4*perWriter)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	cancel()
-	received.Wait()
-
+	wg.Wait()
+	close(stop)
+	readers.Wait()
 	st := r.Stats()
-	if st.Written != 4*perWriter {
-		t.Fatalf("Written = %d, want %d", st.Written, 4*perWriter)
+	if st.Written != writers*perWriter {
+		t.Fatalf("Written = %d", st.Written)
 	}
-	var lost uint64
-	for i, s := range subs {
-		if uint64(counts[i])+s.Lost() != st.Written {
-			t.Fatalf("subscriber %d: received %d + lost %d != written %d", i, counts[i], s.Lost(), st.Written)
+	for i, n := range totals {
+		if n != st.Written {
+			t.Errorf("reader %d: received + lost = %d, want %d", i, n, st.Written)
 		}
-		lost += s.Lost()
-	}
-	if st.Lost != lost {
-		t.Fatalf("total Lost = %d, sum over subscribers = %d", st.Lost, lost)
-	}
-}
-
-func countOf(n *int, mu *sync.Mutex) int {
-	mu.Lock()
-	defer mu.Unlock()
-	return *n
-}
-
-// Stop delivers what was written before it, then closes the channel.
-func TestStopDrains(t *testing.T) {
-	r := New[*flow.Flow](8)
-	s := r.Subscribe(t.Context(), 1)
-	for i := range 5 {
-		r.Write(numbered(i))
-	}
-	s.Stop()
-	var got []uint64
-	for f := range s.Events() {
-		got = append(got, f.ConnID)
-	}
-	if !equal(got, []uint64{0, 1, 2, 3, 4}) {
-		t.Fatalf("got %v", got)
 	}
 }

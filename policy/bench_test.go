@@ -1,0 +1,301 @@
+package policy
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sextant/sextant/policy/datapath"
+	"github.com/sextant/sextant/policy/endpoint"
+)
+
+// rulesDoc is n policies on the client's egress and n on the server's
+// ingress (each a /32 and a port of its own, none matching the benchmark's
+// traffic), plus the two that allow it (or, allow=false, deny it).
+func rulesDoc(n int, serverAddr string, port int, allow bool) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: egress-%[1]d}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toCIDR: [10.99.%[2]d.%[3]d/32]
+    toPorts: [{ports: [{port: "%[4]d", protocol: TCP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: ingress-%[1]d}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromCIDR: [10.98.%[2]d.%[3]d/32]
+    toPorts: [{ports: [{port: "%[4]d", protocol: TCP}]}]
+---
+`, i, i/250, i%250+1, 20000+i)
+	}
+	target := fmt.Sprintf(`  - toEndpoints: [{matchLabels: {app: server}}]
+    toPorts: [{ports: [{port: "%d", protocol: TCP}]}]
+`, port)
+	if allow {
+		target = "  egress:\n  - toEntities: [host]\n" + target
+	} else {
+		target = "  egress:\n  - toEntities: [host]\n  egressDeny:\n" + target
+	}
+	fmt.Fprintf(&b, `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: bench-client}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+%s---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: bench-server}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "%d", protocol: TCP}]}]
+`, target, port)
+	return b.String()
+}
+
+// benchSetup: a server in a netns endpoint, this process in a cgroup
+// endpoint (moved back out when the benchmark ends), and an engine
+// enforcing rulesDoc(rules).
+type benchSetup struct {
+	r    *rig
+	addr string
+	port int
+	ns   *testNetns
+}
+
+func newBenchSetup(b *testing.B, rules int, serverRole string, kernelStats bool) *benchSetup {
+	b.Helper()
+	s := &benchSetup{r: newRig(b, false), ns: newTestNetns(b), port: 18700}
+	// Run-time statistics cost two clock reads per program run: only the
+	// decision benchmark turns them on.
+	s.r.cfg.KernelStats = kernelStats
+	s.r.discard = true
+	s.addr = hostPort(s.ns.Addr, s.port)
+	startRole(b, where{netns: s.ns.Name}, serverRole, s.addr)
+	cg := testCgroup(b)
+	s.r.writeEndpoints(fmt.Sprintf("endpoints:\n- {name: server, netns: %s, labels: {app: server}}\n- {name: client, cgroup: %s, labels: {app: client}}\n", s.ns.Name, cg))
+	s.r.writePolicy("bench.yaml", rulesDoc(max(rules, 0), s.ns.Addr, s.port, true))
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := os.WriteFile(filepath.Join(endpoint.CgroupRoot(), "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			panic(fmt.Sprintf("cannot leave the benchmark cgroup: %v", err)) // its cleanup would kill this process
+		}
+	})
+	s.r.start()
+	s.r.waitRevision(0)
+	return s
+}
+
+// ns per decision of the programs that ran, from bpf_stats.
+func (s *benchSetup) reportDecisionNs(b *testing.B) {
+	if s.r.eng == nil {
+		return
+	}
+	for _, p := range s.r.eng.Stats().Programs {
+		if p.RunCount > 0 {
+			b.ReportMetric(float64(p.RunTimeNs)/float64(p.RunCount), p.Name+"-ns/run")
+		}
+	}
+}
+
+var benchRules = []int{10, 100, 1000}
+
+func benchName(rules int) string { return fmt.Sprintf("rules=%d", rules) }
+
+// interleave measures rate() (operations per second) in alternating
+// blocks without and with enforcement on the same setup (the endpoints'
+// programs detached, then attached again: milliseconds), and reports the
+// median rates and the median of the blocks' pairwise loss. On a shared
+// 2-core host the rate drifts by tens of percent within seconds: short
+// adjacent blocks compare like with like.
+func interleave(b *testing.B, s *benchSetup, unit string, rate func(n int) float64) {
+	const rounds = 21
+	eng := s.r.eng
+	attach := func(on bool) {
+		var atts []datapath.Attachment
+		if on {
+			eng.mu.RLock()
+			atts = eng.attachments(eng.cur)
+			eng.mu.RUnlock()
+		}
+		if err := eng.dp.Attach(atts); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var off, on, loss []float64
+	n := max(b.N/(2*rounds), 1)
+	for i := range rounds {
+		// Alternate which goes first, so that neither always follows the other.
+		var rOff, rOn float64
+		if i%2 == 0 {
+			attach(false)
+			rOff = rate(n)
+			attach(true)
+			rOn = rate(n)
+		} else {
+			attach(true)
+			rOn = rate(n)
+			attach(false)
+			rOff = rate(n)
+		}
+		off, on, loss = append(off, rOff), append(on, rOn), append(loss, 100*(rOff-rOn)/rOff)
+	}
+	attach(true)
+	for _, xs := range [][]float64{off, on, loss} {
+		slices.Sort(xs)
+	}
+	b.ReportMetric(off[rounds/2], unit+"-off")
+	b.ReportMetric(on[rounds/2], unit+"-on")
+	b.ReportMetric(loss[rounds/2], "loss-%")
+}
+
+// BenchmarkConnect: TCP connection setup (connect, the server's "ok",
+// close) from a cgroup endpoint to a netns endpoint, each connection
+// decided at connect() (egress) and at its SYN (TCX ingress) and
+// reported (two verdicts per connection).
+func BenchmarkConnect(b *testing.B) {
+	for _, rules := range benchRules {
+		b.Run(benchName(rules), func(b *testing.B) {
+			s := newBenchSetup(b, rules, "serve", false)
+			buf := make([]byte, 8)
+			interleave(b, s, "conns/s", func(n int) float64 {
+				start := time.Now()
+				for range n {
+					c, err := net.Dial("tcp", s.addr)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := c.Read(buf); err != nil {
+						b.Fatal(err)
+					}
+					c.Close()
+				}
+				return float64(n) / time.Since(start).Seconds()
+			})
+		})
+	}
+}
+
+// BenchmarkRequests: request/response throughput on established
+// connections (8 of them, 1 KiB requests echoed): the packets of an
+// established flow only pass the programs' first checks. The connections
+// are opened once per block, so that they are established under the
+// block's enforcement.
+func BenchmarkRequests(b *testing.B) {
+	const conns = 8
+	req := []byte(strings.Repeat("x", 1023) + "\n")
+	for _, rules := range benchRules {
+		b.Run(benchName(rules), func(b *testing.B) {
+			s := newBenchSetup(b, rules, "echo", false)
+			interleave(b, s, "req/s", func(n int) float64 {
+				type pair struct {
+					c  net.Conn
+					rd *bufio.Reader
+				}
+				var ps []pair
+				for range conns {
+					c, err := net.Dial("tcp", s.addr)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer c.Close()
+					ps = append(ps, pair{c, bufio.NewReaderSize(c, 4096)})
+				}
+				per := (n + conns - 1) / conns
+				errs := make(chan error, conns)
+				start := time.Now()
+				for _, p := range ps {
+					go func() {
+						for range per {
+							if _, err := p.c.Write(req); err != nil {
+								errs <- err
+								return
+							}
+							if _, err := p.rd.ReadSlice('\n'); err != nil {
+								errs <- err
+								return
+							}
+						}
+						errs <- nil
+					}()
+				}
+				for range conns {
+					if err := <-errs; err != nil {
+						b.Fatal(err)
+					}
+				}
+				return float64(per*conns) / time.Since(start).Seconds()
+			})
+		})
+	}
+}
+
+// BenchmarkDecision: nanoseconds per program run (bpf_stats) while
+// connections are set up and used: connect4 decides a connect(),
+// tcx_ingress a SYN (and passes the other packets), skb_egress records a
+// new flow (and passes the other packets).
+func BenchmarkDecision(b *testing.B) {
+	for _, rules := range benchRules {
+		b.Run(benchName(rules), func(b *testing.B) {
+			s := newBenchSetup(b, rules, "serve", true)
+			buf := make([]byte, 8)
+			for range b.N {
+				c, err := net.Dial("tcp", s.addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Read(buf)
+				c.Close()
+			}
+			s.reportDecisionNs(b)
+		})
+	}
+}
+
+// BenchmarkReload: time from a policy file change (1,000 rules each way)
+// to the new revision being enforced, as a client sees it: the file flips
+// the benchmark's traffic between allowed and denied, and each op waits
+// until a connect() gets the new answer.
+func BenchmarkReload(b *testing.B) {
+	s := newBenchSetup(b, 1000, "serve", false)
+	allow := true
+	var total time.Duration
+	b.ResetTimer()
+	for range b.N {
+		allow = !allow
+		doc := rulesDoc(1000, s.ns.Addr, s.port, allow)
+		start := time.Now()
+		s.r.writePolicy("bench.yaml", doc)
+		for {
+			c, err := net.DialTimeout("tcp", s.addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			if (err == nil) == allow {
+				break
+			}
+			if time.Since(start) > 30*time.Second {
+				b.Fatalf("not enforced after 30s (allow=%v, err=%v)", allow, err)
+			}
+		}
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-to-enforced")
+}

@@ -1,0 +1,71 @@
+package policy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the policy stage's Prometheus metrics; register them with
+// the agent's registry (Engine.Metrics).
+type Metrics struct {
+	verdicts     *prometheus.CounterVec
+	revision     prometheus.Gauge
+	rejected     prometheus.Gauge
+	applies      *prometheus.CounterVec
+	applySeconds prometheus.Histogram
+	lost         prometheus.Counter
+}
+
+func newMetrics() *Metrics {
+	return &Metrics{
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sextant_policy_verdicts_total",
+			Help: "Policy decisions reported by the kernel (and the L7 audit evaluator), by direction, verdict (FORWARDED, DROPPED, AUDIT), match type and deciding policy (kind/namespace/name; empty for default deny).",
+		}, []string{"direction", "verdict", "match_type", "policy"}),
+		revision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sextant_policy_revision",
+			Help: "The policy revision in force.",
+		}),
+		rejected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sextant_policy_rejected_files",
+			Help: "Policy files whose latest content was rejected (their last good version stays in force).",
+		}),
+		applies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sextant_policy_applies_total",
+			Help: "Policy revisions applied to the kernel, by result (ok, error).",
+		}, []string{"result"}),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sextant_policy_apply_seconds",
+			Help:    "Time to write a revision into the kernel and switch to it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sextant_policy_verdicts_lost_total",
+			Help: "Verdicts dropped because the consumer of the verdict channel was behind.",
+		}),
+	}
+}
+
+func (m *Metrics) observe(v *Verdict) {
+	m.verdicts.WithLabelValues(v.Direction.String(), v.Outcome.String(), v.MatchType.String(), v.PolicyLabel()).Add(float64(max(v.Count, 1)))
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors() {
+		c.Collect(ch)
+	}
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.verdicts, m.revision, m.rejected, m.applies, m.applySeconds, m.lost}
+}
+
+// Metrics returns the engine's collector.
+func (e *Engine) Metrics() prometheus.Collector { return e.metrics }
