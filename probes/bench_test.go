@@ -376,23 +376,7 @@ func BenchmarkH2Load(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(dir, "small"), bytes.Repeat([]byte{'s'}, 128), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	port := testbed.FreePort(b)
-	srv := exec.Command(nghttpd, "--no-tls", "-a", "127.0.0.1", "-d", dir, fmt.Sprint(port))
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if i > 200 {
-			b.Fatal("nghttpd did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	addr := startNghttpd(b, nghttpd, dir)
 	for _, mode := range tracedModes(b) {
 		b.Run(mode.name, func(b *testing.B) {
 			stats := mode.start(b)

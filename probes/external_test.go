@@ -3,14 +3,12 @@ package probes
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -132,28 +130,7 @@ func TestNghttpdServer(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "f.txt"), file, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		srv := exec.Command(nghttpd, "--no-tls", "-a", "127.0.0.1", "-d", dir, fmt.Sprint(port))
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { srv.Process.Kill(); srv.Wait() }()
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		for i := 0; ; i++ {
-			if c, err := net.Dial("tcp", addr); err == nil {
-				c.Close()
-				break
-			}
-			if i > 100 {
-				t.Fatal("nghttpd did not start")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		addr := startNghttpd(t, nghttpd, dir)
 
 		rec := startRecorder(t, capture)
 		client := h2cClient()

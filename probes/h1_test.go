@@ -62,15 +62,7 @@ func TestHTTP1Records(t *testing.T) {
 		client := &http.Client{Transport: &http.Transport{}}
 		paths := []string{"/h1/path?q=1", "/h1/again", "/h1/chunked?chunked=1"}
 		for _, p := range paths {
-			resp, err := client.Get("http://" + ln.Addr().String() + p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if !bytes.Equal(body, big) {
-				t.Fatalf("body mismatch")
-			}
+			getAll(t, client, big, "http://"+ln.Addr().String()+p)
 		}
 		client.CloseIdleConnections()
 		g := group(rec.stop(t))
@@ -267,15 +259,7 @@ func TestHTTP1SendfileBody(t *testing.T) {
 		client := &http.Client{Transport: &http.Transport{}}
 		const n = 3
 		for i := 0; i < n; i++ {
-			resp, err := client.Get("http://" + ln.Addr().String() + "/f.bin")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if !bytes.Equal(body, file) {
-				t.Fatalf("body mismatch")
-			}
+			getAll(t, client, file, "http://"+ln.Addr().String()+"/f.bin")
 		}
 		client.CloseIdleConnections()
 		g := group(rec.stop(t))
