@@ -4,9 +4,10 @@
 // per-endpoint tables, enforces them in the kernel (policy/datapath) and
 // turns every reported decision into a Verdict (Hubble's PolicyVerdict).
 //
-// The agent wires it as: New(cfg), Start(ctx), Verdicts() into its flow
-// ring, Metrics() into its registry, Status/Trace for the CLI, L7Audit on
-// observed flows, Stop() on shutdown (enforcement stays pinned);
+// The agent wires it as: New(cfg), Start(ctx), Verdicts() (each
+// Verdict.Flow() into its sinks), Metrics() into its registry,
+// Status/Trace for the CLI, Enrich on observed exchanges (connection
+// policies, L7 audit), Stop() on shutdown (enforcement stays pinned);
 // Cleanup(pinPath) for `sextant agent --cleanup`.
 package policy
 
@@ -88,6 +89,7 @@ type Engine struct {
 
 	verdicts chan Verdict
 	lost     atomic.Uint64
+	conns    conns // reported TCP verdicts, for Enrich
 	metrics  *Metrics
 	procs    *identity.Resolver
 	procMu   sync.Mutex
@@ -117,6 +119,9 @@ type revision struct {
 	local map[uint32]Peer     // by endpoint id
 	peers map[ipcache.ID]Peer // by identity (endpoint name when one has it)
 	refs  [][]PolicyRef       // by cookie
+	// byCgroup caches the endpoint of a process's cgroup id (0: none):
+	// Enrich asks it for every observed exchange.
+	byCgroup sync.Map
 }
 
 // index precomputes what verdicts carry, so that turning a kernel record
@@ -570,7 +575,7 @@ func (e *Engine) deliver(r datapath.Record) {
 		v.Process = e.procs.Lookup(r.PID, r.CgroupID, "")
 		e.procMu.Unlock()
 	}
-	e.metrics.observe(&v)
+	e.conns.record(&v)
 	select {
 	case e.verdicts <- v:
 	default:

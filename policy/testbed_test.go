@@ -17,11 +17,13 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sextant/sextant/observer/hubble"
 	"github.com/sextant/sextant/policy/datapath"
 	"github.com/sextant/sextant/policy/endpoint"
 	"github.com/sextant/sextant/testbed"
@@ -588,6 +590,9 @@ func eventually(t testing.TB, what string, probe func() string, want string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// hubbleEvent is the Hubble event the agent serves for a verdict.
+func hubbleEvent(v Verdict) *flowpb.Flow { return hubble.Request(v.Flow(), "test") }
 
 // waitVerdict waits for a verdict that match accepts.
 func (r *rig) waitVerdict(what string, match func(*Verdict) bool) Verdict {
