@@ -200,4 +200,3 @@ func peerString(p Peer) string {
 	}
 	return fmt.Sprintf("%s(id %d)", s, p.Identity)
 }
-

@@ -42,7 +42,9 @@ var identityKind = kind{
 	build: func(ff *flowpb.FlowFilter) ([]FilterFunc, error) {
 		var fs []FilterFunc
 		if ids := ff.GetSourceIdentity(); len(ids) > 0 {
-			fs = append(fs, func(f *flowpb.Flow) bool { return f.GetSource() != nil && slices.Contains(ids, f.GetSource().GetIdentity()) })
+			fs = append(fs, func(f *flowpb.Flow) bool {
+				return f.GetSource() != nil && slices.Contains(ids, f.GetSource().GetIdentity())
+			})
 		}
 		if ids := ff.GetDestinationIdentity(); len(ids) > 0 {
 			fs = append(fs, func(f *flowpb.Flow) bool {

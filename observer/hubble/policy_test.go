@@ -46,8 +46,8 @@ func TestPolicyVerdictEvents(t *testing.T) {
 			CgroupId: 7, TrafficDirection: flowpb.TrafficDirection_EGRESS, Verdict: flowpb.Verdict_DROPPED, DropReason: 133,
 			DropReasonDesc: flowpb.DropReason_POLICY_DENIED,
 			Source:         withLabels(webPeer, procLabels...), Destination: withLabels(worldPeer),
-			IP: &flowpb.IP{Source: "10.0.0.1", Destination: "10.0.0.2", IpVersion: flowpb.IPVersion_IPv4},
-			L4: &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{DestinationPort: 8080, Flags: &flowpb.TCPFlags{SYN: true}}}},
+			IP:      &flowpb.IP{Source: "10.0.0.1", Destination: "10.0.0.2", IpVersion: flowpb.IPVersion_IPv4},
+			L4:      &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{DestinationPort: 8080, Flags: &flowpb.TCPFlags{SYN: true}}}},
 			Summary: "TCP egress policy verdict DROPPED"},
 	}, {
 		name: "TCP ingress denied by a deny rule",
@@ -59,7 +59,7 @@ func TestPolicyVerdictEvents(t *testing.T) {
 			DropReasonDesc: flowpb.DropReason_POLICY_DENY, Source: withLabels(worldPeer), Destination: withLabels(webPeer),
 			IngressDeniedBy: []*flowpb.Policy{{Kind: noSSH.Kind, Name: "no-ssh", Revision: 3}},
 			IP:              ip(client, server), L4: &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{SourcePort: 40000, DestinationPort: 8080, Flags: &flowpb.TCPFlags{SYN: true}}}},
-			Summary:         "TCP ingress policy verdict DROPPED"},
+			Summary: "TCP ingress policy verdict DROPPED"},
 	}, {
 		name: "UDP over IPv6 allowed, audit carries no drop reason",
 		in: &flow.Flow{Kind: flow.KindPolicyVerdict, Time: t0, Source: v6c, Destination: v6s,
