@@ -90,9 +90,11 @@ type Engine struct {
 	verdicts chan Verdict
 	lost     atomic.Uint64
 	conns    conns // reported TCP verdicts, for Enrich
-	metrics  *Metrics
-	procs    *identity.Resolver
-	procMu   sync.Mutex
+	// revisions is signalled after each revision applied (Revisions).
+	revisions chan struct{}
+	metrics   *Metrics
+	procs     *identity.Resolver
+	procMu    sync.Mutex
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -179,6 +181,7 @@ func New(cfg Config) (*Engine, error) {
 		epIDs:      map[string]uint32{},
 		history:    map[uint64]*revision{},
 		verdicts:   make(chan Verdict, cfg.VerdictBuffer),
+		revisions:  make(chan struct{}, 1),
 		metrics:    newMetrics(),
 		procs:      identity.NewResolver(""),
 	}, nil
@@ -330,6 +333,10 @@ func (e *Engine) applyLocked(policies []*source.Policy, specs []endpoint.Spec, e
 		if n+revisionsKept <= rev.number {
 			delete(e.history, n)
 		}
+	}
+	select {
+	case e.revisions <- struct{}{}:
+	default: // one is pending already
 	}
 	e.log.Info("policy revision applied", "revision", rev.number, "policies", len(rev.policies), "endpoints", len(rev.endpoints),
 		"read", read, "compile", compile, "apply", time.Since(start))

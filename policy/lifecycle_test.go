@@ -125,7 +125,7 @@ func TestReload(t *testing.T) {
 	if st.Revision < rev2 {
 		t.Errorf("revision %d after a rejected document, want %d or later", st.Revision, rev2)
 	}
-	rej := st.Rejections[0].Errors[0].Error()
+	rej := st.Rejections[0].Errors[0]
 	if !strings.Contains(rej, "db.yaml:8:") || !strings.Contains(rej, "toFQDNs") {
 		t.Errorf("rejection %q lacks file:line and field", rej)
 	}
