@@ -129,10 +129,10 @@ func newPolicyListCmd() *cobra.Command {
 
 func newPolicyTraceCmd() *cobra.Command {
 	var (
-		a          agentFlags
-		from, to   []string
-		dport      uint16
-		proto      string
+		a        agentFlags
+		from, to []string
+		dport    uint16
+		proto    string
 		files    []string
 	)
 	cmd := &cobra.Command{
