@@ -123,11 +123,20 @@ func (v *Verdict) Flow() *flow.Flow {
 		Kind:        flow.KindPolicyVerdict,
 		Time:        v.Time,
 		Node:        v.Node,
-		Source:      v.Source.Addr,
-		Destination: v.Destination.Addr,
+		Source:      known(v.Source.Addr),
+		Destination: known(v.Destination.Addr),
 		Process:     v.Process,
 		Policy:      p,
 	}
+}
+
+// known is the address a hook recorded, or none: the kernel writes zeros
+// where it did not know it (connect() runs before the socket is bound).
+func known(a netip.AddrPort) netip.AddrPort {
+	if !a.Addr().IsValid() || a.Addr().IsUnspecified() {
+		return netip.AddrPort{}
+	}
+	return a
 }
 
 func flowVerdict(o Outcome) flow.Verdict {

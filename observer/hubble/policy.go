@@ -49,9 +49,18 @@ func policyVerdict(f *flow.Flow) *flowpb.Flow {
 		local = policyEndpoint(p.Destination, processLabels(f.Process))
 		ev.Destination = local
 	}
+	// A hook may not know one side's address (connect() runs before the
+	// socket is bound): that side's IP stays empty, the version is the
+	// other side's.
 	src, dst := addr(f.Source), addr(f.Destination)
-	if src.Addr().IsValid() && dst.Addr().IsValid() {
-		ev.IP = &flowpb.IP{Source: src.Addr().String(), Destination: dst.Addr().String(), IpVersion: ipVersion(src.Addr())}
+	if src.Addr().IsValid() || dst.Addr().IsValid() {
+		ev.IP = &flowpb.IP{}
+		if src.Addr().IsValid() {
+			ev.IP.Source, ev.IP.IpVersion = src.Addr().String(), ipVersion(src.Addr())
+		}
+		if dst.Addr().IsValid() {
+			ev.IP.Destination, ev.IP.IpVersion = dst.Addr().String(), ipVersion(dst.Addr())
+		}
 	}
 	switch p.Proto {
 	case protoTCP:

@@ -50,6 +50,16 @@ func TestPolicyVerdictEvents(t *testing.T) {
 			L4:      &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{DestinationPort: 8080, Flags: &flowpb.TCPFlags{SYN: true}}}},
 			Summary: "TCP egress policy verdict DROPPED"},
 	}, {
+		name: "source unknown at connect: the destination's IP alone",
+		in: &flow.Flow{Kind: flow.KindPolicyVerdict, Time: t0, Destination: server,
+			Policy: &flow.Policy{Verdict: flow.VerdictForwarded, MatchType: 1, Direction: flow.Egress, Source: webPeer, Destination: worldPeer, Proto: 6, Hook: "connect"}},
+		want: &flowpb.Flow{Time: timestamppb.New(t0), Type: flowpb.FlowType_L3_L4, EventType: verdictEv, IsReply: wrapperspb.Bool(false),
+			PolicyMatchType: 1, TrafficDirection: flowpb.TrafficDirection_EGRESS, Verdict: flowpb.Verdict_FORWARDED,
+			Source: withLabels(webPeer), Destination: withLabels(worldPeer),
+			IP:      &flowpb.IP{Destination: "10.0.0.2", IpVersion: flowpb.IPVersion_IPv4},
+			L4:      &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{DestinationPort: 8080, Flags: &flowpb.TCPFlags{SYN: true}}}},
+			Summary: "TCP egress policy verdict FORWARDED"},
+	}, {
 		name: "TCP ingress denied by a deny rule",
 		in: &flow.Flow{Kind: flow.KindPolicyVerdict, Time: t0, Source: client, Destination: server,
 			Policy: &flow.Policy{Verdict: flow.VerdictDropped, DropReason: flow.PolicyDeny, MatchType: 3, Direction: flow.Ingress, Source: worldPeer, Destination: webPeer,
