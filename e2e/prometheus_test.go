@@ -147,18 +147,6 @@ func (p *promServer) exemplars(query string, start, end time.Time) []exemplarSer
 
 // The workload server answers /<anything>?sleep=<duration>&status=<code>
 // after sleeping that long, with that status.
-func promWorkloadHandler(w http.ResponseWriter, r *http.Request) {
-	_, _ = io.Copy(io.Discard, r.Body)
-	d, _ := time.ParseDuration(r.URL.Query().Get("sleep"))
-	time.Sleep(d)
-	code, err := strconv.Atoi(r.URL.Query().Get("status"))
-	if err != nil {
-		code = http.StatusBadRequest
-	}
-	w.Header().Set("Content-Length", "5")
-	w.WriteHeader(code)
-	_, _ = io.WriteString(w, "hello")
-}
 
 type promCall struct {
 	path        string
@@ -180,7 +168,7 @@ func TestPrometheusGoldenSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hsrv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(promWorkloadHandler), &http2.Server{})}
+	hsrv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(testbed.WorkloadHandler), &http2.Server{})}
 	go func() { _ = hsrv.Serve(hl) }()
 	t.Cleanup(func() { hsrv.Close() })
 	hport := strconv.Itoa(hl.Addr().(*net.TCPAddr).Port)

@@ -284,19 +284,7 @@ func TestExemplars(t *testing.T) {
 	e.Export(f)
 	closeExporter(t, e)
 
-	srv := httptest.NewServer(Handler(reg))
-	defer srv.Close()
-	req, _ := http.NewRequest("GET", srv.URL, nil)
-	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
-		t.Fatalf("content type %q, want OpenMetrics", ct)
-	}
+	body := scrapeOpenMetrics(t, reg)
 	var line string
 	for l := range strings.Lines(string(body)) {
 		if strings.HasPrefix(l, "http_server_request_duration_seconds_bucket{") && strings.Contains(l, `le="0.075"`) {
@@ -328,6 +316,18 @@ func TestNoExemplarsByDefault(t *testing.T) {
 	f.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	e.Export(f)
 	closeExporter(t, e)
+	body := scrapeOpenMetrics(t, reg)
+	for _, leak := range []string{"4bf92f3577b34da6a3ce929d0e0e4736", "s3cr3t", "api.example"} {
+		if strings.Contains(body, leak) {
+			t.Errorf("/metrics carries %q", leak)
+		}
+	}
+}
+
+// scrapeOpenMetrics reads the handler as Prometheus does when it asks for
+// OpenMetrics (the only format with exemplars).
+func scrapeOpenMetrics(t *testing.T, reg *prom.Registry) string {
+	t.Helper()
 	srv := httptest.NewServer(Handler(reg))
 	defer srv.Close()
 	req, _ := http.NewRequest("GET", srv.URL, nil)
@@ -338,9 +338,8 @@ func TestNoExemplarsByDefault(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, leak := range []string{"4bf92f3577b34da6a3ce929d0e0e4736", "s3cr3t", "api.example"} {
-		if strings.Contains(string(body), leak) {
-			t.Errorf("/metrics carries %q", leak)
-		}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
+		t.Fatalf("content type %q, want OpenMetrics", ct)
 	}
+	return string(body)
 }
