@@ -27,7 +27,7 @@ func Policy() *Dashboard {
 		timeseries("Allowed by policy", "Allowed decisions per second, by the policy whose rule allowed them.", "ops", nil,
 			promTarget("A", "sum by (policy) ("+rate(v, sel(agentSel, `verdict="FORWARDED"`))+")", "{{policy}}")),
 		timeseries("L7 judgements", "Requests an L7 rule judged per second (match type L7): the L7 audit evaluator (AUDIT where no proxy is in the path) and the node proxies (DROPPED: denied with PERMISSION_DENIED or 403).", "ops", nil,
-			promTarget("A", "sum by (verdict, policy) ("+rate(v, sel(agentSel, `match_type="L7"`))+") or vector(0)", "{{verdict}} {{policy}}")),
+			promTarget("A", "sum by (verdict, policy) ("+rate(v, sel(agentSel, `match_type="L7"`))+")", "{{verdict}} {{policy}}")),
 		timeseries("Lost verdicts and failed applies", "Verdicts the agent could not read in time (its channel was full) and revisions that failed to apply (the previous one stays in force).", "ops", thresholds(0.001, 1),
 			promTarget("A", "sum("+rate("sextant_policy_verdicts_lost_total", ns)+")", "verdicts lost"),
 			promTarget("B", "sum("+rate("sextant_policy_applies_total", sel(agentSel, `result="error"`))+") or vector(0)", "failed applies")),

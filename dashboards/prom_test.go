@@ -428,6 +428,13 @@ func TestPrometheusPanels(t *testing.T) {
 			}
 		}
 	}
+	if t.Failed() {
+		if f, err := testbed.Scrape("http://" + metricsAddr + "/metrics"); err == nil {
+			for _, m := range f["sextant_policy_verdicts_total"].GetMetric() {
+				t.Logf("sextant_policy_verdicts_total %v %v", m.GetLabel(), m.GetCounter().GetValue())
+			}
+		}
+	}
 	for _, seen := range mustSee {
 		for lv, ok := range seen {
 			if !ok {
