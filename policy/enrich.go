@@ -19,9 +19,12 @@ import (
 //
 //   - the policies that allowed its connection, per direction: from the
 //     verdicts the kernel reported for that connection (the table below),
-//     else, for the observed endpoint's own direction, from the revision
-//     in force (the same lookup the kernel makes, with the peer identity
-//     the kernel learnt; PolicyRef.Revision says which revision);
+//     else from the revision in force (the same lookup the kernel makes,
+//     with the peer identity the kernel learnt; PolicyRef.Revision says
+//     which revision) for the observed endpoint's own direction and, when
+//     the peer is a netns endpoint of this node, for the peer's. Verdicts
+//     are read every 50 ms, so an exchange that ends sooner after its
+//     connect usually meets no reported verdict yet;
 //   - the L7 audit: when the HTTP rules that cover the connection deny the
 //     request, verdict AUDIT, drop reason POLICY_DENIED and the rules'
 //     policies in denied_by, hook "l7", although no proxy is in the path.
@@ -80,10 +83,18 @@ func (e *Engine) judge(rev *revision, f *flow.Flow, dir resolve.Direction, local
 	}
 	epID, ep := rev.endpointOf(e.cgroupRoot, f.Process, local.Addr())
 	if own == nil && ep != nil {
-		own = e.replay(rev, epID, ep, dir, local, remote)
+		own = e.replay(rev, epID, dir, local, remote, 0)
 	}
 	if own == nil && other == nil {
 		return nil
+	}
+	// The peer's direction, when the peer is a netns endpoint of this
+	// node and its verdict was not read yet: the same lookup, with this
+	// endpoint's identity as the remote.
+	if other == nil && own != nil {
+		if peerID, peer := rev.endpointByAddr(remote.Addr()); peer != nil && peer.IsNetns() {
+			other = e.replay(rev, peerID, dir^1, remote, local, ipcache.ID(own.local.Identity))
+		}
 	}
 	p := &flow.Policy{Verdict: flow.VerdictForwarded, Proto: resolve.ProtoTCP, Direction: flowDirection(dir)}
 	put := func(s *connSide, d resolve.Direction) {
@@ -148,21 +159,24 @@ func (e *Engine) judge(rev *revision, f *flow.Flow, dir resolve.Direction, local
 }
 
 // replay decides the connection of an exchange with the revision in
-// force, as the kernel would: the observed endpoint's table, the peer's
-// identity as the kernel learnt it (a local client's from the flow its
-// first packet recorded, a local server's from its bound socket) or from
-// the ipcache. Only an allowed connection is reported.
-func (e *Engine) replay(rev *revision, epID uint32, ep *endpoint.Endpoint, dir resolve.Direction, local, remote netip.AddrPort) *connSide {
+// force, as the kernel would: endpoint epID's table for dir, the peer's
+// identity remoteID when known, else as the kernel learnt it (a local
+// client's from the flow its first packet recorded, a local server's from
+// its bound socket) or from the ipcache. Only an allowed connection is
+// reported.
+func (e *Engine) replay(rev *revision, epID uint32, dir resolve.Direction, local, remote netip.AddrPort, remoteID ipcache.ID) *connSide {
 	t := rev.result.Endpoints[epID].Tables[dir]
-	remoteID, _ := rev.ipc.Lookup(remote.Addr())
-	var learnt uint32
-	if dir == resolve.Ingress {
-		learnt = e.dp.ClientIdentity(remote, local.Port(), resolve.ProtoTCP)
-	} else if ns, err := endpoint.NetnsCookie(); err == nil {
-		learnt = e.dp.ServerIdentity(ns, remote.Addr(), remote.Port(), resolve.ProtoTCP)
-	}
-	if learnt != 0 {
-		remoteID = ipcache.ID(learnt)
+	if remoteID == 0 {
+		remoteID, _ = rev.ipc.Lookup(remote.Addr())
+		var learnt uint32
+		if dir == resolve.Ingress {
+			learnt = e.dp.ClientIdentity(remote, local.Port(), resolve.ProtoTCP)
+		} else if ns, err := endpoint.NetnsCookie(); err == nil {
+			learnt = e.dp.ServerIdentity(ns, remote.Addr(), remote.Port(), resolve.ProtoTCP)
+		}
+		if learnt != 0 {
+			remoteID = ipcache.ID(learnt)
+		}
 	}
 	port := local.Port()
 	if dir == resolve.Egress {
