@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sextant/sextant/exporters"
 	"github.com/sextant/sextant/flow"
@@ -135,22 +137,51 @@ func (s *proxyStage) stage() stage.Stage {
 }
 
 // feedL7 installs the policy stage's L7 rules (rules.http) as RBAC on the
-// proxies' path, now and after every revision.
+// proxies' path: after every revision, and when the redirected
+// destinations change (a server redirected to the forwarder is protected
+// there, so the proxy's own reloads move rules too).
 func (s *proxyStage) feedL7(ctx context.Context) {
 	eng := s.policy.engine()
 	if eng == nil {
 		return
 	}
+	tick := time.NewTicker(l7Resync)
+	defer tick.Stop()
+	var last []config.Doc[*config.L7Policy]
 	for {
-		if err := s.p.SetL7(s.l7Docs(eng.L7Rules())); err != nil {
-			s.log.Warn("proxy: L7 rules of the policy in force rejected, the last good ones stay", "err", err)
+		docs := s.l7Docs(eng.L7Rules())
+		if last == nil || !sameL7(docs, last) {
+			if err := s.p.SetL7(docs); err != nil {
+				s.log.Warn("proxy: L7 rules of the policy in force rejected, the last good ones stay", "err", err)
+			}
+			last = docs
+			if last == nil {
+				last = []config.Doc[*config.L7Policy]{}
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-eng.Revisions():
+		case <-tick.C:
 		}
 	}
+}
+
+// l7Resync: how often the L7 rules are checked against the redirected
+// destinations.
+const l7Resync = time.Second
+
+func sameL7(a, b []config.Doc[*config.L7Policy]) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !reflect.DeepEqual(a[i].Obj, b[i].Obj) {
+			return false
+		}
+	}
+	return true
 }
 
 // l7Docs converts the policy's L7 rules to the proxy's input, field by
