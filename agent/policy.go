@@ -117,28 +117,29 @@ func (s *policyStage) stage() stage.Stage {
 func (s *policyStage) verdictStage(sinks *exporters.Fanout) stage.Stage {
 	return stage.Stage{Name: "verdicts", Run: func(ctx context.Context) error {
 		verdicts := s.eng.Verdicts()
-		for {
-			select {
-			case v, ok := <-verdicts:
-				if !ok {
+		// At the stop, what the engine read before it still reaches the
+		// sinks, which stop after this stage.
+		for draining := false; ; {
+			var v policy.Verdict
+			var ok bool
+			if draining {
+				select {
+				case v, ok = <-verdicts:
+				default:
 					return nil
 				}
-				sinks.Export(v.Flow())
-			case <-ctx.Done():
-				// What the engine read before the stop still reaches the
-				// sinks, which stop after this stage.
-				for {
-					select {
-					case v, ok := <-verdicts:
-						if !ok {
-							return nil
-						}
-						sinks.Export(v.Flow())
-					default:
-						return nil
-					}
+			} else {
+				select {
+				case v, ok = <-verdicts:
+				case <-ctx.Done():
+					draining = true
+					continue
 				}
 			}
+			if !ok {
+				return nil
+			}
+			sinks.Export(v.Flow())
 		}
 	}}
 }

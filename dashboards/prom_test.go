@@ -86,9 +86,9 @@ func TestPrometheusPanels(t *testing.T) {
 	// is rejected (its last good content, none, stays in force).
 	policyDir, bpffs := t.TempDir(), filepath.Join("/sys/fs/bpf", fmt.Sprintf("sextant-test-dashboards-%d", os.Getpid()))
 	endpoints := filepath.Join(tmp, "endpoints.yaml")
-	writeFile(t, endpoints, fmt.Sprintf("endpoints:\n- {name: dashboards, cgroup: %s, labels: {app: dashboards}}\n", cg.Path))
-	writeFile(t, filepath.Join(policyDir, "egress.yaml"), policyDoc("dashboards-egress", "  egress:\n  - toEntities: [host]\n  - toEndpoints: [{matchLabels: {app: dashboards}}]\n"))
-	writeFile(t, filepath.Join(policyDir, "bad.yaml"), policyDoc("bad", "  egress:\n  - toFQDNs: [{matchName: example.com}]\n"))
+	testbed.WriteFile(t, endpoints, fmt.Sprintf("endpoints:\n- {name: dashboards, cgroup: %s, labels: {app: dashboards}}\n", cg.Path))
+	testbed.WriteFile(t, filepath.Join(policyDir, "egress.yaml"), policyDoc("dashboards-egress", "  egress:\n  - toEntities: [host]\n  - toEndpoints: [{matchLabels: {app: dashboards}}]\n"))
+	testbed.WriteFile(t, filepath.Join(policyDir, "bad.yaml"), policyDoc("bad", "  egress:\n  - toFQDNs: [{matchName: example.com}]\n"))
 	t.Cleanup(func() {
 		if out, err := exec.Command(bin, "agent", "--cleanup", "--policy-bpffs", bpffs).CombinedOutput(); err != nil {
 			t.Errorf("agent --cleanup: %v\n%s", err, out)
@@ -125,7 +125,7 @@ func TestPrometheusPanels(t *testing.T) {
 	// Their ingress: from this endpoint only; on the h2c port an L7 rule
 	// allows GET /api/…, so the L7 audit evaluator judges every other
 	// request (/orders/…) AUDIT, no proxy being in the path.
-	writeFile(t, filepath.Join(policyDir, "ingress.yaml"), policyDoc("dashboards-ingress", fmt.Sprintf(`  ingress:
+	testbed.WriteFile(t, filepath.Join(policyDir, "ingress.yaml"), policyDoc("dashboards-ingress", fmt.Sprintf(`  ingress:
   - fromEndpoints: [{matchLabels: {app: dashboards}}]
     toPorts:
     - ports: [{port: "%d", protocol: TCP}]
@@ -446,17 +446,6 @@ func TestPrometheusPanels(t *testing.T) {
 		if !used[k] {
 			t.Errorf("expectation %s matches no panel", k)
 		}
-	}
-}
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
 	}
 }
 

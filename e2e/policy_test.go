@@ -9,7 +9,6 @@ package e2e
 // list`; enforcement survives the agent (pinned) until `--cleanup`.
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -94,13 +92,6 @@ func runPolicyServer(raw []byte) error {
 	return nil
 }
 
-// probe results
-const (
-	probeOK      = "ok"
-	probeEPERM   = "eperm"   // refused at connect()/sendto() by the cgroup hooks
-	probeTimeout = "timeout" // dropped on the way (a SYN, a datagram)
-)
-
 type policyProbeArgs struct {
 	Proto, Addr string
 }
@@ -110,55 +101,13 @@ func runPolicyProbe(raw []byte) error {
 	if err := json.Unmarshal(raw, &a); err != nil {
 		return err
 	}
-	res := probe(a.Proto, a.Addr)
+	res := testbed.ProbeUDP(a.Addr)
+	if a.Proto == "tcp" {
+		res = testbed.ProbeTCP(a.Addr)
+	}
 	b, _ := json.Marshal(map[string]string{"result": res})
 	fmt.Printf("RESULT %s\n", b)
 	return nil
-}
-
-func probe(proto, addr string) string {
-	failed := func(err error) string {
-		switch {
-		case errors.Is(err, syscall.EPERM):
-			return probeEPERM
-		case os.IsTimeout(err):
-			return probeTimeout
-		}
-		return "error: " + err.Error()
-	}
-	if proto == "tcp" {
-		c, err := net.DialTimeout("tcp", addr, 1500*time.Millisecond)
-		if err != nil {
-			return failed(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Second))
-		line, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			return failed(err)
-		}
-		return strings.TrimSpace(line)
-	}
-	pc, err := net.ListenPacket("udp", ":0") // unconnected: sendto goes through cgroup/sendmsg
-	if err != nil {
-		return failed(err)
-	}
-	defer pc.Close()
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return failed(err)
-	}
-	buf := make([]byte, 64)
-	for range 3 {
-		if _, err := pc.WriteTo([]byte("hi"), ua); err != nil {
-			return failed(err)
-		}
-		pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		if n, _, err := pc.ReadFrom(buf); err == nil {
-			return string(buf[:n])
-		}
-	}
-	return probeTimeout
 }
 
 // policyRig is the test's endpoints and policy files.
@@ -189,17 +138,7 @@ func newPolicyRig(t *testing.T) *policyRig {
 	return r
 }
 
-// write replaces a file atomically, as editors and config managers do.
-func (r *policyRig) write(path, content string) {
-	r.t.Helper()
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		r.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		r.t.Fatal(err)
-	}
-}
+func (r *policyRig) write(path, content string) { testbed.WriteFile(r.t, path, content) }
 
 // agent starts `sextant agent` with the rig's policy, scoped to its
 // cgroup, on a private socket; extra flags are appended.
@@ -331,14 +270,14 @@ spec:
 	for _, c := range []struct {
 		proto, addr, want string
 	}{
-		{"tcp", addr(allowedPort), probeOK},
-		{"udp", addr(allowedPort), probeOK},
-		{"tcp", addr(denyPort), probeTimeout},   // SYN dropped by the deny rule at the server's TCX ingress
-		{"udp", addr(closedPort), probeTimeout}, // allowed out, default deny in
-		{"tcp", addr(closedPort), probeTimeout}, // likewise
-		{"tcp", "192.0.2.1:9", probeEPERM},      // egress to the world: refused at connect()
-		{"udp", "192.0.2.1:53", probeEPERM},     // refused at sendto()
-		{"udp", addr(denyPort), probeEPERM},     // the client's egress allows TCP only there
+		{"tcp", addr(allowedPort), testbed.ProbeOK},
+		{"udp", addr(allowedPort), testbed.ProbeOK},
+		{"tcp", addr(denyPort), testbed.ProbeTimeout},   // SYN dropped by the deny rule at the server's TCX ingress
+		{"udp", addr(closedPort), testbed.ProbeTimeout}, // allowed out, default deny in
+		{"tcp", addr(closedPort), testbed.ProbeTimeout}, // likewise
+		{"tcp", "192.0.2.1:9", testbed.ProbeEPERM},      // egress to the world: refused at connect()
+		{"udp", "192.0.2.1:53", testbed.ProbeEPERM},     // refused at sendto()
+		{"udp", addr(denyPort), testbed.ProbeEPERM},     // the client's egress allows TCP only there
 	} {
 		if got := r.probe(c.proto, c.addr); got != c.want {
 			t.Errorf("%s %s: %s, want %s", c.proto, c.addr, got, c.want)
@@ -473,11 +412,16 @@ spec:
 		t.Errorf("policy trace to the allowed port:\n%s", trace)
 	}
 
-	// Through a relay: the same filters on the merged stream.
-	relaySock := filepath.Join(t.TempDir(), "relay.sock")
-	relay := testbed.StartDaemon(t, "relay", r.bin, "relay", "--agent", "unix://"+sock, "--socket", relaySock, "--store", "none", "--metrics-listen", "",
-		"--history", "1h")
-	relay.Await("policy verdicts through the relay", 60*time.Second, func() error {
+	// Through a relay: the same filters on the merged stream, and the
+	// flow history (the embedded engine) with the verdict columns.
+	relayDir := t.TempDir()
+	relaySock, querySock := filepath.Join(relayDir, "relay.sock"), filepath.Join(relayDir, "query.sock")
+	relay := testbed.StartDaemon(t, "relay", r.bin, "relay", "--agent", "unix://"+sock, "--socket", relaySock, "--metrics-listen", "",
+		"--history", "1h", "--data-dir", filepath.Join(relayDir, "data"), "--query-socket", querySock)
+	relay.Await("policy verdicts through the relay", 90*time.Second, func() error {
+		if _, err := os.Stat(relaySock); err != nil {
+			return err // the relay opens its flow store first
+		}
 		dropped := observe(t, relaySock, "--verdict", "DROPPED", "--drop-reason-desc", "POLICY_DENY", "--to-identity", fmt.Sprint(serverID))
 		if len(dropped) == 0 {
 			return errors.New("no POLICY_DENY verdict yet")
@@ -489,6 +433,24 @@ spec:
 		}
 		if n := len(observe(t, relaySock, "-t", "policy-verdict", "--from-identity", fmt.Sprint(clientID), "--verdict", "FORWARDED")); n == 0 {
 			return errors.New("no forwarded verdict of the client yet")
+		}
+		return nil
+	})
+	relay.Await("policy rows in the flow history", 90*time.Second, func() error {
+		res, err := historyRows(r.bin, querySock, `SELECT kind, verdict, drop_reason, traffic_direction, destination_endpoint, ingress_denied_by, decisions
+FROM flows WHERE kind = 'policy-verdict' AND drop_reason = 'POLICY_DENY' LIMIT 1`)
+		if err != nil || len(res) == 0 {
+			return fmt.Errorf("no POLICY_DENY row: %v", err)
+		}
+		if got := fmt.Sprint(res[0]); got != "[policy-verdict DROPPED POLICY_DENY ingress default/server [CiliumNetworkPolicy/default/server-ingress] 1]" {
+			t.Fatalf("POLICY_DENY row: %s", got)
+		}
+		res, err = historyRows(r.bin, querySock, `SELECT verdict, policy_hook, egress_denied_by FROM flows WHERE kind = '' AND path = '/denied/1' AND observer = 'client'`)
+		if err != nil || len(res) == 0 {
+			return fmt.Errorf("no audited exchange row: %v", err)
+		}
+		if got := fmt.Sprint(res[0]); got != "[AUDIT l7 [CiliumNetworkPolicy/default/client-egress]]" {
+			t.Fatalf("audited exchange row: %s", got)
 		}
 		return nil
 	})
@@ -528,10 +490,10 @@ spec:
 	if !strings.Contains(text, "REJECTED") || !strings.Contains(text, "client.yaml:7") {
 		t.Errorf("policy list:\n%s", text)
 	}
-	if got := r.probe("tcp", "192.0.2.1:9"); got != probeEPERM {
-		t.Errorf("after the rejection, egress to the world: %s, want %s (the last good policy in force)", got, probeEPERM)
+	if got := r.probe("tcp", "192.0.2.1:9"); got != testbed.ProbeEPERM {
+		t.Errorf("after the rejection, egress to the world: %s, want %s (the last good policy in force)", got, testbed.ProbeEPERM)
 	}
-	if got := r.probe("tcp", addr(allowedPort)); got != probeOK {
+	if got := r.probe("tcp", addr(allowedPort)); got != testbed.ProbeOK {
 		t.Errorf("after the rejection, the allowed port: %s", got)
 	}
 	if f, err := testbed.Scrape("http://" + metrics + "/metrics"); err != nil ||
@@ -556,10 +518,10 @@ spec:
 	// `sextant policy list` on its socket.
 	relay.Stop()
 	agent.Stop()
-	if got := r.probe("tcp", "192.0.2.1:9"); got != probeEPERM {
-		t.Errorf("without an agent: %s, want %s (pinned enforcement)", got, probeEPERM)
+	if got := r.probe("tcp", "192.0.2.1:9"); got != testbed.ProbeEPERM {
+		t.Errorf("without an agent: %s, want %s (pinned enforcement)", got, testbed.ProbeEPERM)
 	}
-	if got := r.probe("tcp", addr(denyPort)); got != probeTimeout {
+	if got := r.probe("tcp", addr(denyPort)); got != testbed.ProbeTimeout {
 		t.Errorf("without an agent, the deny port: %s", got)
 	}
 	agent2, sock2, metrics2 := r.agent("policy-node-2", "--metrics-only")
@@ -567,7 +529,7 @@ spec:
 	if st2.Revision <= rev || len(st2.Rejections) != 0 || len(st2.Policies) != 2 {
 		t.Errorf("after the restart: revision %d (was %d), rejections %d", st2.Revision, rev, len(st2.Rejections))
 	}
-	if got := r.probe("tcp", "192.0.2.1:9"); got != probeEPERM {
+	if got := r.probe("tcp", "192.0.2.1:9"); got != testbed.ProbeEPERM {
 		t.Errorf("after the restart: %s", got)
 	}
 	agent2.Await("the metrics-only agent counts the refusal", 20*time.Second, func() error {
@@ -589,7 +551,21 @@ spec:
 	if _, err := os.Stat(r.bpffs); !os.IsNotExist(err) {
 		t.Errorf("%s after --cleanup: %v", r.bpffs, err)
 	}
-	if got := r.probe("tcp", addr(denyPort)); got != probeOK {
+	if got := r.probe("tcp", addr(denyPort)); got != testbed.ProbeOK {
 		t.Errorf("after --cleanup, the deny port: %s, want ok", got)
 	}
+}
+
+// historyRows runs SQL through `sextant query -o json` against a relay's
+// query socket.
+func historyRows(bin, sock, sql string) ([][]any, error) {
+	out, err := exec.Command(bin, "query", "--relay", "unix://"+sock, "--timeout", "20s", "-o", "json", sql).Output()
+	if err != nil {
+		return nil, fmt.Errorf("sextant query: %w (%s)", err, out)
+	}
+	var res struct{ Rows [][]any }
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", out, err)
+	}
+	return res.Rows, nil
 }

@@ -110,12 +110,7 @@ func TestProxyRBACDenialInHubble(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	writeFile := func(path, content string) {
-		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(filepath.Join(proxyDir, "routes.yaml"), fmt.Sprintf(`apiVersion: proxy.sextant.io/v1alpha1
+	testbed.WriteFile(t, filepath.Join(proxyDir, "routes.yaml"), fmt.Sprintf(`apiVersion: proxy.sextant.io/v1alpha1
 kind: Backend
 metadata: {name: backend}
 spec:
@@ -130,8 +125,8 @@ spec:
   - backendRefs: [{group: proxy.sextant.io, kind: Backend, name: backend}]
 `, port))
 	endpoints := filepath.Join(tmp, "endpoints.yaml")
-	writeFile(endpoints, fmt.Sprintf("endpoints:\n- {name: backend, cgroup: %s, labels: {app: backend}}\n", backendCg.Path))
-	writeFile(filepath.Join(policyDir, "backend.yaml"), fmt.Sprintf(`apiVersion: cilium.io/v2
+	testbed.WriteFile(t, endpoints, fmt.Sprintf("endpoints:\n- {name: backend, cgroup: %s, labels: {app: backend}}\n", backendCg.Path))
+	testbed.WriteFile(t, filepath.Join(policyDir, "backend.yaml"), fmt.Sprintf(`apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: {name: backend-l7}
 spec:

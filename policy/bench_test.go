@@ -14,6 +14,7 @@ import (
 
 	"github.com/sextant/sextant/policy/datapath"
 	"github.com/sextant/sextant/policy/endpoint"
+	"github.com/sextant/sextant/testbed"
 )
 
 // rulesDoc is n policies on the client's egress and n on the server's
@@ -75,7 +76,7 @@ type benchSetup struct {
 	r    *rig
 	addr string
 	port int
-	ns   *testNetns
+	ns   *testbed.Netns
 }
 
 func newBenchSetup(b *testing.B, rules int, serverRole string, kernelStats bool) *benchSetup {
