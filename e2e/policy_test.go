@@ -47,35 +47,8 @@ func runPolicyServer(raw []byte) error {
 	if err := json.Unmarshal(raw, &a); err != nil {
 		return err
 	}
-	for _, addr := range a.Addrs {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return err
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return err
-		}
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte("ok\n"))
-				c.Close()
-			}
-		}()
-		go func() {
-			buf := make([]byte, 1500)
-			for {
-				_, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				pc.WriteTo([]byte("ok"), from)
-			}
-		}()
+	if err := testbed.ServeOK(a.Addrs); err != nil {
+		return err
 	}
 	if a.HTTP != "" {
 		l, err := net.Listen("tcp", a.HTTP)

@@ -43,43 +43,12 @@ func runRole(role, arg string) int {
 	case "serve":
 		// TCP and UDP on the same address: TCP writes "ok\n" and closes,
 		// UDP answers every datagram with "ok".
-		var wg sync.WaitGroup
-		for _, addr := range strings.Split(arg, ",") {
-			l, err := net.Listen("tcp", addr)
-			if err != nil {
-				fmt.Println("listen:", err)
-				return 1
-			}
-			pc, err := net.ListenPacket("udp", addr)
-			if err != nil {
-				fmt.Println("listen udp:", err)
-				return 1
-			}
-			wg.Go(func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					c.Write([]byte("ok\n"))
-					c.Close()
-				}
-			})
-			wg.Go(func() {
-				buf := make([]byte, 1500)
-				for {
-					n, from, err := pc.ReadFrom(buf)
-					if err != nil {
-						return
-					}
-					_ = n
-					pc.WriteTo([]byte("ok"), from)
-				}
-			})
+		if err := testbed.ServeOK(strings.Split(arg, ",")); err != nil {
+			fmt.Println("listen:", err)
+			return 1
 		}
 		fmt.Println("ready")
-		wg.Wait()
-		return 0
+		select {}
 	case "echo":
 		// TCP: echoes every line back, connections stay open.
 		l, err := net.Listen("tcp", arg)

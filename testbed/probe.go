@@ -79,3 +79,41 @@ func ProbeUDP(addr string) string {
 	}
 	return ProbeTimeout
 }
+
+// ServeOK listens on each address with TCP and UDP, the peers the probes
+// expect: a TCP connection is sent "ok\n" and closed, every datagram is
+// answered "ok". It returns once every socket listens; they serve until
+// the process ends.
+func ServeOK(addrs []string) error {
+	for _, addr := range addrs {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return err
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte("ok\n"))
+				c.Close()
+			}
+		}()
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo([]byte("ok"), from)
+			}
+		}()
+	}
+	return nil
+}
