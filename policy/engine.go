@@ -102,6 +102,9 @@ type Engine struct {
 	stopErr  error
 	// cgroupRoot is the cgroup2 mount, read once.
 	cgroupRoot string
+	// hostNetns is the agent's network namespace cookie (0: unknown),
+	// read once: Enrich needs it per exchange.
+	hostNetns uint64
 	sys        *endpoint.System
 }
 
@@ -196,6 +199,9 @@ func (e *Engine) Start(ctx context.Context) error {
 		return err
 	}
 	e.dp = dp
+	if c, err := endpoint.NetnsCookie(); err == nil {
+		e.hostNetns = c
+	}
 	if active, err := dp.Active(); err == nil {
 		e.revNext = active + 1 // revision numbers grow across restarts
 	}
