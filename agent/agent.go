@@ -62,6 +62,10 @@ type Config struct {
 	Routes   []string       `yaml:"routes"`
 	Observer ObserverConfig `yaml:"observer"`
 	Metrics  MetricsConfig  `yaml:"metrics"`
+	// Capture says how the probes see socket traffic: "auto" (default:
+	// the socket tracepoints where the kernel has them, ≥ 6.3), "socket"
+	// or "syscall" (the raw syscall tracepoints, the fallback).
+	Capture string `yaml:"capture"`
 	// KernelRingBytes sizes the kernel→agent ring buffer (default
 	// probes' 16 MiB). Records beyond it are dropped and counted.
 	KernelRingBytes int `yaml:"kernelRingBytes"`
@@ -90,6 +94,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log := cfg.Logger
+	capture, err := probes.ParseCapture(cfg.Capture)
+	if err != nil {
+		return err
+	}
 	routes, err := route.New(cfg.Routes, 0)
 	if err != nil {
 		return fmt.Errorf("routes: %w", err)
@@ -103,6 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 		pr     = &probesStage{opts: probes.Options{
 			ExcludePIDs:     append([]uint32{uint32(os.Getpid())}, cfg.ExcludePIDs...),
 			RingBufferBytes: cfg.KernelRingBytes,
+			Capture:         capture,
 		}, log: log}
 	)
 	pol, err := newPolicyStage(cfg)
@@ -185,7 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if metrics != nil {
 			metrics.ready.Store(true)
 		}
-		log.Info("observing", "node", cfg.Node, "probes_load_time", pr.p.LoadTime().Round(time.Millisecond))
+		log.Info("observing", "node", cfg.Node, "capture", pr.p.Capture(), "probes_load_time", pr.p.LoadTime().Round(time.Millisecond))
 	}, stages...)
 	log.Info("stopped", "flows", coll.Stats().Flows)
 	return err
@@ -203,6 +212,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Node = host
 	}
 	cfg.Collector.Node = cfg.Node
+	if cfg.Capture == "" {
+		cfg.Capture = probes.CaptureAuto.String()
+	}
 	cfg.Collector.CgroupScope = cfg.Cgroup
 	if cfg.MetricsOnly && cfg.Metrics.Listen == "" {
 		return cfg, errors.New("metrics only, but no metrics address: nothing would be observable (set --metrics-listen)")

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -50,7 +52,7 @@ func startPipeline(t *testing.T) *pipeline {
 func startPipelineWith(t *testing.T, cfg collector.Config) *pipeline {
 	t.Helper()
 	testbed.RequireRoot(t)
-	p, err := probes.Load(probes.Options{})
+	p, err := probes.Load(probes.Options{Capture: testCapture(t)})
 	if err != nil {
 		t.Fatalf("load probes: %v", err)
 	}
@@ -540,4 +542,14 @@ func nearest(w want, flows []*flow.Flow, allow unknownOK) string {
 		}
 	}
 	return best
+}
+
+// testCapture is the capture path the suite runs on: $SEXTANT_CAPTURE
+// (auto, socket, syscall), so that `go tool task test` proves both.
+func testCapture(t testing.TB) probes.Capture {
+	c, err := probes.ParseCapture(cmp.Or(os.Getenv("SEXTANT_CAPTURE"), "auto"))
+	if err != nil {
+		t.Fatalf("SEXTANT_CAPTURE: %v", err)
+	}
+	return c
 }

@@ -13,8 +13,12 @@ import (
 // A ring buffer too small for the traffic: lost records are counted and
 // show up as sequence gaps, never as silently wrong data.
 func TestRingFullIsCountedAndVisible(t *testing.T) {
+	forEachCapture(t, testRingFull)
+}
+
+func testRingFull(t *testing.T, capture Capture) {
 	testbed.RequireRoot(t)
-	p, err := Load(Options{TraceSelf: true, RingBufferBytes: 16 << 10})
+	p, err := Load(Options{TraceSelf: true, RingBufferBytes: 16 << 10, Capture: capture})
 	if err != nil {
 		t.Fatal(err)
 	}

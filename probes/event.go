@@ -23,8 +23,12 @@ const (
 	KindH1Data     = Kind(sextantEvKindEV_H1DATA)
 	KindParseError = Kind(sextantEvKindEV_PARSE_ERR)
 	// KindProcExit: process PID, which had HTTP connections, is gone;
-	// so are its connections (no KindClose follows for them).
+	// so are its connections (no KindClose follows for them). Syscall
+	// capture only: socket capture ends each connection with KindClose.
 	KindProcExit = Kind(sextantEvKindEV_PROC_EXIT)
+	// kindChunk is the ring record of one read/write; Run hands out the
+	// events it carries, never the record itself.
+	kindChunk = Kind(sextantEvKindEV_CHUNK)
 )
 
 func (k Kind) String() string {
@@ -140,40 +144,52 @@ type Event struct {
 	Value2       uint32
 	StaticIndex  uint8
 
-	// KindH1Data
+	// KindH1Data: Len bytes of one read/write (a read holding several
+	// pipelined messages is one event per message), of which Data are
+	// the first: a start line and header block, chunk-size lines,
+	// trailers, never body bytes.
 	Len  uint32
-	Tail []byte
+	Tail []byte // unused: kept for the HTTP/1 decoder's signature
 
 	// KindParseError
 	Reason      uint32
 	FrameHeader []byte
 
 	// Variable part: HEADERS/CONTINUATION/PUSH_PROMISE payload piece,
-	// SETTINGS payload, HTTP/1 head.
+	// SETTINGS payload, HTTP/1 bytes.
+	//
+	// A DATA event is a summary of consecutive DATA frames of StreamID:
+	// FrameLen data bytes (padding excluded), GRPCMessages messages that
+	// began in them, Flags END_STREAM when the last one ended the stream.
 	Data []byte
 }
 
 // Fixed sizes of the records; the variable bytes follow these.
 const (
-	sizeHeader   = int(unsafe.Sizeof(sextantEvHeader{}))
-	sizeConn     = int(unsafe.Sizeof(sextantEvConn{}))
-	sizeH2       = int(unsafe.Sizeof(sextantEvH2{}))
-	sizeH1       = int(unsafe.Sizeof(sextantEvH1{}))
-	sizeParseErr = int(unsafe.Sizeof(sextantEvParseErr{}))
+	sizeHeader = int(unsafe.Sizeof(sextantEvHeader{}))
+	sizeConn   = int(unsafe.Sizeof(sextantEvConn{}))
+	sizeChunk  = int(unsafe.Sizeof(sextantEvChunk{}))
+	sizeEntry  = int(unsafe.Sizeof(sextantEvEntry{}))
 )
 
-var errShort = errors.New("short record")
+var (
+	errShort     = errors.New("short record")
+	errBadRecord = errors.New("malformed record")
+)
 
 var le = binary.LittleEndian
 
-// decode turns one ring buffer sample into an Event. Offsets follow the
-// C structs in events.h (bpf2go's mirrors give the sizes).
-func decode(b []byte, monoToRT int64) (*Event, error) {
+// decode turns one ring buffer sample into Events, handed to sink in
+// order: one for a connection record, one per entry for a chunk record
+// (entries of one record share its time; entry i has sequence number
+// hdr.seq + i, so the numbering is the kernel's per direction). It
+// returns how many it handed over. Offsets follow the C structs in
+// events.h (bpf2go's mirrors give the sizes).
+func decode(b []byte, monoToRT int64, sink func(*Event)) (int, error) {
 	if len(b) < sizeHeader {
-		return nil, errShort
+		return 0, errShort
 	}
-	ev := eventPool.Get().(*Event)
-	*ev = Event{
+	hdr := Event{
 		Mono:   le.Uint64(b[0:]),
 		ConnID: le.Uint64(b[8:]),
 		PID:    le.Uint32(b[16:]),
@@ -182,63 +198,93 @@ func decode(b []byte, monoToRT int64) (*Event, error) {
 		Kind:   Kind(b[30]),
 		Dir:    Direction(b[31]),
 	}
-	ev.Time = time.Unix(0, int64(ev.Mono)+monoToRT)
+	hdr.Time = time.Unix(0, int64(hdr.Mono)+monoToRT)
 	dataLen := int(le.Uint16(b[28:]))
 
-	data := func(fixed int) ([]byte, error) {
-		if len(b) < fixed+dataLen {
-			return nil, errShort
-		}
-		if dataLen == 0 {
-			return nil, nil
-		}
-		return bytes.Clone(b[fixed : fixed+dataLen]), nil
-	}
-
-	var err error
-	switch ev.Kind {
+	switch hdr.Kind {
 	case KindConn:
 		if len(b) < sizeConn {
-			return nil, errShort
+			return 0, errShort
 		}
+		ev := newEvent(&hdr)
 		ev.Conn = decodeConn(b)
+		sink(ev)
+		return 1, nil
 	case KindClose, KindProcExit:
-	case KindH2Frame:
-		if len(b) < sizeH2 {
-			return nil, errShort
-		}
-		ev.StreamID = le.Uint32(b[32:])
-		ev.FrameLen = le.Uint32(b[36:])
-		ev.Offset = le.Uint32(b[40:])
-		ev.GRPCMessages = le.Uint32(b[44:])
-		ev.Value = le.Uint32(b[48:])
-		ev.Value2 = le.Uint32(b[52:])
-		ev.FrameType = http2.FrameType(b[56])
-		ev.Flags = http2.Flags(b[57])
-		ev.StaticIndex = b[58]
-		ev.Data, err = data(sizeH2)
-	case KindH1Data:
-		if len(b) < sizeH1 {
-			return nil, errShort
-		}
-		ev.Len = le.Uint32(b[32:])
-		if tl := int(b[36]); tl > 0 && tl <= 8 {
-			ev.Tail = bytes.Clone(b[40 : 40+tl])
-		}
-		ev.Data, err = data(sizeH1)
-	case KindParseError:
-		if len(b) < sizeParseErr {
-			return nil, errShort
-		}
-		ev.Reason = le.Uint32(b[32:])
-		ev.FrameHeader = bytes.Clone(b[36:45])
+		sink(newEvent(&hdr))
+		return 1, nil
+	case kindChunk:
 	default:
-		return nil, fmt.Errorf("unknown record kind %d", b[30])
+		return 0, fmt.Errorf("unknown record kind %d", b[30])
 	}
-	if err != nil {
-		return nil, err
+	if len(b) < sizeChunk || len(b) < sizeChunk+dataLen {
+		return 0, errShort
 	}
-	return ev, nil
+	entries := int(le.Uint32(b[32:]))
+	p := b[sizeChunk : sizeChunk+dataLen]
+	n := 0
+	for i := 0; i < entries; i++ {
+		if len(p) < sizeEntry {
+			return n, errShort
+		}
+		dl := int(le.Uint16(p[4:]))
+		if len(p) < sizeEntry+dl {
+			return n, errShort
+		}
+		ev := newEvent(&hdr)
+		ev.Seq = hdr.Seq + uint32(i)
+		if err := decodeEntry(ev, p[:sizeEntry], p[sizeEntry:sizeEntry+dl]); err != nil {
+			ev.Release()
+			return n, err
+		}
+		sink(ev)
+		n++
+		p = p[sizeEntry+dl:]
+	}
+	if len(p) != 0 {
+		return n, errBadRecord
+	}
+	return n, nil
+}
+
+func newEvent(hdr *Event) *Event {
+	ev := eventPool.Get().(*Event)
+	*ev = *hdr
+	return ev
+}
+
+// decodeEntry fills ev from one struct ev_entry and its bytes.
+func decodeEntry(ev *Event, e, data []byte) error {
+	ev.Kind = Kind(e[0])
+	var payload []byte
+	if len(data) > 0 {
+		payload = bytes.Clone(data)
+	}
+	switch ev.Kind {
+	case KindH2Frame:
+		ev.FrameType = http2.FrameType(e[1])
+		ev.Flags = http2.Flags(e[2])
+		ev.StaticIndex = e[3]
+		ev.StreamID = le.Uint32(e[8:])
+		ev.FrameLen = le.Uint32(e[12:])
+		ev.Offset = le.Uint32(e[16:])
+		ev.GRPCMessages = le.Uint32(e[20:])
+		ev.Value = le.Uint32(e[24:])
+		ev.Value2 = le.Uint32(e[28:])
+		ev.Data = payload
+	case KindH1Data:
+		ev.Len = le.Uint32(e[12:])
+		if uint32(len(data)) > ev.Len {
+			return errBadRecord
+		}
+		ev.Data = payload
+	case KindParseError:
+		ev.Reason = le.Uint32(e[24:])
+		ev.FrameHeader = payload
+	default:
+		return fmt.Errorf("unknown entry kind %d", e[0])
+	}
+	return nil
 }
 
 func decodeConn(b []byte) *ConnInfo {
@@ -268,7 +314,3 @@ func decodeConn(b []byte) *ConnInfo {
 	c.Comm = string(comm)
 	return c
 }
-
-// H1HeadBytes is how many bytes of an HTTP/1.x read/write a record
-// carries from its start (H1_HEAD in events.h).
-const H1HeadBytes = 1024

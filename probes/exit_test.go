@@ -24,28 +24,36 @@ func TestMain(m *testing.M) {
 }
 
 func TestProcessExitCloses(t *testing.T) {
-	rec := startRecorder(t)
-	addr := h2cServer(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+addr)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("child: %v %s", err, out)
-	}
-	g := group(rec.stop(t))
-	clients, _ := connsTo(g, addr)
-	if len(clients) != 1 {
-		t.Fatalf("client conns %v (%s)", clients, describe(g))
-	}
-	// One record for the whole process, none per connection: user space
-	// closes the process's connections by pid.
-	pid := uint32(cmd.Process.Pid)
-	if got := g.pids[clients[0]]; got != pid {
-		t.Fatalf("client connection belongs to pid %d, want the child %d", got, pid)
-	}
-	if n := g.exits[pid]; n != 1 {
-		t.Errorf("child pid %d: %d proc-exit records, want 1", pid, n)
-	}
-	if n := g.close[clients[0]]; n != 0 {
-		t.Errorf("child's connection: %d close records, want 0 (the proc-exit record covers it)", n)
-	}
+	forEachCapture(t, func(t *testing.T, capture Capture) {
+		rec := startRecorder(t, capture)
+		addr := h2cServer(t)
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), childEnv+"="+addr)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("child: %v %s", err, out)
+		}
+		g := group(rec.stop(t))
+		clients, _ := connsTo(g, addr)
+		if len(clients) != 1 {
+			t.Fatalf("client conns %v (%s)", clients, describe(g))
+		}
+		pid := uint32(cmd.Process.Pid)
+		if got := g.pids[clients[0]]; got != pid {
+			t.Fatalf("client connection belongs to pid %d, want the child %d", got, pid)
+		}
+		wantExits, wantCloses := 0, 1
+		if capture == CaptureSyscall {
+			// One record for the whole process, none per connection: user
+			// space closes the process's connections by pid.
+			wantExits, wantCloses = 1, 0
+		}
+		// Socket capture: the kernel destroys the socket, which ends the
+		// connection itself.
+		if n := g.exits[pid]; n != wantExits {
+			t.Errorf("child pid %d: %d proc-exit records, want %d", pid, n, wantExits)
+		}
+		if n := g.close[clients[0]]; n != wantCloses {
+			t.Errorf("child's connection: %d close records, want %d", n, wantCloses)
+		}
+	})
 }

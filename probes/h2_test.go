@@ -186,102 +186,106 @@ func describe(g *byConn) string {
 }
 
 func TestH2CRequestsAreFramed(t *testing.T) {
-	rec := startRecorder(t)
-	addr := h2cServer(t)
-	client := h2cClient()
-	ex := doRequests(t, client, addr, 25, "")
-	client.CloseIdleConnections()
-	g := group(rec.stop(t))
+	forEachCapture(t, func(t *testing.T, capture Capture) {
+		rec := startRecorder(t, capture)
+		addr := h2cServer(t)
+		client := h2cClient()
+		ex := doRequests(t, client, addr, 25, "")
+		client.CloseIdleConnections()
+		g := group(rec.stop(t))
 
-	cl, sv := findConns(t, g, addr)
-	if p := g.conns[cl].Proto; p != ProtoH2 {
-		t.Errorf("client conn proto %s, want h2", p)
-	}
-	if p := g.conns[sv].Proto; p != ProtoH2 {
-		t.Errorf("server conn proto %s, want h2", p)
-	}
-	for _, k := range []connKey{{cl, Egress}, {cl, Ingress}, {sv, Egress}, {sv, Ingress}} {
-		t.Logf("conn %d %s: %d frames rebuilt from %d records", k.conn, k.dir, len(g.dirs[k].frames), g.dirs[k].nextSeq)
-	}
-	checkSide(t, g, cl, ex, true)
-	checkSide(t, g, sv, ex, false)
-	if g.close[cl] != 1 {
-		t.Errorf("client conn: %d close records, want 1", g.close[cl])
-	}
-	// The static-table hint: Go's server starts responses with ":status: 200"
-	// (static index 8); its client starts requests with a literal
-	// :authority (no hint).
-	for _, f := range g.dirs[connKey{cl, Ingress}].frames {
-		if f.typ == http2.FrameHeaders && field(f.fields, ":status") == "200" && f.static != 8 {
-			t.Errorf("response HEADERS on stream %d: static index %d, want 8", f.stream, f.static)
+		cl, sv := findConns(t, g, addr)
+		if p := g.conns[cl].Proto; p != ProtoH2 {
+			t.Errorf("client conn proto %s, want h2", p)
 		}
-	}
-	for _, f := range g.dirs[connKey{cl, Egress}].frames {
-		if f.typ == http2.FrameHeaders && f.static != 0 {
-			t.Errorf("request HEADERS on stream %d: static index %d, want 0 (starts with :authority literal)", f.stream, f.static)
+		if p := g.conns[sv].Proto; p != ProtoH2 {
+			t.Errorf("server conn proto %s, want h2", p)
 		}
-	}
-	// Both sides start with SETTINGS.
-	for _, k := range []connKey{{cl, Egress}, {cl, Ingress}, {sv, Egress}, {sv, Ingress}} {
-		fs := g.dirs[k].frames
-		if len(fs) == 0 || fs[0].typ != http2.FrameSettings {
-			t.Errorf("%v: first frame is not SETTINGS", k)
+		for _, k := range []connKey{{cl, Egress}, {cl, Ingress}, {sv, Egress}, {sv, Ingress}} {
+			t.Logf("conn %d %s: %d frames rebuilt from %d records", k.conn, k.dir, len(g.dirs[k].frames), g.dirs[k].nextSeq)
 		}
-	}
+		checkSide(t, g, cl, ex, true)
+		checkSide(t, g, sv, ex, false)
+		if g.close[cl] != 1 {
+			t.Errorf("client conn: %d close records, want 1", g.close[cl])
+		}
+		// The static-table hint: Go's server starts responses with ":status: 200"
+		// (static index 8); its client starts requests with a literal
+		// :authority (no hint).
+		for _, f := range g.dirs[connKey{cl, Ingress}].frames {
+			if f.typ == http2.FrameHeaders && field(f.fields, ":status") == "200" && f.static != 8 {
+				t.Errorf("response HEADERS on stream %d: static index %d, want 8", f.stream, f.static)
+			}
+		}
+		for _, f := range g.dirs[connKey{cl, Egress}].frames {
+			if f.typ == http2.FrameHeaders && f.static != 0 {
+				t.Errorf("request HEADERS on stream %d: static index %d, want 0 (starts with :authority literal)", f.stream, f.static)
+			}
+		}
+		// Both sides start with SETTINGS.
+		for _, k := range []connKey{{cl, Egress}, {cl, Ingress}, {sv, Egress}, {sv, Ingress}} {
+			fs := g.dirs[k].frames
+			if len(fs) == 0 || fs[0].typ != http2.FrameSettings {
+				t.Errorf("%v: first frame is not SETTINGS", k)
+			}
+		}
+	})
 }
 
 // A connection opened before Load is joined by frame-shape validation.
 func TestH2CMidstream(t *testing.T) {
-	testbed.RequireRoot(t)
-	addr := h2cServer(t)
-	client := h2cClient()
-	defer client.CloseIdleConnections()
-	doRequests(t, client, addr, 5, "before") // connection and HPACK state established unseen
+	forEachCapture(t, func(t *testing.T, capture Capture) {
+		testbed.RequireRoot(t)
+		addr := h2cServer(t)
+		client := h2cClient()
+		defer client.CloseIdleConnections()
+		doRequests(t, client, addr, 5, "before") // connection and HPACK state established unseen
 
-	rec := startRecorder(t)
-	// Reads already blocked in the kernel when the probes attached are
-	// not seen: the first exchange after Load may be partial.
-	doRequests(t, client, addr, 1, "warmup")
-	ex := doRequests(t, client, addr, 10, "after")
-	g := group(rec.stop(t))
+		rec := startRecorder(t, capture)
+		// Reads already blocked in the kernel when the probes attached are
+		// not seen: the first exchange after Load may be partial.
+		doRequests(t, client, addr, 1, "warmup")
+		ex := doRequests(t, client, addr, 10, "after")
+		g := group(rec.stop(t))
 
-	cl, sv := findConns(t, g, addr)
-	for _, id := range []uint64{cl, sv} {
-		if p := g.conns[id].Proto; p != ProtoH2Midstream {
-			t.Errorf("conn %d proto %s, want h2-midstream", id, p)
-		}
-	}
-	for _, c := range []struct {
-		id     uint64
-		client bool
-	}{{cl, true}, {sv, false}} {
-		reqDir, respDir := Egress, Ingress
-		if !c.client {
-			reqDir, respDir = Ingress, Egress
-		}
-		req, resp := g.dirs[connKey{c.id, reqDir}], g.dirs[connKey{c.id, respDir}]
-		if req == nil || resp == nil {
-			t.Fatalf("conn %d: a direction never aligned (req %v resp %v)", c.id, req != nil, resp != nil)
-		}
-		for _, e := range append(req.errs, resp.errs...) {
-			t.Errorf("conn %d: %s", c.id, e)
-		}
-		reqs, resps := streamsOf(req), streamsOf(resp)
-		for i, e := range ex {
-			id := uint32(2*(6+i) + 1) // 5 before + 1 warmup
-			rq, rs := reqs[id], resps[id]
-			if rq == nil || rs == nil {
-				t.Errorf("conn %d stream %d: request seen %v response seen %v", c.id, id, rq != nil, rs != nil)
-				continue
-			}
-			if len(rq.headers) != 1 || rq.dataBytes != len(e.reqBody) || !rq.endStream {
-				t.Errorf("conn %d stream %d: request %d header blocks, %d DATA bytes (want %d), end %v",
-					c.id, id, len(rq.headers), rq.dataBytes, len(e.reqBody), rq.endStream)
-			}
-			if len(rs.headers) < 1 || rs.dataBytes != len(e.respBody) || !rs.endStream {
-				t.Errorf("conn %d stream %d: response %d header blocks, %d DATA bytes (want %d), end %v",
-					c.id, id, len(rs.headers), rs.dataBytes, len(e.respBody), rs.endStream)
+		cl, sv := findConns(t, g, addr)
+		for _, id := range []uint64{cl, sv} {
+			if p := g.conns[id].Proto; p != ProtoH2Midstream {
+				t.Errorf("conn %d proto %s, want h2-midstream", id, p)
 			}
 		}
-	}
+		for _, c := range []struct {
+			id     uint64
+			client bool
+		}{{cl, true}, {sv, false}} {
+			reqDir, respDir := Egress, Ingress
+			if !c.client {
+				reqDir, respDir = Ingress, Egress
+			}
+			req, resp := g.dirs[connKey{c.id, reqDir}], g.dirs[connKey{c.id, respDir}]
+			if req == nil || resp == nil {
+				t.Fatalf("conn %d: a direction never aligned (req %v resp %v)", c.id, req != nil, resp != nil)
+			}
+			for _, e := range append(req.errs, resp.errs...) {
+				t.Errorf("conn %d: %s", c.id, e)
+			}
+			reqs, resps := streamsOf(req), streamsOf(resp)
+			for i, e := range ex {
+				id := uint32(2*(6+i) + 1) // 5 before + 1 warmup
+				rq, rs := reqs[id], resps[id]
+				if rq == nil || rs == nil {
+					t.Errorf("conn %d stream %d: request seen %v response seen %v", c.id, id, rq != nil, rs != nil)
+					continue
+				}
+				if len(rq.headers) != 1 || rq.dataBytes != len(e.reqBody) || !rq.endStream {
+					t.Errorf("conn %d stream %d: request %d header blocks, %d DATA bytes (want %d), end %v",
+						c.id, id, len(rq.headers), rq.dataBytes, len(e.reqBody), rq.endStream)
+				}
+				if len(rs.headers) < 1 || rs.dataBytes != len(e.respBody) || !rs.endStream {
+					t.Errorf("conn %d stream %d: response %d header blocks, %d DATA bytes (want %d), end %v",
+						c.id, id, len(rs.headers), rs.dataBytes, len(e.respBody), rs.endStream)
+				}
+			}
+		}
+	})
 }

@@ -1,8 +1,12 @@
 package probes
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"sync"
 	"testing"
@@ -27,10 +31,10 @@ type recorder struct {
 	stats  Stats // at stop
 }
 
-func startRecorder(t *testing.T) *recorder {
+func startRecorder(t *testing.T, capture Capture) *recorder {
 	t.Helper()
 	testbed.RequireRoot(t)
-	p, err := Load(Options{TraceSelf: true})
+	p, err := Load(Options{TraceSelf: true, Capture: capture})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,4 +238,60 @@ func field(fs []hpack.HeaderField, name string) string {
 		}
 	}
 	return ""
+}
+
+// captures are the capture paths the tests run on: both on a kernel that
+// has socket capture, the fallback alone on one that has not.
+func captures(t testing.TB) []Capture {
+	t.Helper()
+	if c, err := chooseCapture(CaptureAuto); err == nil && c == CaptureSyscall {
+		return []Capture{CaptureSyscall}
+	}
+	return []Capture{CaptureSocket, CaptureSyscall}
+}
+
+// forEachCapture runs f as a subtest per capture path.
+func forEachCapture(t *testing.T, f func(t *testing.T, capture Capture)) {
+	for _, c := range captures(t) {
+		t.Run(c.String(), func(t *testing.T) { f(t, c) })
+	}
+}
+
+// startNghttpd serves dir over h2c on a free port until the test ends and
+// returns its address once it accepts connections.
+func startNghttpd(tb testing.TB, nghttpd, dir string) string {
+	tb.Helper()
+	port := testbed.FreePort(tb)
+	srv := exec.Command(nghttpd, "--no-tls", "-a", "127.0.0.1", "-d", dir, fmt.Sprint(port))
+	if err := srv.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		if i > 500 {
+			tb.Fatal("nghttpd did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// getAll GETs each url with client and checks the body is want.
+func getAll(tb testing.TB, client *http.Client, want []byte, urls ...string) {
+	tb.Helper()
+	for _, u := range urls {
+		resp, err := client.Get(u)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Equal(body, want) {
+			tb.Fatalf("GET %s: body of %d bytes, want %d", u, len(body), len(want))
+		}
+	}
 }

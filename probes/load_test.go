@@ -31,29 +31,57 @@ func bpfFDs(t *testing.T) int {
 }
 
 func TestLoadAttachClose(t *testing.T) {
-	testbed.RequireRoot(t)
-	before := bpfFDs(t)
-	p, err := Load(Options{KernelStats: true})
+	forEachCapture(t, func(t *testing.T, capture Capture) {
+		testbed.RequireRoot(t)
+		before := bpfFDs(t)
+		p, err := Load(Options{KernelStats: true, Capture: capture})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Capture() != capture {
+			t.Errorf("capture %s, want %s", p.Capture(), capture)
+		}
+		if got, want := len(p.links), len(attachPoints[capture]); got != want {
+			t.Errorf("%d links, want %d", got, want)
+		}
+		if bpfFDs(t) <= before {
+			t.Errorf("no bpf/perf fds while loaded")
+		}
+		t.Logf("load time %v", p.LoadTime())
+		progs := p.Stats().Programs
+		if len(progs) != len(attachPoints[capture]) {
+			t.Errorf("programs %v, want only %v", progs, attachPoints[capture])
+		}
+		for _, ps := range progs {
+			t.Logf("%-16s verified insns %d", ps.Name, ps.Instructions)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if after := bpfFDs(t); after != before {
+			t.Errorf("bpf/perf fds: %d before Load, %d after Close", before, after)
+		}
+		if err := p.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
+}
+
+// Auto picks socket capture on a kernel that has the socket tracepoints.
+func TestCaptureAuto(t *testing.T) {
+	got, err := chooseCapture(CaptureAuto)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(p.links); got != len(attachPoints) {
-		t.Errorf("%d links, want %d", got, len(attachPoints))
-	}
-	if bpfFDs(t) <= before {
-		t.Errorf("no bpf/perf fds while loaded")
-	}
-	t.Logf("load time %v", p.LoadTime())
-	for _, ps := range p.Stats().Programs {
-		t.Logf("%-16s verified insns %d", ps.Name, ps.Instructions)
-	}
-	if err := p.Close(); err != nil {
+	k, err := kernelBTF()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if after := bpfFDs(t); after != before {
-		t.Errorf("bpf/perf fds: %d before Load, %d after Close", before, after)
+	want := CaptureSocket
+	if missing(k, socketTracepoints) != nil {
+		want = CaptureSyscall
 	}
-	if err := p.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
+	if got != want {
+		t.Errorf("auto chose %s, want %s", got, want)
 	}
 }

@@ -37,14 +37,22 @@ const (
 	maxPollInterval = 200 * time.Millisecond
 )
 
-// attachPoints are the programs and the BTF-typed raw tracepoints they
-// run on: every syscall entry (dispatched on the syscall number in the
-// program), every syscall exit (one program: the kernel verifies the frame
-// walker once) and process exit, which ends the connections a process
-// never close()d. Raw tracepoints need no tracefs. The exit program goes
-// first: a syscall that entered with only sys_enter attached would stay
-// armed until its thread's next syscall exit, of whatever syscall.
-var attachPoints = []string{sextantProgSysExit, sextantProgSysEnter, sextantProgProcessExit}
+// attachPoints are the programs of each capture, in attach order; each
+// runs on the BTF-typed tracepoint its section names (no tracefs needed).
+//
+// Socket capture: the end of a socket first, so that no connection seen
+// sending or receiving misses its end; then the send and receive hooks.
+//
+// Syscall capture: every syscall exit (one program: the kernel verifies
+// the walkers once), every syscall entry (dispatched on the syscall number
+// in the program) and process exit, which ends the connections a process
+// never close()d. The exit program goes first: a syscall that entered with
+// only sys_enter attached would stay armed until its thread's next syscall
+// exit, of whatever syscall.
+var attachPoints = map[Capture][]string{
+	CaptureSocket:  {sextantProgSockDestroy, sextantProgSockSend, sextantProgSockRecv},
+	CaptureSyscall: {sextantProgSysExit, sextantProgSysEnter, sextantProgProcessExit},
+}
 
 // Options configure Load.
 type Options struct {
@@ -60,14 +68,20 @@ type Options struct {
 	// KernelStats enables BPF run-time statistics (BPF_ENABLE_STATS) while
 	// the probes are loaded, so Stats reports per-program run time.
 	KernelStats bool
+	// Capture selects the hooks (default CaptureAuto: socket capture where
+	// the kernel has it).
+	Capture Capture
 }
 
 // Stats are counters of the loaded probes.
 type Stats struct {
-	Drops    [DropMax]uint64 // summed over CPUs, index = DropReason
-	Events   uint64          // records read from the ring buffer
-	Invalid  uint64          // records user space could not decode (a bug if ever non-zero)
-	Programs []ProgramStats  // per program; run time only with Options.KernelStats
+	Drops     [DropMax]uint64 // summed over CPUs, index = DropReason
+	Records   uint64          // records read from the ring buffer
+	Events    uint64          // events decoded from them (a chunk record carries several)
+	Invalid   uint64          // records user space could not decode (a bug if ever non-zero)
+	Chunks    uint64          // reads/writes of HTTP connections the kernel walked
+	UserReads uint64          // bpf_probe_read_user calls the walkers made for them
+	Programs  []ProgramStats  // per program; run time only with Options.KernelStats
 }
 
 // ProgramStats describe one kernel program.
@@ -88,6 +102,7 @@ const (
 	DropFrames       DropReason = DropReason(sextantDropReasonDROP_FRAMES)
 	DropStreamTable  DropReason = DropReason(sextantDropReasonDROP_STREAM_TABLE)
 	DropParseStopped DropReason = DropReason(sextantDropReasonDROP_PARSE_STOP)
+	DropUnseen       DropReason = DropReason(sextantDropReasonDROP_UNSEEN)
 	DropMax                     = int(sextantDropReasonDROP_MAX)
 )
 
@@ -105,18 +120,21 @@ func (r DropReason) String() string {
 		return "stream_table"
 	case DropParseStopped:
 		return "parse_stopped"
+	case DropUnseen:
+		return "unseen_bytes"
 	}
 	return fmt.Sprintf("drop_%d", int(r))
 }
 
 // LosesTraffic says whether drops of this reason lose traffic: a full ring
-// buffer, a full connection or stream table. A direction whose parsing
+// buffer, a full connection or stream table, bytes that held frame or
+// message boundaries moved where the probes cannot read them. A direction whose parsing
 // stopped (bad frames, too many frames or iovec segments in one call) is
 // not such a loss: its EV_PARSE_ERR reaches user space, which reports the
 // exchanges concerned as incomplete; a host with malformed traffic must
 // not look like one that loses records.
 func (r DropReason) LosesTraffic() bool {
-	return r == DropRingBufFull || r == DropConnTable || r == DropStreamTable
+	return r == DropRingBufFull || r == DropConnTable || r == DropStreamTable || r == DropUnseen
 }
 
 // Lost sums the drops that lose traffic (DropReason.LosesTraffic).
@@ -132,6 +150,7 @@ func (s Stats) Lost() uint64 {
 
 // Probes are loaded and attached kernel programs.
 type Probes struct {
+	capture  Capture
 	coll     *ebpf.Collection
 	links    []link.Link
 	reader   *ringbuf.Reader
@@ -141,21 +160,28 @@ type Probes struct {
 	monoToRT int64 // add to bpf_ktime_get_ns() to get Unix ns
 	loadTime time.Duration
 
+	records atomic.Uint64
 	events  atomic.Uint64
 	invalid atomic.Uint64
 }
 
-// Load loads the programs, fills the exclusion table and attaches every
-// program to its raw tracepoint. Nothing runs in the background:
-// records queue in the ring buffer until Run reads them.
+// Load checks that the kernel has what the capture needs, loads its
+// programs, fills the exclusion table and attaches every program to its
+// tracepoint. Nothing runs in the background: records queue in the ring
+// buffer until Run reads them.
 func Load(opts Options) (_ *Probes, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
+	}
+	capture, err := chooseCapture(opts.Capture)
+	if err != nil {
+		return nil, err
 	}
 	spec, err := loadSextant()
 	if err != nil {
 		return nil, err
 	}
+	keepOnly(spec, attachPoints[capture])
 	size := opts.RingBufferBytes
 	if size <= 0 {
 		size = defaultRingBufferBytes
@@ -168,7 +194,7 @@ func Load(opts Options) (_ *Probes, err error) {
 		return nil, fmt.Errorf("set %s: %w", sextantVarWakeupShift, err)
 	}
 
-	p := &Probes{insns: map[string]uint32{}}
+	p := &Probes{capture: capture, insns: map[string]uint32{}}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -208,14 +234,14 @@ func Load(opts Options) (_ *Probes, err error) {
 		}
 	}
 	sort.Strings(p.progs)
-	for _, name := range attachPoints {
+	for _, name := range attachPoints[capture] {
 		prog := p.coll.Programs[name]
 		if prog == nil {
 			return nil, fmt.Errorf("attach %s: program not in object", name)
 		}
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
-			return nil, fmt.Errorf("attach %s to its raw tracepoint: %w", name, err)
+			return nil, fmt.Errorf("attach %s to its tracepoint: %w", name, err)
 		}
 		p.links = append(p.links, l)
 	}
@@ -230,6 +256,9 @@ func Load(opts Options) (_ *Probes, err error) {
 	}
 	return p, nil
 }
+
+// Capture is the capture path in use.
+func (p *Probes) Capture() Capture { return p.capture }
 
 // LoadTime is how long loading (verification included) took.
 func (p *Probes) LoadTime() time.Duration { return p.loadTime }
@@ -262,34 +291,38 @@ func (p *Probes) Run(ctx context.Context, sink func(*Event)) error {
 		case err != nil:
 			return fmt.Errorf("read ring buffer %s: %w", sextantMapEvents, err)
 		}
-		p.events.Add(1)
+		p.records.Add(1)
 		read = true
-		ev, err := decode(rec.RawSample, p.monoToRT)
+		n, err := decode(rec.RawSample, p.monoToRT, sink)
+		p.events.Add(uint64(n))
 		if err != nil {
 			p.invalid.Add(1)
-			continue
 		}
-		sink(ev)
 	}
 	return nil
 }
 
 // Stats returns the drop counters, record counts and program statistics.
 func (p *Probes) Stats() Stats {
-	s := Stats{Events: p.events.Load(), Invalid: p.invalid.Load()}
+	s := Stats{Records: p.records.Load(), Events: p.events.Load(), Invalid: p.invalid.Load()}
 	if p.coll == nil {
 		return s
 	}
 	if drops := p.coll.Maps[sextantMapDrops]; drops != nil {
-		var perCPU []uint64
-		for i := 0; i < DropMax; i++ {
-			if err := drops.Lookup(uint32(i), &perCPU); err != nil {
-				continue
+		sum := func(i int) (n uint64) {
+			var perCPU []uint64
+			if err := drops.Lookup(uint32(i), &perCPU); err == nil {
+				for _, v := range perCPU {
+					n += v
+				}
 			}
-			for _, v := range perCPU {
-				s.Drops[i] += v
-			}
+			return n
 		}
+		for i := range DropMax {
+			s.Drops[i] = sum(i)
+		}
+		s.UserReads = sum(int(sextantStatCounterSTAT_USER_READS))
+		s.Chunks = sum(int(sextantStatCounterSTAT_CHUNKS))
 	}
 	for _, name := range p.progs {
 		ps := ProgramStats{Name: name, Instructions: p.insns[name]}
@@ -335,6 +368,29 @@ func (p *Probes) Close() error {
 		p.stats = nil
 	}
 	return errors.Join(errs...)
+}
+
+// keepOnly removes from spec the programs a capture does not attach and
+// the maps no remaining program uses, so that neither is verified nor
+// created (a kernel may lack the other path's map types).
+func keepOnly(spec *ebpf.CollectionSpec, progs []string) {
+	used := map[string]bool{}
+	for name, ps := range spec.Programs {
+		if !slices.Contains(progs, name) {
+			delete(spec.Programs, name)
+			continue
+		}
+		for _, ins := range ps.Instructions {
+			if ref := ins.Reference(); ref != "" {
+				used[ref] = true
+			}
+		}
+	}
+	for name := range spec.Maps {
+		if !used[name] && !strings.HasPrefix(name, ".") {
+			delete(spec.Maps, name)
+		}
+	}
 }
 
 // verifierTail keeps the end of a verifier log, where the reason is.

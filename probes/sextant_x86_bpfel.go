@@ -28,36 +28,57 @@ const (
 )
 
 type sextantConnState struct {
-	_         structs.HostLayout
-	ConnId    uint64
-	File      uint64
-	ProcStart uint64
-	Proto     uint8
-	Tries     uint8
-	Pad       [6]uint8
-	D         [2]struct {
-		_           structs.HostLayout
-		Seq         uint32
-		Skip        uint32
-		Stream      uint32
-		Flen        uint32
-		Off         uint32
-		MsgLeft     uint32
-		GrpcMsgs    uint32
-		Status      uint8
-		InPayload   uint8
-		Type        uint8
-		Flags       uint8
-		HdrHave     uint8
-		PadLen      uint8
-		PfxHave     uint8
-		StreamKnown uint8
-		WantPreface uint8
-		StreamsUsed uint8
-		Pad2        [6]uint8
-		Hdr         [16]uint8
-		Pfx         [8]uint8
-		Val         [8]uint8
+	_          structs.HostLayout
+	ConnId     uint64
+	File       uint64
+	ProcStart  uint64
+	Pid        uint32
+	Fd         uint32
+	Pad        uint32
+	Proto      uint8
+	Tries      uint8
+	H1Upgraded uint8
+	H1ReqDir   uint8
+	H1Reqs     uint32
+	H1Resps    uint32
+	H1HeadBits uint64
+	_          [8]byte
+	D          [2]struct {
+		_        structs.HostLayout
+		Seq      uint32
+		NextTcp  uint32
+		LastTs   uint64
+		TcpKnown uint8
+		Status   uint8
+		Pad      [6]uint8
+		H2       struct {
+			_           structs.HostLayout
+			InPayload   uint8
+			Type        uint8
+			Flags       uint8
+			HdrHave     uint8
+			PadLen      uint8
+			PfxHave     uint8
+			StreamKnown uint8
+			WantPreface uint8
+			StreamsUsed uint8
+			AccOn       uint8
+			AccFlags    uint8
+			Pad         uint8
+			Skip        uint32
+			Stream      uint32
+			Flen        uint32
+			Off         uint32
+			MsgLeft     uint32
+			GrpcMsgs    uint32
+			AccStream   uint32
+			AccBytes    uint32
+			AccMsgs     uint32
+			Hdr         [16]uint8
+			Pfx         [8]uint8
+			Val         [8]uint8
+		}
+		_ [24]byte
 	}
 }
 
@@ -70,8 +91,16 @@ const (
 	sextantDropReasonDROP_FRAMES       sextantDropReason = 3
 	sextantDropReasonDROP_STREAM_TABLE sextantDropReason = 4
 	sextantDropReasonDROP_PARSE_STOP   sextantDropReason = 5
-	sextantDropReasonDROP_MAX          sextantDropReason = 8
+	sextantDropReasonDROP_UNSEEN       sextantDropReason = 6
+	sextantDropReasonDROP_MAX          sextantDropReason = 7
 )
+
+type sextantEvChunk struct {
+	_       structs.HostLayout
+	Hdr     sextantEvHeader
+	Entries uint32
+	Pad     uint32
+}
 
 type sextantEvConn struct {
 	_          structs.HostLayout
@@ -96,29 +125,20 @@ const (
 	sextantEvDirDIR_INGRESS sextantEvDir = 1
 )
 
-type sextantEvH1 struct {
-	_       structs.HostLayout
-	Hdr     sextantEvHeader
-	Len     uint32
-	TailLen uint8
-	Pad     [3]uint8
-	Tail    [8]uint8
-}
-
-type sextantEvH2 struct {
+type sextantEvEntry struct {
 	_         structs.HostLayout
-	Hdr       sextantEvHeader
+	Kind      uint8
+	Type      uint8
+	Flags     uint8
+	StaticIdx uint8
+	DataLen   uint16
+	Pad       uint16
 	StreamId  uint32
-	FrameLen  uint32
+	Len       uint32
 	Offset    uint32
 	GrpcMsgs  uint32
 	Value     uint32
 	Value2    uint32
-	Type      uint8
-	Flags     uint8
-	StaticIdx uint8
-	Pad       uint8
-	_         [4]byte
 }
 
 type sextantEvHeader struct {
@@ -142,15 +162,8 @@ const (
 	sextantEvKindEV_H1DATA    sextantEvKind = 4
 	sextantEvKindEV_PARSE_ERR sextantEvKind = 5
 	sextantEvKindEV_PROC_EXIT sextantEvKind = 6
+	sextantEvKindEV_CHUNK     sextantEvKind = 7
 )
-
-type sextantEvParseErr struct {
-	_      structs.HostLayout
-	Hdr    sextantEvHeader
-	Reason uint32
-	Frame  [9]uint8
-	Pad    [3]uint8
-}
 
 type sextantGrpcState struct {
 	_       structs.HostLayout
@@ -158,18 +171,6 @@ type sextantGrpcState struct {
 	PfxHave uint8
 	Pad     [3]uint8
 	Pfx     [8]uint8
-}
-
-type sextantH1Rec struct {
-	_    structs.HostLayout
-	H    sextantEvH1
-	Data [2048]uint8
-}
-
-type sextantH2Rec struct {
-	_    structs.HostLayout
-	H    sextantEvH2
-	Data [4096]uint8
 }
 
 type sextantIoArgs struct {
@@ -191,6 +192,20 @@ const (
 	sextantParseErrPERR_LOST      sextantParseErr = 3
 )
 
+type sextantRecBuf struct {
+	_    structs.HostLayout
+	H    sextantEvChunk
+	Data [16384]uint8
+}
+
+type sextantStatCounter uint32
+
+const (
+	sextantStatCounterSTAT_USER_READS sextantStatCounter = 7
+	sextantStatCounterSTAT_CHUNKS     sextantStatCounter = 8
+	sextantStatCounterSTAT_MAX        sextantStatCounter = 9
+)
+
 type sextantStreamKey struct {
 	_      structs.HostLayout
 	ConnId uint64
@@ -201,72 +216,122 @@ type sextantStreamKey struct {
 type sextantWork struct {
 	_  structs.HostLayout
 	St struct {
-		_           structs.HostLayout
-		Seq         uint32
-		Skip        uint32
-		Stream      uint32
-		Flen        uint32
-		Off         uint32
-		MsgLeft     uint32
-		GrpcMsgs    uint32
-		Status      uint8
-		InPayload   uint8
-		Type        uint8
-		Flags       uint8
-		HdrHave     uint8
-		PadLen      uint8
-		PfxHave     uint8
-		StreamKnown uint8
-		WantPreface uint8
-		StreamsUsed uint8
-		Pad2        [6]uint8
-		Hdr         [16]uint8
-		Pfx         [8]uint8
-		Val         [8]uint8
+		_        structs.HostLayout
+		Seq      uint32
+		NextTcp  uint32
+		LastTs   uint64
+		TcpKnown uint8
+		Status   uint8
+		Pad      [6]uint8
+		H2       struct {
+			_           structs.HostLayout
+			InPayload   uint8
+			Type        uint8
+			Flags       uint8
+			HdrHave     uint8
+			PadLen      uint8
+			PfxHave     uint8
+			StreamKnown uint8
+			WantPreface uint8
+			StreamsUsed uint8
+			AccOn       uint8
+			AccFlags    uint8
+			Pad         uint8
+			Skip        uint32
+			Stream      uint32
+			Flen        uint32
+			Off         uint32
+			MsgLeft     uint32
+			GrpcMsgs    uint32
+			AccStream   uint32
+			AccBytes    uint32
+			AccMsgs     uint32
+			Hdr         [16]uint8
+			Pfx         [8]uint8
+			Val         [8]uint8
+		}
+		_ [24]byte
 	}
-	_       [4]byte
-	ConnId  uint64
-	Ts      uint64
-	EnterTs uint64
-	Base    uint64
-	Len     uint32
-	Pos     uint32
-	Pid     uint32
-	Tid     uint32
-	Dir     uint32
-	H1Got   uint32
-	Peek    [32]uint8
+	Ts         uint64
+	ConnId     uint64
+	Sk         uint64
+	Buf        uint64
+	SegBase    uint64
+	Shipped    uint64
+	Pid        uint32
+	Tid        uint32
+	Dir        uint32
+	Len        uint32
+	Pos        uint32
+	WinStart   uint32
+	WinEnd     uint32
+	Iovcnt     uint32
+	SegIdx     uint32
+	SegStart   uint32
+	SegLen     uint32
+	IovFirst   uint32
+	IovHave    uint32
+	Fd         uint32
+	KnownFd    uint32
+	RecLen     uint32
+	RecEntries uint32
+	RecSeq0    uint32
+	EntOff     uint32
+	Src        uint8
+	Vectored   uint8
+	SegValid   uint8
+	EntOpen    uint8
+	EntData    uint8
+	SocketPath uint8
+	H1Upgraded uint8
+	H1ReqDir   uint8
+	Peek       [32]uint8
+	H1Reqs     uint32
+	H1Resps    uint32
+	_          [4]byte
+	H1HeadBits uint64
+	Iov        [32]struct {
+		_    structs.HostLayout
+		Base uint64
+		Len  uint64
+	}
+	Win [8192]uint8
+	_   [8]byte
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sextantMapConns            = "conns"
-	sextantMapDrops            = "drops"
-	sextantMapEvents           = "events"
-	sextantMapExcluded         = "excluded"
-	sextantMapH1Buf            = "h1_buf"
-	sextantMapH2Buf            = "h2_buf"
-	sextantMapHttpProcs        = "http_procs"
-	sextantMapIoArgs           = "io_args"
-	sextantMapStreams          = "streams"
-	sextantMapWorkMap          = "work_map"
-	sextantProgProcessExit     = "process_exit"
-	sextantProgSysEnter        = "sys_enter"
-	sextantProgSysExit         = "sys_exit"
-	sextantVarNextConnId       = "next_conn_id"
-	sextantVarUnusedConnProto  = "unused_conn_proto"
-	sextantVarUnusedDropReason = "unused_drop_reason"
-	sextantVarUnusedEvConn     = "unused_ev_conn"
-	sextantVarUnusedEvDir      = "unused_ev_dir"
-	sextantVarUnusedEvH1       = "unused_ev_h1"
-	sextantVarUnusedEvH2       = "unused_ev_h2"
-	sextantVarUnusedEvHeader   = "unused_ev_header"
-	sextantVarUnusedEvKind     = "unused_ev_kind"
-	sextantVarUnusedEvParseErr = "unused_ev_parse_err"
-	sextantVarUnusedParseErr   = "unused_parse_err"
-	sextantVarWakeupShift      = "wakeup_shift"
+	sextantMapConnZero          = "conn_zero"
+	sextantMapConns             = "conns"
+	sextantMapDrops             = "drops"
+	sextantMapEvents            = "events"
+	sextantMapExcluded          = "excluded"
+	sextantMapHttpProcs         = "http_procs"
+	sextantMapIoArgs            = "io_args"
+	sextantMapRecMap            = "rec_map"
+	sextantMapSkConns           = "sk_conns"
+	sextantMapStreams           = "streams"
+	sextantMapWorkMap           = "work_map"
+	sextantProgProcessExit      = "process_exit"
+	sextantProgSockDestroy      = "sock_destroy"
+	sextantProgSockRecv         = "sock_recv"
+	sextantProgSockSend         = "sock_send"
+	sextantProgSysEnter         = "sys_enter"
+	sextantProgSysExit          = "sys_exit"
+	sextantVarNextConnId        = "next_conn_id"
+	sextantVarUnusedConnProto   = "unused_conn_proto"
+	sextantVarUnusedDropReason  = "unused_drop_reason"
+	sextantVarUnusedEvChunk     = "unused_ev_chunk"
+	sextantVarUnusedEvConn      = "unused_ev_conn"
+	sextantVarUnusedEvDir       = "unused_ev_dir"
+	sextantVarUnusedEvEntry     = "unused_ev_entry"
+	sextantVarUnusedEvHeader    = "unused_ev_header"
+	sextantVarUnusedEvKind      = "unused_ev_kind"
+	sextantVarUnusedParseErr    = "unused_parse_err"
+	sextantVarUnusedStatCounter = "unused_stat_counter"
+	sextantVarWakeupShift       = "wakeup_shift"
 )
 
 // loadSextant returns the embedded CollectionSpec for sextant.
@@ -312,6 +377,9 @@ type sextantSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sextantProgramSpecs struct {
 	ProcessExit *ebpf.ProgramSpec `ebpf:"process_exit"`
+	SockDestroy *ebpf.ProgramSpec `ebpf:"sock_destroy"`
+	SockRecv    *ebpf.ProgramSpec `ebpf:"sock_recv"`
+	SockSend    *ebpf.ProgramSpec `ebpf:"sock_send"`
 	SysEnter    *ebpf.ProgramSpec `ebpf:"sys_enter"`
 	SysExit     *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
@@ -320,14 +388,15 @@ type sextantProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sextantMapSpecs struct {
+	ConnZero  *ebpf.MapSpec `ebpf:"conn_zero"`
 	Conns     *ebpf.MapSpec `ebpf:"conns"`
 	Drops     *ebpf.MapSpec `ebpf:"drops"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Excluded  *ebpf.MapSpec `ebpf:"excluded"`
-	H1Buf     *ebpf.MapSpec `ebpf:"h1_buf"`
-	H2Buf     *ebpf.MapSpec `ebpf:"h2_buf"`
 	HttpProcs *ebpf.MapSpec `ebpf:"http_procs"`
 	IoArgs    *ebpf.MapSpec `ebpf:"io_args"`
+	RecMap    *ebpf.MapSpec `ebpf:"rec_map"`
+	SkConns   *ebpf.MapSpec `ebpf:"sk_conns"`
 	Streams   *ebpf.MapSpec `ebpf:"streams"`
 	WorkMap   *ebpf.MapSpec `ebpf:"work_map"`
 }
@@ -336,18 +405,18 @@ type sextantMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sextantVariableSpecs struct {
-	NextConnId       *ebpf.VariableSpec `ebpf:"next_conn_id"`
-	UnusedConnProto  *ebpf.VariableSpec `ebpf:"unused_conn_proto"`
-	UnusedDropReason *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
-	UnusedEvConn     *ebpf.VariableSpec `ebpf:"unused_ev_conn"`
-	UnusedEvDir      *ebpf.VariableSpec `ebpf:"unused_ev_dir"`
-	UnusedEvH1       *ebpf.VariableSpec `ebpf:"unused_ev_h1"`
-	UnusedEvH2       *ebpf.VariableSpec `ebpf:"unused_ev_h2"`
-	UnusedEvHeader   *ebpf.VariableSpec `ebpf:"unused_ev_header"`
-	UnusedEvKind     *ebpf.VariableSpec `ebpf:"unused_ev_kind"`
-	UnusedEvParseErr *ebpf.VariableSpec `ebpf:"unused_ev_parse_err"`
-	UnusedParseErr   *ebpf.VariableSpec `ebpf:"unused_parse_err"`
-	WakeupShift      *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	NextConnId        *ebpf.VariableSpec `ebpf:"next_conn_id"`
+	UnusedConnProto   *ebpf.VariableSpec `ebpf:"unused_conn_proto"`
+	UnusedDropReason  *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
+	UnusedEvChunk     *ebpf.VariableSpec `ebpf:"unused_ev_chunk"`
+	UnusedEvConn      *ebpf.VariableSpec `ebpf:"unused_ev_conn"`
+	UnusedEvDir       *ebpf.VariableSpec `ebpf:"unused_ev_dir"`
+	UnusedEvEntry     *ebpf.VariableSpec `ebpf:"unused_ev_entry"`
+	UnusedEvHeader    *ebpf.VariableSpec `ebpf:"unused_ev_header"`
+	UnusedEvKind      *ebpf.VariableSpec `ebpf:"unused_ev_kind"`
+	UnusedParseErr    *ebpf.VariableSpec `ebpf:"unused_parse_err"`
+	UnusedStatCounter *ebpf.VariableSpec `ebpf:"unused_stat_counter"`
+	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 }
 
 // sextantObjects contains all objects after they have been loaded into the kernel.
@@ -370,28 +439,30 @@ func (o *sextantObjects) Close() error {
 //
 // It can be passed to loadSextantObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sextantMaps struct {
+	ConnZero  *ebpf.Map `ebpf:"conn_zero"`
 	Conns     *ebpf.Map `ebpf:"conns"`
 	Drops     *ebpf.Map `ebpf:"drops"`
 	Events    *ebpf.Map `ebpf:"events"`
 	Excluded  *ebpf.Map `ebpf:"excluded"`
-	H1Buf     *ebpf.Map `ebpf:"h1_buf"`
-	H2Buf     *ebpf.Map `ebpf:"h2_buf"`
 	HttpProcs *ebpf.Map `ebpf:"http_procs"`
 	IoArgs    *ebpf.Map `ebpf:"io_args"`
+	RecMap    *ebpf.Map `ebpf:"rec_map"`
+	SkConns   *ebpf.Map `ebpf:"sk_conns"`
 	Streams   *ebpf.Map `ebpf:"streams"`
 	WorkMap   *ebpf.Map `ebpf:"work_map"`
 }
 
 func (m *sextantMaps) Close() error {
 	return _SextantClose(
+		m.ConnZero,
 		m.Conns,
 		m.Drops,
 		m.Events,
 		m.Excluded,
-		m.H1Buf,
-		m.H2Buf,
 		m.HttpProcs,
 		m.IoArgs,
+		m.RecMap,
+		m.SkConns,
 		m.Streams,
 		m.WorkMap,
 	)
@@ -401,18 +472,18 @@ func (m *sextantMaps) Close() error {
 //
 // It can be passed to loadSextantObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sextantVariables struct {
-	NextConnId       *ebpf.Variable `ebpf:"next_conn_id"`
-	UnusedConnProto  *ebpf.Variable `ebpf:"unused_conn_proto"`
-	UnusedDropReason *ebpf.Variable `ebpf:"unused_drop_reason"`
-	UnusedEvConn     *ebpf.Variable `ebpf:"unused_ev_conn"`
-	UnusedEvDir      *ebpf.Variable `ebpf:"unused_ev_dir"`
-	UnusedEvH1       *ebpf.Variable `ebpf:"unused_ev_h1"`
-	UnusedEvH2       *ebpf.Variable `ebpf:"unused_ev_h2"`
-	UnusedEvHeader   *ebpf.Variable `ebpf:"unused_ev_header"`
-	UnusedEvKind     *ebpf.Variable `ebpf:"unused_ev_kind"`
-	UnusedEvParseErr *ebpf.Variable `ebpf:"unused_ev_parse_err"`
-	UnusedParseErr   *ebpf.Variable `ebpf:"unused_parse_err"`
-	WakeupShift      *ebpf.Variable `ebpf:"wakeup_shift"`
+	NextConnId        *ebpf.Variable `ebpf:"next_conn_id"`
+	UnusedConnProto   *ebpf.Variable `ebpf:"unused_conn_proto"`
+	UnusedDropReason  *ebpf.Variable `ebpf:"unused_drop_reason"`
+	UnusedEvChunk     *ebpf.Variable `ebpf:"unused_ev_chunk"`
+	UnusedEvConn      *ebpf.Variable `ebpf:"unused_ev_conn"`
+	UnusedEvDir       *ebpf.Variable `ebpf:"unused_ev_dir"`
+	UnusedEvEntry     *ebpf.Variable `ebpf:"unused_ev_entry"`
+	UnusedEvHeader    *ebpf.Variable `ebpf:"unused_ev_header"`
+	UnusedEvKind      *ebpf.Variable `ebpf:"unused_ev_kind"`
+	UnusedParseErr    *ebpf.Variable `ebpf:"unused_parse_err"`
+	UnusedStatCounter *ebpf.Variable `ebpf:"unused_stat_counter"`
+	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
 }
 
 // sextantPrograms contains all programs after they have been loaded into the kernel.
@@ -420,6 +491,9 @@ type sextantVariables struct {
 // It can be passed to loadSextantObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sextantPrograms struct {
 	ProcessExit *ebpf.Program `ebpf:"process_exit"`
+	SockDestroy *ebpf.Program `ebpf:"sock_destroy"`
+	SockRecv    *ebpf.Program `ebpf:"sock_recv"`
+	SockSend    *ebpf.Program `ebpf:"sock_send"`
 	SysEnter    *ebpf.Program `ebpf:"sys_enter"`
 	SysExit     *ebpf.Program `ebpf:"sys_exit"`
 }
@@ -427,6 +501,9 @@ type sextantPrograms struct {
 func (p *sextantPrograms) Close() error {
 	return _SextantClose(
 		p.ProcessExit,
+		p.SockDestroy,
+		p.SockRecv,
+		p.SockSend,
 		p.SysEnter,
 		p.SysExit,
 	)

@@ -68,6 +68,7 @@ Needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN).`,
 	f.StringVar(&cfg.Node, "node", hostname, "node name recorded in every flow")
 	f.StringVar(&cfg.Cgroup, "cgroup", "", "observe only processes in this cgroup v2 subtree, e.g. /sextant/node1 (default: every process)")
 	f.BoolVar(&cfg.MetricsOnly, "metrics-only", false, "decode traffic only into Prometheus metrics: no flows kept, no Observer API (cheapest mode)")
+	f.StringVar(&cfg.Capture, "capture", "auto", "how the probes see socket traffic: auto (socket where the kernel has the socket tracepoints, ≥ 6.3), socket, or syscall (raw syscall tracepoints: the fallback, costs every process's syscalls)")
 	f.IntVar(&cfg.KernelRingBytes, "kernel-ring-bytes", 0, "size of the kernel→agent ring buffer in bytes, a power of two (default 16 MiB); a full buffer drops records (counted)")
 	f.IntVar(&cfg.Observer.RingSize, "ring-size", agent.DefaultRingSize, "number of recent events kept in memory (two per exchange)")
 	f.StringArrayVar(&cfg.Routes, "route", nil, "route template tried before automatic collapsing, e.g. '/api/users/{id}': names http_route in metrics, spans and flow history (repeatable; see docs/metrics.md)")
