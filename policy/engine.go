@@ -105,7 +105,7 @@ type Engine struct {
 	// hostNetns is the agent's network namespace cookie (0: unknown),
 	// read once: Enrich needs it per exchange.
 	hostNetns uint64
-	sys        *endpoint.System
+	sys       *endpoint.System
 }
 
 // revision is one compiled and applied revision.
