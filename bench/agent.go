@@ -43,6 +43,7 @@ const clockTicks = 100
 type agentLauncher struct {
 	binary string // empty: in-process pipeline child
 	flags  []string
+	policy *benchPolicy // with the agent+policy mode
 }
 
 func newAgentLauncher(cfg config) (agentLauncher, error) {
@@ -79,9 +80,10 @@ type runningAgent struct {
 
 	childEvents, childDrops, childGaps uint64
 
-	metricsURL string     // binary agent: its /metrics
-	socket     string     // binary agent: its Observer API (for a relay)
-	relay      *relayProc // modeFull
+	after      func() error // after the agent stopped (agent+policy: its pins removed)
+	metricsURL string       // binary agent: its /metrics
+	socket     string       // binary agent: its Observer API (for a relay)
+	relay      *relayProc   // modeFull
 	before     snapshot
 }
 
@@ -101,6 +103,10 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 			"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, a.flags...)
 		if m == modeMetricsOnly {
 			args = append(args, "--metrics-only")
+		}
+		if m == modePolicy {
+			args = append(args, a.policy.agentFlags()...)
+			ra.after = func() error { return a.policy.cleanup(a.binary) }
 		}
 		cmd = exec.Command(a.binary, args...)
 		cmd.Stdout = os.Stderr // the agent's logs are not the bench's output
@@ -146,6 +152,12 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 	if err := ra.waitReady(ctx); err != nil {
 		ra.stop()
 		return nil, err
+	}
+	if m == modePolicy {
+		if err := waitEnforced(ra.metricsURL); err != nil {
+			ra.stop()
+			return nil, err
+		}
 	}
 	if withRelay {
 		if a.binary == "" {
@@ -205,7 +217,9 @@ func (ra *runningAgent) waitReady(ctx context.Context) error {
 	return errors.New("agent not ready after 2m")
 }
 
-func (ra *runningAgent) stop() {
+// stop ends the agent (and relay) and undoes what outlives them; an error
+// there means the next runs would not be what they say.
+func (ra *runningAgent) stop() error {
 	if ra.relay != nil {
 		ra.relay.stop()
 	}
@@ -219,6 +233,10 @@ func (ra *runningAgent) stop() {
 		_ = ra.cmd.Process.Kill()
 		<-ra.exited
 	}
+	if ra.after != nil {
+		return ra.after()
+	}
+	return nil
 }
 
 // snapshot is the agent's cumulative counters at one moment.
