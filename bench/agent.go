@@ -24,6 +24,7 @@ import (
 
 	"github.com/sextant/sextant/collector"
 	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/identity"
 	"github.com/sextant/sextant/probes"
 )
 
@@ -48,6 +49,13 @@ type agentLauncher struct {
 
 func newAgentLauncher(cfg config) (agentLauncher, error) {
 	if cfg.agent == "inproc" {
+		if cfg.ownCgroup {
+			own, err := ownCgroup()
+			if err != nil {
+				return agentLauncher{}, err
+			}
+			os.Setenv(ownCgroupEnv, filepath.Join(identity.Cgroup2Mount("/proc/self/mountinfo"), own))
+		}
 		return agentLauncher{}, nil
 	}
 	bin := cfg.agent
@@ -57,7 +65,32 @@ func newAgentLauncher(cfg config) (agentLauncher, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return agentLauncher{}, fmt.Errorf("agent binary: %w (build it: go build -o bin/sextant ./cmd/sextant; or run with -agent inproc)", err)
 	}
-	return agentLauncher{binary: bin, flags: splitFlags(cfg.agentFlags)}, nil
+	a := agentLauncher{binary: bin, flags: splitFlags(cfg.agentFlags)}
+	if cfg.ownCgroup {
+		own, err := ownCgroup()
+		if err != nil {
+			return a, err
+		}
+		a.flags = append(a.flags, "--cgroup", own)
+	}
+	return a, nil
+}
+
+// ownCgroupEnv tells the -agent inproc child the cgroup directory to
+// capture in (-own-cgroup).
+const ownCgroupEnv = "SEXTANT_BENCH_CGROUP_DIR"
+
+// ownCgroup is this process's cgroup v2 path, relative to the mount.
+func ownCgroup() (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	own := identity.UnifiedCgroup(b)
+	if own == "" {
+		return "", errors.New("-own-cgroup: this process is in no cgroup v2 hierarchy")
+	}
+	return own, nil
 }
 
 func (a agentLauncher) String() string {
@@ -577,7 +610,7 @@ func runChildAgent(discard bool) error {
 			}
 		}()
 	}
-	p, err := probes.Load(probes.Options{})
+	p, err := probes.Load(probes.Options{Cgroup: os.Getenv(ownCgroupEnv)})
 	if err != nil {
 		return err
 	}

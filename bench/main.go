@@ -55,7 +55,8 @@ type config struct {
 	warmup        int
 	keepTmp       bool
 	agentFlags    string
-	policyRules   int // agent+policy: filler rules
+	policyRules   int  // agent+policy: filler rules
+	ownCgroup     bool // observe only the bench's own cgroup subtree
 	mdPath        string
 	svgPath       string
 	command       string
@@ -86,6 +87,7 @@ func main() {
 	flag.StringVar(&capacity, "capacity", "10000,20000,40000,60000,0", "request rates stepped with the agent to find the highest lossless one ('' to skip)")
 	flag.StringVar(&capacityModes, "capacity-modes", "agent-metrics,agent,agent+relay", "agent modes the capacity steps run in")
 	flag.IntVar(&cfg.policyRules, "policy-rules", 100, "agent+policy: filler rules (never matching) before the one that allows the traffic")
+	flag.BoolVar(&cfg.ownCgroup, "own-cgroup", false, "observe only the bench's own cgroup v2 subtree (the bench, its load generators and servers: agent --cgroup), not the rest of the host; for a bench that shares the host with other work, such as the test suite")
 	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs every mode once per workload, order rotated per round")
 	flag.DurationVar(&cfg.perRun, "d", 5*time.Second, "length of a fixed-rate run (requests = rate × d)")
 	flag.IntVar(&cfg.satN, "sat-n", 60000, "requests of a saturation run")

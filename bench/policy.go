@@ -34,9 +34,14 @@ func newBenchPolicy(tmp string, rules int) (*benchPolicy, error) {
 	if root == "" {
 		return nil, errors.New("agent+policy: no cgroup v2 hierarchy mounted")
 	}
+	// A child of the bench's own cgroup: inside the scope of -own-cgroup.
+	own, err := ownCgroup()
+	if err != nil {
+		return nil, err
+	}
 	name := fmt.Sprintf("sextant-bench-%d", os.Getpid())
 	p := &benchPolicy{
-		cgroup:    filepath.Join(root, name),
+		cgroup:    filepath.Join(root, own, name),
 		dir:       filepath.Join(tmp, "policies"),
 		endpoints: filepath.Join(tmp, "endpoints.yaml"),
 		bpffs:     filepath.Join("/sys/fs/bpf", name),
