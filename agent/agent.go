@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,6 +31,7 @@ import (
 	"github.com/sextant/sextant/exporters"
 	promexp "github.com/sextant/sextant/exporters/prometheus"
 	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/identity"
 	"github.com/sextant/sextant/probes"
 	"github.com/sextant/sextant/route"
 	"github.com/sextant/sextant/stage"
@@ -87,6 +89,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	scope, err := kernelScope(cfg.Cgroup)
+	if err != nil {
+		return err
+	}
 	routes, err := route.New(cfg.Routes, 0)
 	if err != nil {
 		return fmt.Errorf("routes: %w", err)
@@ -101,6 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 			ExcludePIDs:     append([]uint32{uint32(os.Getpid())}, cfg.ExcludePIDs...),
 			RingBufferBytes: cfg.KernelRingBytes,
 			Capture:         capture,
+			Cgroup:          scope,
 		}, log: log}
 	)
 	if !cfg.MetricsOnly {
@@ -186,6 +193,21 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.StatusInterval = 10 * time.Second
 	}
 	return cfg, nil
+}
+
+// kernelScope is the cgroup directory the probes capture in: Config.Cgroup
+// under the cgroup2 mount, so that the kernel programs skip every other
+// process (their traffic is neither tracked nor counted in the drops);
+// "" when unscoped.
+func kernelScope(cgroup string) (string, error) {
+	if cgroup == "" {
+		return "", nil
+	}
+	root := identity.Cgroup2Mount("/proc/self/mountinfo")
+	if root == "" {
+		return "", fmt.Errorf("cgroup %s: no cgroup v2 hierarchy mounted", cgroup)
+	}
+	return filepath.Join(root, cgroup), nil
 }
 
 // sinkStage drains a sink when its turn to stop comes: after the collector

@@ -31,7 +31,7 @@ func TestRunLifecycle(t *testing.T) {
 		Observer: ObserverConfig{Config: serve.Config{Socket: socket}, RingSize: 128},
 		// Nobody's traffic: this test is about the lifecycle, and other
 		// packages' tests run beside it.
-		Cgroup: "/sextant-test-lifecycle-nobody",
+		Cgroup: testbed.NewCgroup(t, "agent-lifecycle-nobody").Path,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -296,35 +296,59 @@ func BenchmarkNonHTTPSocket(b *testing.B) {
 	testbed.RequireRoot(b)
 	for _, capture := range captures(b) {
 		b.Run(capture.String(), func(b *testing.B) {
-			p, err := Load(Options{TraceSelf: true, KernelStats: true, Capture: capture})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer p.Close()
-			w, r := tcpPair(b)
-			buf := make([]byte, 64)
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			for i := 0; i < 2*detectTries; i++ { // past detection
-				unix.Write(w, buf)
-				unix.Read(r, buf)
-			}
-			before := p.Stats()
-			for b.Loop() {
-				if _, err := unix.Write(w, buf); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := unix.Read(r, buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-			var ns uint64
-			for i, ps := range p.Stats().Programs {
-				ns += ps.RunTimeNs - before.Programs[i].RunTimeNs
-			}
-			b.ReportMetric(float64(ns)/float64(b.N), "bpf-ns/op")
+			benchSocketPair(b, Options{TraceSelf: true, KernelStats: true, Capture: capture})
 		})
 	}
+}
+
+// BenchmarkScope measures what Options.Cgroup costs per 64-byte TCP
+// write + read (a socket that is not HTTP, past detection), bpf_stats per
+// op: unscoped; scoped, the process in the scope (it pays the check on
+// top); scoped, the process outside (the programs return after the check).
+func BenchmarkScope(b *testing.B) {
+	testbed.RequireRoot(b)
+	in := testbed.NewCgroup(b, "scope-bench-in")
+	in.Join(b)
+	out := testbed.NewCgroup(b, "scope-bench-out")
+	for _, capture := range captures(b) {
+		for _, m := range []struct{ name, cgroup string }{{"unscoped", ""}, {"in", in.Dir}, {"out", out.Dir}} {
+			b.Run(capture.String()+"/"+m.name, func(b *testing.B) {
+				benchSocketPair(b, Options{TraceSelf: true, KernelStats: true, Capture: capture, Cgroup: m.cgroup})
+			})
+		}
+	}
+}
+
+// benchSocketPair reports bpf_stats time per 64-byte write + read on a TCP
+// connection that the probes gave up on (not HTTP).
+func benchSocketPair(b *testing.B, opts Options) {
+	p, err := Load(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	w, r := tcpPair(b)
+	buf := make([]byte, 64)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for i := 0; i < 2*detectTries; i++ { // past detection
+		unix.Write(w, buf)
+		unix.Read(r, buf)
+	}
+	before := p.Stats()
+	for b.Loop() {
+		if _, err := unix.Write(w, buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := unix.Read(r, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var ns uint64
+	for i, ps := range p.Stats().Programs {
+		ns += ps.RunTimeNs - before.Programs[i].RunTimeNs
+	}
+	b.ReportMetric(float64(ns)/float64(b.N), "bpf-ns/op")
 }
 
 // detectTries mirrors capture.h: chunks tried before a socket is given up.

@@ -130,6 +130,12 @@ var needs = map[Capture][]requirement{
 	}, common...),
 }
 
+// scopeNeeds are what Options.Cgroup needs on either path.
+var scopeNeeds = []requirement{
+	mapType(ebpf.CGroupArray, "cgroup array", "4.8"),
+	helper(asm.FnCurrentTaskUnderCgroup, "bpf_current_task_under_cgroup", "4.9"),
+}
+
 // ErrMissingFeature is wrapped by Load's error when the kernel lacks
 // something the chosen capture needs.
 var ErrMissingFeature = errors.New("kernel lacks a feature the probes need")
@@ -139,7 +145,7 @@ var kernelBTF = sync.OnceValues(btf.LoadKernelSpec)
 // chooseCapture resolves CaptureAuto and checks, before anything is
 // loaded, that the kernel has every feature the capture needs. The error
 // names each missing feature and the kernel version that brought it.
-func chooseCapture(want Capture) (Capture, error) {
+func chooseCapture(want Capture, scoped bool) (Capture, error) {
 	k, err := kernelBTF()
 	if err != nil {
 		return want, fmt.Errorf("%w: kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF, Linux ≥ 5.5): %v",
@@ -154,6 +160,9 @@ func chooseCapture(want Capture) (Capture, error) {
 	reqs, ok := needs[want]
 	if !ok {
 		return want, fmt.Errorf("capture %s: unknown", want)
+	}
+	if scoped {
+		reqs = append(reqs[:len(reqs):len(reqs)], scopeNeeds...)
 	}
 	if err := missing(k, reqs); err != nil {
 		return want, fmt.Errorf("%w for %s capture: %v", ErrMissingFeature, want, err)

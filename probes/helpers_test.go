@@ -244,7 +244,7 @@ func field(fs []hpack.HeaderField, name string) string {
 // has socket capture, the fallback alone on one that has not.
 func captures(t testing.TB) []Capture {
 	t.Helper()
-	if c, err := chooseCapture(CaptureAuto); err == nil && c == CaptureSyscall {
+	if c, err := chooseCapture(CaptureAuto, false); err == nil && c == CaptureSyscall {
 		return []Capture{CaptureSyscall}
 	}
 	return []Capture{CaptureSocket, CaptureSyscall}
@@ -261,8 +261,15 @@ func forEachCapture(t *testing.T, f func(t *testing.T, capture Capture)) {
 // returns its address once it accepts connections.
 func startNghttpd(tb testing.TB, nghttpd, dir string) string {
 	tb.Helper()
+	return startNghttpdWith(tb, exec.Command, nghttpd, dir)
+}
+
+// startNghttpdWith is startNghttpd with the command built by command
+// (testbed.Cgroup.Command starts it inside a cgroup).
+func startNghttpdWith(tb testing.TB, command func(string, ...string) *exec.Cmd, nghttpd, dir string) string {
+	tb.Helper()
 	port := testbed.FreePort(tb)
-	srv := exec.Command(nghttpd, "--no-tls", "-a", "127.0.0.1", "-d", dir, fmt.Sprint(port))
+	srv := command(nghttpd, "--no-tls", "-a", "127.0.0.1", "-d", dir, fmt.Sprint(port))
 	if err := srv.Start(); err != nil {
 		tb.Fatal(err)
 	}

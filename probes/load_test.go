@@ -69,7 +69,7 @@ func TestLoadAttachClose(t *testing.T) {
 
 // Auto picks socket capture on a kernel that has the socket tracepoints.
 func TestCaptureAuto(t *testing.T) {
-	got, err := chooseCapture(CaptureAuto)
+	got, err := chooseCapture(CaptureAuto, false)
 	if err != nil {
 		t.Fatal(err)
 	}

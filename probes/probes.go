@@ -71,6 +71,13 @@ type Options struct {
 	// Capture selects the hooks (default CaptureAuto: socket capture where
 	// the kernel has it).
 	Capture Capture
+	// Cgroup, when set, limits the capture to tasks in this cgroup v2
+	// subtree: its directory (e.g. /sys/fs/cgroup/sextant/node1) or its id
+	// (the directory's inode number, as in ConnInfo.CgroupID). The kernel
+	// programs return at once for every other task, before touching any
+	// state or counter: their connections are never tracked, their drops
+	// never counted.
+	Cgroup string
 }
 
 // Stats are counters of the loaded probes.
@@ -173,9 +180,16 @@ func Load(opts Options) (_ *Probes, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
 	}
-	capture, err := chooseCapture(opts.Capture)
+	capture, err := chooseCapture(opts.Capture, opts.Cgroup != "")
 	if err != nil {
 		return nil, err
+	}
+	var scope *os.File
+	if opts.Cgroup != "" {
+		if scope, err = openScope(opts.Cgroup); err != nil {
+			return nil, err
+		}
+		defer scope.Close() // the map holds the cgroup once filled
 	}
 	spec, err := loadSextant()
 	if err != nil {
@@ -192,6 +206,11 @@ func Load(opts Options) (_ *Probes, err error) {
 	wake := min(defaultWakeupBytes, size/4)
 	if err := spec.Variables[sextantVarWakeupShift].Set(uint32(bits.TrailingZeros(uint(wake)))); err != nil {
 		return nil, fmt.Errorf("set %s: %w", sextantVarWakeupShift, err)
+	}
+	if scope != nil {
+		if err := spec.Variables[sextantVarScopeOn].Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("set %s: %w", sextantVarScopeOn, err)
+		}
 	}
 
 	p := &Probes{capture: capture, insns: map[string]uint32{}}
@@ -214,6 +233,11 @@ func Load(opts Options) (_ *Probes, err error) {
 	}
 	p.loadTime = time.Since(start)
 
+	if scope != nil {
+		if err := p.coll.Maps[sextantMapScope].Put(uint32(0), uint32(scope.Fd())); err != nil {
+			return nil, fmt.Errorf("scope to cgroup %s: %w", scope.Name(), err)
+		}
+	}
 	excluded := p.coll.Maps[sextantMapExcluded]
 	pids := opts.ExcludePIDs
 	if !opts.TraceSelf {

@@ -311,6 +311,7 @@ const (
 	sextantMapHttpProcs         = "http_procs"
 	sextantMapIoArgs            = "io_args"
 	sextantMapRecMap            = "rec_map"
+	sextantMapScope             = "scope"
 	sextantMapSkConns           = "sk_conns"
 	sextantMapStreams           = "streams"
 	sextantMapWorkMap           = "work_map"
@@ -321,6 +322,7 @@ const (
 	sextantProgSysEnter         = "sys_enter"
 	sextantProgSysExit          = "sys_exit"
 	sextantVarNextConnId        = "next_conn_id"
+	sextantVarScopeOn           = "scope_on"
 	sextantVarUnusedConnProto   = "unused_conn_proto"
 	sextantVarUnusedDropReason  = "unused_drop_reason"
 	sextantVarUnusedEvChunk     = "unused_ev_chunk"
@@ -396,6 +398,7 @@ type sextantMapSpecs struct {
 	HttpProcs *ebpf.MapSpec `ebpf:"http_procs"`
 	IoArgs    *ebpf.MapSpec `ebpf:"io_args"`
 	RecMap    *ebpf.MapSpec `ebpf:"rec_map"`
+	Scope     *ebpf.MapSpec `ebpf:"scope"`
 	SkConns   *ebpf.MapSpec `ebpf:"sk_conns"`
 	Streams   *ebpf.MapSpec `ebpf:"streams"`
 	WorkMap   *ebpf.MapSpec `ebpf:"work_map"`
@@ -406,6 +409,7 @@ type sextantMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sextantVariableSpecs struct {
 	NextConnId        *ebpf.VariableSpec `ebpf:"next_conn_id"`
+	ScopeOn           *ebpf.VariableSpec `ebpf:"scope_on"`
 	UnusedConnProto   *ebpf.VariableSpec `ebpf:"unused_conn_proto"`
 	UnusedDropReason  *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
 	UnusedEvChunk     *ebpf.VariableSpec `ebpf:"unused_ev_chunk"`
@@ -447,6 +451,7 @@ type sextantMaps struct {
 	HttpProcs *ebpf.Map `ebpf:"http_procs"`
 	IoArgs    *ebpf.Map `ebpf:"io_args"`
 	RecMap    *ebpf.Map `ebpf:"rec_map"`
+	Scope     *ebpf.Map `ebpf:"scope"`
 	SkConns   *ebpf.Map `ebpf:"sk_conns"`
 	Streams   *ebpf.Map `ebpf:"streams"`
 	WorkMap   *ebpf.Map `ebpf:"work_map"`
@@ -462,6 +467,7 @@ func (m *sextantMaps) Close() error {
 		m.HttpProcs,
 		m.IoArgs,
 		m.RecMap,
+		m.Scope,
 		m.SkConns,
 		m.Streams,
 		m.WorkMap,
@@ -473,6 +479,7 @@ func (m *sextantMaps) Close() error {
 // It can be passed to loadSextantObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sextantVariables struct {
 	NextConnId        *ebpf.Variable `ebpf:"next_conn_id"`
+	ScopeOn           *ebpf.Variable `ebpf:"scope_on"`
 	UnusedConnProto   *ebpf.Variable `ebpf:"unused_conn_proto"`
 	UnusedDropReason  *ebpf.Variable `ebpf:"unused_drop_reason"`
 	UnusedEvChunk     *ebpf.Variable `ebpf:"unused_ev_chunk"`

@@ -31,6 +31,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "capture.h"
+#include "scope.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -61,7 +62,7 @@ struct {
 
 static __always_inline int on_sock_chunk(struct sock *sk, int ret, __u32 dir, __u32 slot)
 {
-	if (ret <= 0 || !sk_is_tcp((__u64)sk))
+	if (ret <= 0 || out_of_scope() || !sk_is_tcp((__u64)sk))
 		return 0;
 	struct conn_state *c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
 	__u64 id = bpf_get_current_pid_tgid();
@@ -113,7 +114,9 @@ int BPF_PROG(sock_recv, struct sock *sk, int ret, int flags)
 }
 
 /* The socket is gone: the process closed it and TCP is done with it, so
- * no read or write of it can follow. Its storage is freed right after. */
+ * no read or write of it can follow. Its storage is freed right after.
+ * No scope check: this may run in softirq context, on behalf of no task;
+ * sockets of tasks outside the scope have no state to end. */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(sock_destroy, struct sock *sk)
 {
@@ -259,7 +262,8 @@ static __always_inline int syscall_chunk(__u32 fd, __u32 len)
 	return 0;
 }
 
-static __always_inline int on_enter(__u64 fd, __u64 buf, __u64 iovcnt, __u32 dir, __u32 vectored)
+/* sys_enter of a syscall that moves socket bytes, by a task in scope. */
+static __always_inline int on_enter_scoped(__u64 fd, __u64 buf, __u64 iovcnt, __u32 dir, __u32 vectored)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!track_fd(id >> 32, (__u32)fd))
@@ -281,12 +285,19 @@ static __always_inline int on_enter(__u64 fd, __u64 buf, __u64 iovcnt, __u32 dir
 	return 0;
 }
 
+static __always_inline int on_enter(__u64 fd, __u64 buf, __u64 iovcnt, __u32 dir, __u32 vectored)
+{
+	if (out_of_scope())
+		return 0;
+	return on_enter_scoped(fd, buf, iovcnt, dir, vectored);
+}
+
 static __always_inline int on_enter_msg(__u64 fd, __u64 msg, __u32 dir)
 {
 	struct user_msghdr m = {};
-	if (bpf_probe_read_user(&m, sizeof(m), (void *)msg))
+	if (out_of_scope() || bpf_probe_read_user(&m, sizeof(m), (void *)msg))
 		return 0;
-	return on_enter(fd, (__u64)m.msg_iov, m.msg_iovlen, dir, 1);
+	return on_enter_scoped(fd, (__u64)m.msg_iov, m.msg_iovlen, dir, 1);
 }
 
 static __always_inline int on_exit(long ret)
@@ -314,6 +325,8 @@ static __always_inline int on_exit(long ret)
 
 static __always_inline int on_close(__u64 fd)
 {
+	if (out_of_scope())
+		return 0;
 	struct conn_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = (__u32)fd};
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &k);
 	if (c)
@@ -384,7 +397,9 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 }
 
 /* Every syscall exit runs this; only a thread armed by sys_enter goes
- * further than one task-storage lookup. */
+ * further than one task-storage lookup. No scope check: sys_enter arms
+ * only threads in scope, and a helper call on every syscall exit of the
+ * host would cost more than the lookup. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
