@@ -7,7 +7,6 @@ import (
 
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -27,7 +26,12 @@ import (
 //
 //	go test -run XXX -bench . -benchtime 3x ./probes
 //
-// Every benchmark runs the capture paths side by side in one run.
+// Every benchmark runs the capture paths side by side in one run. To
+// measure a change of the kernel side against the build before it, in the
+// same run (interleaved with -count), name the earlier object:
+//
+//	git show HEAD:probes/sextant_x86_bpfel.o > /tmp/prev.o
+//	SEXTANT_BENCH_PREV=/tmp/prev.o go test -run XXX -bench 'H2Load/(socket|prev)$' -benchtime 20000x -count 4 ./probes
 
 // BenchmarkLoad measures Load (verification included) + Close per capture
 // and reports the instructions the verifier processed per program.
@@ -400,15 +404,19 @@ func BenchmarkH2Load(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(dir, "small"), bytes.Repeat([]byte{'s'}, 128), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	addr := startNghttpd(b, nghttpd, dir)
-	for _, mode := range tracedModes(b) {
+	// Both peers in a cgroup of their own: SEXTANT_BENCH_SCOPED=1 scopes
+	// this branch's probes to it, so that other processes' HTTP traffic on
+	// a shared host stays out of the figures (the scope check is in them).
+	cg := testbed.NewCgroup(b, "bench-h2load")
+	addr := startNghttpdWith(b, cg.Command, nghttpd, dir)
+	for _, mode := range tracedModes(b, cg.Dir) {
 		b.Run(mode.name, func(b *testing.B) {
 			stats := mode.start(b)
 			const clients = 4
 			n := max(b.N, clients)
 			before := stats()
 			b.ResetTimer()
-			out, err := exec.Command(h2load, "-n", fmt.Sprint(n), "-c", fmt.Sprint(clients), "-m", "8", "-t", "1",
+			out, err := cg.Command(h2load, "-n", fmt.Sprint(n), "-c", fmt.Sprint(clients), "-m", "8", "-t", "1",
 				"--rps", fmt.Sprint(h2cRate/clients), "http://"+addr+"/small").CombinedOutput()
 			if err != nil || !bytes.Contains(out, []byte(fmt.Sprintf("%d succeeded", n))) {
 				b.Fatalf("h2load: %v\n%s", err, out)
@@ -429,19 +437,26 @@ type tracedMode struct {
 	start func(b *testing.B) (stats func() Stats) // loads, attaches, reads; undone at cleanup
 }
 
-func tracedModes(b *testing.B) []tracedMode {
+// tracedModes: cgroup is where the workload runs (SEXTANT_BENCH_SCOPED=1
+// scopes this branch's probes to it; main's have no scope).
+func tracedModes(b *testing.B, cgroup string) []tracedMode {
+	if os.Getenv("SEXTANT_BENCH_SCOPED") != "1" {
+		cgroup = ""
+	}
 	var modes []tracedMode
 	for _, c := range captures(b) {
 		modes = append(modes, tracedMode{c.String(), func(b *testing.B) func() Stats {
-			p, err := Load(Options{KernelStats: true, Capture: c})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() { p.Run(ctx, func(ev *Event) { ev.Release() }); close(done) }()
-			b.Cleanup(func() { cancel(); <-done; p.Close() })
-			return p.Stats
+			return startTraced(b, Options{KernelStats: true, Capture: c, Cgroup: cgroup}, "")
+		}})
+	}
+	// The reader of each traced loopback connection walks its bytes too
+	// (no mirroring): what mirroring saves, in the same run.
+	modes = append(modes, tracedMode{"socket-walked", func(b *testing.B) func() Stats {
+		return startTraced(b, Options{KernelStats: true, Capture: CaptureSocket, Cgroup: cgroup, noMirror: true}, "")
+	}})
+	if prev := os.Getenv("SEXTANT_BENCH_PREV"); prev != "" {
+		modes = append(modes, tracedMode{"prev", func(b *testing.B) func() Stats {
+			return startTraced(b, Options{KernelStats: true, Capture: CaptureSocket, Cgroup: cgroup}, prev)
 		}})
 	}
 	modes = append(modes, tracedMode{"main", func(b *testing.B) func() Stats {
@@ -455,6 +470,25 @@ func tracedModes(b *testing.B) []tracedMode {
 		return m.stats
 	}})
 	return modes
+}
+
+// startTraced loads the probes (from object, an earlier build, when set:
+// SEXTANT_BENCH_PREV compares it with this one in one run) and reads them
+// until the benchmark ends.
+func startTraced(b *testing.B, opts Options, object string) func() Stats {
+	if object != "" {
+		loadSpec = func() (*ebpf.CollectionSpec, error) { return ebpf.LoadCollectionSpec(object) }
+		defer func() { loadSpec = loadSextant }()
+	}
+	p, err := Load(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx, func(ev *Event) { ev.Release() }); close(done) }()
+	b.Cleanup(func() { cancel(); <-done; p.Close() })
+	return p.Stats
 }
 
 // reportBPF reports kernel program time per request, in total and per
@@ -474,6 +508,7 @@ func reportBPF(b *testing.B, before, after Stats, n float64) {
 	b.ReportMetric(float64(after.Records-before.Records)/n, "records/req")
 	b.ReportMetric(float64(after.UserReads-before.UserReads)/n, "reads/req")
 	b.ReportMetric(float64(after.Chunks-before.Chunks)/n, "chunks/req")
+	b.ReportMetric(float64(after.Mirrored-before.Mirrored)/n, "mirrored/req")
 	for i, d := range after.Drops {
 		if d != before.Drops[i] {
 			b.Logf("drops[%s] = %d", DropReason(i), d-before.Drops[i])

@@ -61,6 +61,11 @@ func testRingFull(t *testing.T, capture Capture) {
 		if !ours[ev.ConnID] || ev.Kind == KindConn || ev.Kind == KindClose {
 			continue
 		}
+		if ev.Mirrored {
+			// The writer's entries, whose gaps the writer's direction
+			// shows too: one drop, two directions.
+			continue
+		}
 		k := connKey{ev.ConnID, ev.Dir}
 		if ev.Seq < next[k] {
 			t.Fatalf("%v: seq went back from %d to %d", k, next[k], ev.Seq)

@@ -291,6 +291,30 @@ __noinline int h2_stop(__u32 slot, __u32 reason)
 	return 1;
 }
 
+/* A fresh walker state for a direction: what spans every state (entry
+ * numbers, stream position, gRPC state in use, the offer) is kept. */
+static __always_inline void dir_reset(struct dir_state *d, __u8 status)
+{
+	__u32 seq = d->seq;
+	__u32 next_tcp = d->next_tcp;
+	__u32 pend_tcp = d->pend_tcp;
+	__u64 last = d->last_ts;
+	__u8 known = d->tcp_known;
+	__u8 used = d->h2.streams_used;
+	__u8 offer = d->offer;
+	__u8 offer_recs = d->offer_recs;
+	__builtin_memset(d, 0, sizeof(*d));
+	d->seq = seq;
+	d->next_tcp = next_tcp;
+	d->pend_tcp = pend_tcp;
+	d->last_ts = last;
+	d->tcp_known = known;
+	d->h2.streams_used = used;
+	d->offer = offer;
+	d->offer_recs = offer_recs;
+	d->status = status;
+}
+
 /* Bytes that held frame boundaries could not be read: report the DATA
  * summed so far, skip a sequence number and look for a frame boundary
  * again (like a connection joined midstream). */
@@ -302,18 +326,7 @@ __noinline int h2_lose(__u32 slot)
 	if (w->st.h2.acc_on)
 		acc_flush(slot);
 	lose(slot);
-	__u32 seq = w->st.seq;
-	__u32 used = w->st.h2.streams_used;
-	__u32 next_tcp = w->st.next_tcp;
-	__u8 known = w->st.tcp_known;
-	__u64 last = w->st.last_ts;
-	__builtin_memset(&w->st, 0, sizeof(w->st));
-	w->st.seq = seq;
-	w->st.h2.streams_used = used;
-	w->st.next_tcp = next_tcp;
-	w->st.tcp_known = known;
-	w->st.last_ts = last;
-	w->st.status = DS_UNALIGNED;
+	dir_reset(&w->st, DS_UNALIGNED);
 	return 1;
 }
 
@@ -330,6 +343,8 @@ __noinline int frame_end(__u32 slot)
 		if (w->st.h2.acc_on && w->st.h2.acc_stream != w->st.h2.stream)
 			acc_flush(slot);
 		__u32 pad = (w->st.h2.flags & FL_PADDED) ? 1 + w->st.h2.pad_len : 0;
+		if (!w->st.h2.acc_on)
+			w->st.pend_tcp = w->tcp_base + w->pos - w->st.h2.flen - 9;
 		w->st.h2.acc_on = 1;
 		w->st.h2.acc_stream = w->st.h2.stream;
 		w->st.h2.acc_bytes += w->st.h2.flen - pad;
