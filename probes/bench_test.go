@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
 	"github.com/sextant/sextant/testbed"
@@ -599,4 +600,90 @@ func (m *mainProbes) stats() Stats {
 		s.Programs = append(s.Programs, ps)
 	}
 	return s
+}
+
+// BenchmarkWalk isolates the send side's walk: one write of reqs HTTP/2
+// responses (HEADERS of 6 bytes + DATA of 128 with END_STREAM each, as
+// nghttpd answers h2load) on a recognised connection, read by the other
+// end (traced too: mirrored), bpf_stats per write, per frame. "warm"
+// writes back to back; "cold" evicts the caches (a 8 MiB sweep) before
+// each write, as the bench's 5000 req/s on a shared host does.
+func BenchmarkWalk(b *testing.B) {
+	testbed.RequireRoot(b)
+	cg := testbed.NewCgroup(b, "bench-walk")
+	cg.Join(b)
+	objects := map[string]string{"socket": ""}
+	if prev := os.Getenv("SEXTANT_BENCH_PREV"); prev != "" {
+		objects["prev"] = prev
+	}
+	for _, cache := range []string{"warm", "cold"} {
+		for _, reqs := range []int{1, 6} {
+			for _, mode := range []string{"socket", "prev"} {
+				object, ok := objects[mode]
+				if !ok {
+					continue
+				}
+				b.Run(fmt.Sprintf("%s/reqs=%d/%s", cache, reqs, mode), func(b *testing.B) {
+					stats := startTraced(b, Options{TraceSelf: true, KernelStats: true, Capture: CaptureSocket, Cgroup: cg.Dir}, object)
+					benchWalk(b, stats, reqs, cache == "cold")
+				})
+			}
+		}
+	}
+}
+
+func benchWalk(b *testing.B, stats func() Stats, reqs int, cold bool) {
+	w, r := tcpPair(b)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	exchange := func(from, to int, msg []byte) {
+		if _, err := unix.Write(from, msg); err != nil {
+			b.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		for got := 0; got < len(msg); {
+			n, err := unix.Read(to, buf[got:])
+			if err != nil || n == 0 {
+				b.Fatal(err)
+			}
+			got += n
+		}
+	}
+	var hello bytes.Buffer
+	hello.WriteString(http2.ClientPreface)
+	http2.NewFramer(&hello, nil).WriteSettings()
+	exchange(w, r, hello.Bytes()) // w is the client: r, the server, answers
+	hello.Reset()
+	http2.NewFramer(&hello, nil).WriteSettings()
+	exchange(r, w, hello.Bytes())
+	var block bytes.Buffer
+	fr := http2.NewFramer(&block, nil)
+	body := bytes.Repeat([]byte{'s'}, 128)
+	for i := range reqs {
+		sid := uint32(2*i + 1)
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: sid, BlockFragment: []byte{0x88, 0x5f, 0x87, 0x49, 0x7c, 0xa5}, EndHeaders: true})
+		fr.WriteData(sid, true, body)
+	}
+	sweep := make([]byte, 8<<20)
+	before := stats()
+	var bpfNs uint64
+	for b.Loop() {
+		if cold {
+			b.StopTimer()
+			for i := 0; i < len(sweep); i += 64 {
+				sweep[i]++
+			}
+			b.StartTimer()
+		}
+		exchange(r, w, block.Bytes()) // the server's responses
+	}
+	after := stats()
+	for i, ps := range after.Programs {
+		if ps.Name == sextantProgSockSend {
+			bpfNs = ps.RunTimeNs - before.Programs[i].RunTimeNs
+		}
+	}
+	b.ReportMetric(float64(bpfNs)/float64(b.N), "send-ns/write")
+	b.ReportMetric(float64(bpfNs)/float64(b.N*reqs), "send-ns/req")
+	b.ReportMetric(float64(after.Records-before.Records)/float64(b.N), "records/write")
 }

@@ -340,7 +340,8 @@ type sextantWork struct {
 		Base uint64
 		Len  uint64
 	}
-	Win [8192]uint8
+	Win [8208]uint8
+	_   [48]byte
 }
 
 // Names of all BPF objects in the ELF.

@@ -86,7 +86,10 @@ __noinline int emit_conn(__u32 slot, __u32 proto_dir)
 
 static long h2_cb(__u64 index, void *ctx)
 {
-	int stop = h2_step(*(__u32 *)ctx);
+	__u32 slot = *(__u32 *)ctx;
+	if (h2_whole(slot) == 0)
+		return 0;
+	int stop = h2_step(slot);
 	barrier_var(stop);
 	return stop ? 1 : 0;
 }

@@ -86,7 +86,7 @@ struct work {
 	__u32 h1_resps;
 	__u64 h1_head_bits;
 	struct user_iov iov[IOV_BATCH];
-	__u8 win[2 * WIN]; /* 2x: a masked offset plus a bounded length always fits */
+	__u8 win[2 * WIN + 16]; /* 2x: a masked offset plus a bounded length always fits; +16: a few bytes read past a masked offset */
 };
 
 struct rec_buf {
