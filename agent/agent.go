@@ -2,13 +2,19 @@
 // in the order data flows and in the order they start (they stop in
 // reverse):
 //
-//	observer-api  Hubble Observer API on the unix socket (and TCP with mTLS)
+//	observer-api  Hubble Observer API, the link and the status service on the
+//	              unix socket (and TCP with mTLS); status-api alone when metrics only
 //	metrics       Prometheus /metrics
 //	hubble-feed   sink: flows → Hubble events in the API's ring
-//	prometheus    sink: flows → golden-signal metrics
+//	prometheus    sink: flows → golden-signal metrics, policy verdict counts
+//	policy        the policy engine (pinned enforcement, re-adopted; stays at stop)
+//	verdicts      policy decisions → flows → every sink
+//	proxy         the node proxy: xDS, gRPC forwarder, redirect, Envoy;
+//	              its access records → flows → every sink
 //	probes        the kernel programs (load, attach; detach at stop)
 //	kernel-loss   traffic the kernel could not deliver → lost events
-//	collector     records → flows → route stage → every sink
+//	collector     records → flows → route → original-dst → policy (connection
+//	              policies, L7 audit) → every sink
 //
 // The API answers Unavailable until every stage started, so an answer means
 // the probes are attached. At shutdown the collector flushes first, the
@@ -27,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sextant/sextant/agent/statusapi"
 	"github.com/sextant/sextant/collector"
 	"github.com/sextant/sextant/exporters"
 	promexp "github.com/sextant/sextant/exporters/prometheus"
@@ -67,6 +74,10 @@ type Config struct {
 	// StatusInterval is how often a status line is logged at debug level
 	// (default 10s).
 	StatusInterval time.Duration `yaml:"statusInterval"`
+	// Policy configures the policy stage (off while Policy.Dir is "").
+	Policy PolicyConfig `yaml:"policy"`
+	// Proxy configures the node proxy (off without Proxy.Config).
+	Proxy ProxyConfig `yaml:"proxy"`
 
 	// ExcludePIDs are never traced, in addition to the agent itself.
 	ExcludePIDs []uint32 `yaml:"-"`
@@ -110,9 +121,22 @@ func Run(ctx context.Context, cfg Config) error {
 			Cgroup:          scope,
 		}, log: log}
 	)
+	pol, err := newPolicyStage(cfg)
+	if err != nil {
+		return err
+	}
+	px, err := newProxyStage(cfg, pol, &sinks)
+	if err != nil {
+		return err
+	}
+	statusSrv := statusapi.NewServer(func() statusapi.Sources {
+		return statusapi.Sources{Policy: pol.engine(), Proxy: px.proxy()}
+	})
 	if !cfg.MetricsOnly {
-		api = newObserverAPI(cfg, started)
+		api = newObserverAPI(cfg, started, statusSrv)
 		stages = append(stages, api.stage())
+	} else if pol != nil || px != nil {
+		stages = append(stages, statusOnlyAPI(cfg, statusSrv))
 	}
 	metrics, err := newMetrics(cfg.Metrics, log)
 	if err != nil {
@@ -120,12 +144,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	coll := collector.New(cfg.Collector, func(f *flow.Flow) {
 		routes.Enrich(f)
+		if px != nil {
+			px.originalDst(f)
+		}
+		if eng := pol.engine(); eng != nil {
+			eng.Enrich(f) // connection policies, L7 audit
+		}
 		sinks.Export(f)
 	})
 	if metrics != nil {
 		metrics.self = &selfMetrics{probes: pr, api: api, coll: coll}
 		if api != nil {
 			metrics.also = append(metrics.also, promexp.RingCollector(api.ring.Stats))
+		}
+		if pol != nil {
+			metrics.also = append(metrics.also, pol.eng.Metrics())
+		}
+		if px != nil {
+			metrics.also = append(metrics.also, px.p.XDS().Collectors()...)
 		}
 		stages = append(stages, metrics.stage())
 	}
@@ -136,6 +172,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if metrics != nil {
 		sinks = append(sinks, metrics.exp)
 		stages = append(stages, sinkStage("prometheus", metrics.exp))
+	}
+	if pol != nil {
+		stages = append(stages, pol.stage(), pol.verdictStage(&sinks))
+	}
+	if px != nil {
+		stages = append(stages, px.stage())
 	}
 	stages = append(stages, pr.stage())
 	if api != nil {
@@ -184,8 +226,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MetricsOnly && cfg.Metrics.Listen == "" {
 		return cfg, errors.New("metrics only, but no metrics address: nothing would be observable (set --metrics-listen)")
 	}
-	if cfg.MetricsOnly {
-		// Metrics aggregate: no flow is kept, so none needs its headers.
+	if cfg.MetricsOnly && cfg.Policy.Dir == "" {
+		// Metrics aggregate: no flow is kept, so none needs its headers
+		// (the L7 audit evaluator does: header rules).
 		cfg.Collector.HTTP2.NoHeaderLists = true
 	}
 	cfg.Observer.withDefaults()

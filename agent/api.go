@@ -12,6 +12,7 @@ import (
 	relaypb "github.com/cilium/cilium/api/v1/relay"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/sextant/sextant/agent/statusapi"
 	"github.com/sextant/sextant/observer"
 	"github.com/sextant/sextant/observer/link"
 	"github.com/sextant/sextant/observer/ring"
@@ -68,7 +69,7 @@ type observerAPI struct {
 	grpc   *serve.GRPC
 }
 
-func newObserverAPI(cfg Config, started time.Time) *observerAPI {
+func newObserverAPI(cfg Config, started time.Time, status *statusapi.Server) *observerAPI {
 	a := &observerAPI{
 		cfg:  cfg.Observer,
 		node: cfg.Node,
@@ -111,6 +112,7 @@ func newObserverAPI(cfg Config, started time.Time) *observerAPI {
 	srv := serve.NewGRPC()
 	a.server.Register(srv)
 	a.link.Register(srv)
+	status.Register(srv)
 	a.grpc = &serve.GRPC{Server: srv, BeforeStop: func() {
 		a.server.Shutdown()
 		a.link.Shutdown()
@@ -171,4 +173,30 @@ func (a *observerAPI) kernelLoss(p *probesStage) stage.Stage {
 			}
 		}
 	}}
+}
+
+// statusOnlyAPI serves the status service alone on the API's socket (and
+// TCP with mTLS) when the agent keeps no flows (metrics only), so that
+// `sextant policy list` and `sextant proxy status` reach it all the same.
+func statusOnlyAPI(cfg Config, status *statusapi.Server) stage.Stage {
+	srv := serve.NewGRPC()
+	status.Register(srv)
+	g := &serve.GRPC{Server: srv}
+	a := &observerAPI{cfg: cfg.Observer, log: cfg.Logger}
+	return stage.Stage{
+		Name: "status-api",
+		Start: func(context.Context) error {
+			lns, err := a.listen()
+			if err != nil {
+				return err
+			}
+			g.Listeners = lns
+			for _, ln := range lns {
+				a.log.Info("serving the status service", "addr", serve.URL(ln.Addr()))
+			}
+			return nil
+		},
+		Run:  g.Run,
+		Stop: g.Stop,
+	}
 }

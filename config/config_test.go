@@ -30,7 +30,9 @@ func TestDocumentedFile(t *testing.T) {
 	}
 	a, r := f.Agent, f.Relay
 	if a.Node != "node-a" || len(a.Routes) != 2 || a.Observer.Listen != "127.0.0.1:4244" || a.Observer.TLS.CA != "/etc/sextant/tls/ca.crt" ||
-		a.Observer.RingSize != 16384 || a.StatusInterval != 10*time.Second || a.Metrics.MaxSeries != 2000 {
+		a.Observer.RingSize != 16384 || a.StatusInterval != 10*time.Second || a.Metrics.MaxSeries != 2000 ||
+		a.Policy.Dir != "/etc/sextant/policies" || a.Policy.Endpoints != "/etc/sextant/endpoints.yaml" || a.Policy.BPFFS != "/sys/fs/bpf/sextant/policy" ||
+		len(a.Proxy.Config) != 1 || a.Proxy.Forwarder != "127.0.0.1:15002" || a.Proxy.StateDir != "/var/run/sextant/proxy" {
 		t.Errorf("agent section: %+v", a)
 	}
 	if len(r.Agents) != 2 || r.SortWindow != time.Second || r.Store.Retention != 168*time.Hour ||

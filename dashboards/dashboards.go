@@ -13,7 +13,7 @@ import (
 
 // All returns every dashboard, in a fixed order.
 func All() []*Dashboard {
-	return []*Dashboard{GoldenSignals(), GRPC(), FlowHistory(), Health()}
+	return []*Dashboard{GoldenSignals(), GRPC(), FlowHistory(), Health(), Policy()}
 }
 
 // Render is the committed JSON of d.
@@ -33,6 +33,7 @@ const (
 	uidGRPC   = "sextant-grpc"
 	uidFlows  = "sextant-flow-history"
 	uidHealth = "sextant-health"
+	uidPolicy = "sextant-policy"
 )
 
 var (

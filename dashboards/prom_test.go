@@ -10,15 +10,19 @@ package dashboards
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,8 +80,23 @@ func TestPrometheusPanels(t *testing.T) {
 	tmp := t.TempDir()
 	metricsAddr, relayMetrics := testbed.FreeAddr(t), testbed.FreeAddr(t)
 	agentSocket := filepath.Join(tmp, "agent.sock")
+	// The test's cgroup is a policy endpoint: egress to the host and to
+	// itself allowed (the workload's servers are its own: the kernel knows
+	// them by their bound sockets), anything else refused; a second file
+	// is rejected (its last good content, none, stays in force).
+	policyDir, bpffs := t.TempDir(), filepath.Join("/sys/fs/bpf", fmt.Sprintf("sextant-test-dashboards-%d", os.Getpid()))
+	endpoints := filepath.Join(tmp, "endpoints.yaml")
+	testbed.WriteFile(t, endpoints, fmt.Sprintf("endpoints:\n- {name: dashboards, cgroup: %s, labels: {app: dashboards}}\n", cg.Path))
+	testbed.WriteFile(t, filepath.Join(policyDir, "egress.yaml"), policyDoc("dashboards-egress", "  egress:\n  - toEntities: [host]\n  - toEndpoints: [{matchLabels: {app: dashboards}}]\n"))
+	testbed.WriteFile(t, filepath.Join(policyDir, "bad.yaml"), policyDoc("bad", "  egress:\n  - toFQDNs: [{matchName: example.com}]\n"))
+	t.Cleanup(func() {
+		if out, err := exec.Command(bin, "agent", "--cleanup", "--policy-bpffs", bpffs).CombinedOutput(); err != nil {
+			t.Errorf("agent --cleanup: %v\n%s", err, out)
+		}
+	})
 	agent := testbed.StartDaemon(t, "agent", bin, "agent", "--node", "dashboards", "--cgroup", cg.Path, "--socket", agentSocket,
-		"--metrics-listen", metricsAddr, "--route", "/api/users/{id}")
+		"--metrics-listen", metricsAddr, "--route", "/api/users/{id}",
+		"--policy-dir", policyDir, "--policy-endpoints", endpoints, "--policy-bpffs", bpffs)
 	agent.Await("agent /metrics", 60*time.Second, func() error { _, err := testbed.Scrape("http://" + metricsAddr + "/metrics"); return err })
 	// A relay with the embedded flow history: the Health dashboard's relay
 	// row reads its /metrics.
@@ -102,13 +121,30 @@ func TestPrometheusPanels(t *testing.T) {
 
 	// The workload: h2c and gRPC servers in this process.
 	hl := testbed.ServeH2C(t, nil)
-	_, hc := testbed.ServeGRPCHealth(t)
+	gl, hc := testbed.ServeGRPCHealth(t)
+	// Their ingress: from this endpoint only; on the h2c port an L7 rule
+	// allows GET /api/…, so the L7 audit evaluator judges every other
+	// request (/orders/…) AUDIT, no proxy being in the path.
+	testbed.WriteFile(t, filepath.Join(policyDir, "ingress.yaml"), policyDoc("dashboards-ingress", fmt.Sprintf(`  ingress:
+  - fromEndpoints: [{matchLabels: {app: dashboards}}]
+    toPorts:
+    - ports: [{port: "%d", protocol: TCP}]
+      rules: {http: [{method: GET, path: "/api/.*"}]}
+    - ports: [{port: "%d", protocol: TCP}]
+`, hl.Port, gl.Port)))
+	await(t, "the ingress policy in force", 30*time.Second, func() bool {
+		f, err := testbed.Scrape("http://" + metricsAddr + "/metrics")
+		return err == nil && f.Sum("sextant_policy_revision", nil) >= 2
+	})
 
 	client := testbed.H2CClient(t)
 
 	// One round: 8 fast 200s, 2 × 503 after 300 ms (HTTP), 3 OK and 1
 	// NOT_FOUND health checks (gRPC, also counted in http_* as a route).
 	const fast, slow, rpcOK, rpcNotFound = 8, 2, 3, 1
+	// Policy: connections refused at connect() (TEST-NET-1, not the
+	// host), and fresh connections allowed, per round.
+	const denied, allowed = 2, 1
 	var errMu sync.Mutex
 	var workErr error
 	round := func(n int) {
@@ -146,6 +182,22 @@ func TestPrometheusPanels(t *testing.T) {
 			if _, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "nope"}); status.Code(err) != codes.NotFound {
 				t.Errorf("health check of an unknown service: %v", err)
 			}
+		}
+		for range denied {
+			if c, err := net.DialTimeout("tcp", "192.0.2.1:9", time.Second); !errors.Is(err, syscall.EPERM) {
+				t.Errorf("connect to the world: %v, want EPERM (refused by policy)", err)
+				if c != nil {
+					c.Close()
+				}
+			}
+		}
+		for range allowed {
+			c, err := net.DialTimeout("tcp", hl.String(), time.Second)
+			if err != nil {
+				t.Errorf("connect to the h2c server: %v", err)
+				continue
+			}
+			c.Close()
 		}
 		wg.Wait()
 	}
@@ -284,6 +336,25 @@ func TestPrometheusPanels(t *testing.T) {
 		"Health/Flow history/A":                                in(0, 1e6),
 		"Health/Flow history/B":                                in(0, 1e9),
 		"Health/Relay CPU/A":                                   in(1e-6, 2),
+		// Every allowed connection is decided twice (the client's egress,
+		// the server's ingress): at least the fresh ones of each round.
+		"Policy/Decisions/s/A":                        in(perSecond(denied+2*allowed)*0.85, 1e6),
+		"Policy/Drops/s/A":                            rateOf(denied),
+		"Policy/Revision/A":                           in(2, 1e6),
+		"Policy/Rejected files/A":                     near(1, 0),
+		"Policy/Decisions by direction and verdict/A": byLabel("verdict", map[string]check{"DROPPED": rateOf(denied), "FORWARDED": in(perSecond(allowed)*0.85, 1e6), "AUDIT": rateOf(slow)}),
+		"Policy/Drops by policy/A": byLabel("verdict", map[string]check{
+			"DROPPED": func(l map[string]string, v float64) bool { return l["policy"] == "" && rateOf(denied)(l, v) },
+			"AUDIT": func(l map[string]string, v float64) bool {
+				return l["policy"] == "CiliumNetworkPolicy/default/dashboards-ingress" && l["match_type"] == "L7" && rateOf(slow)(l, v)
+			}}),
+		"Policy/Allowed by policy/A": byLabel("policy", map[string]check{
+			"CiliumNetworkPolicy/default/dashboards-egress":  in(perSecond(allowed)*0.85, 1e6),
+			"CiliumNetworkPolicy/default/dashboards-ingress": in(perSecond(allowed)*0.85, 1e6)}),
+		"Policy/L7 judgements/A":                    byLabel("verdict", map[string]check{"AUDIT": rateOf(slow)}),
+		"Policy/Lost verdicts and failed applies/A": near(0, 0),
+		"Policy/Lost verdicts and failed applies/B": near(0, 0),
+		"Policy/Apply time/A":                       in(1e-6, 1),
 	}
 	used := map[string]bool{}
 	for _, d := range All() {
@@ -357,6 +428,13 @@ func TestPrometheusPanels(t *testing.T) {
 			}
 		}
 	}
+	if t.Failed() {
+		if f, err := testbed.Scrape("http://" + metricsAddr + "/metrics"); err == nil {
+			for _, m := range f["sextant_policy_verdicts_total"].GetMetric() {
+				t.Logf("sextant_policy_verdicts_total %v %v", m.GetLabel(), m.GetCounter().GetValue())
+			}
+		}
+	}
 	for _, seen := range mustSee {
 		for lv, ok := range seen {
 			if !ok {
@@ -369,6 +447,11 @@ func TestPrometheusPanels(t *testing.T) {
 			t.Errorf("expectation %s matches no panel", k)
 		}
 	}
+}
+
+// policyDoc is a CiliumNetworkPolicy selecting the test's endpoint.
+func policyDoc(name, rules string) string {
+	return "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: " + name + "}\nspec:\n  endpointSelector: {matchLabels: {app: dashboards}}\n" + rules
 }
 
 func contains(vals []string, want string) bool {

@@ -98,8 +98,10 @@ type GRPC struct {
 	ResponseMessages uint32 `json:"response_messages"`
 }
 
-// Flow is one observed request/response exchange.
+// Flow is one observed request/response exchange or, with Kind
+// KindPolicyVerdict, one policy decision.
 type Flow struct {
+	Kind     Kind          `json:"kind,omitempty"`
 	Time     time.Time     `json:"time"`              // request start (first request header frame / bytes)
 	Latency  time.Duration `json:"latency_ns"`        // request start → end of response
 	TTFB     time.Duration `json:"ttfb_ns,omitempty"` // request start → response headers
@@ -139,6 +141,10 @@ type Flow struct {
 	// Unknown names fields that were present but could not be decoded exactly
 	// (e.g. "path", "status", "authority").
 	Unknown []string `json:"unknown,omitempty"`
+
+	// Policy is what policy decided (policy.go); nil where no policy
+	// decided anything.
+	Policy *Policy `json:"policy,omitempty"`
 }
 
 func (s Side) MarshalText() ([]byte, error)    { return []byte(s.String()), nil }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sextant/sextant/observer/hubble"
 	"github.com/sextant/sextant/policy/resolve"
 )
 
@@ -96,8 +97,8 @@ func TestEgressCIDRAndPorts(t *testing.T) {
 	if d.DropReason != PolicyDenied || len(d.DeniedBy) != 0 {
 		t.Errorf("dropped verdict: %+v", d)
 	}
-	hf := d.HubbleFlow()
-	if hf.GetVerdict().String() != "DROPPED" || hf.GetDropReasonDesc().String() != "POLICY_DENIED" || hf.GetEventType().GetType() != MessageTypePolicyVerdict || hf.GetTrafficDirection().String() != "EGRESS" {
+	hf := hubbleEvent(d)
+	if hf.GetVerdict().String() != "DROPPED" || hf.GetDropReasonDesc().String() != "POLICY_DENIED" || hf.GetEventType().GetType() != hubble.MessageTypePolicyVerdict || hf.GetTrafficDirection().String() != "EGRESS" {
 		t.Errorf("hubble flow: %v", hf)
 	}
 	r.waitVerdict("udp sendmsg dropped", func(v *Verdict) bool {
@@ -160,7 +161,7 @@ func TestIngressLabelsAndDeny(t *testing.T) {
 	if d.DropReason != PolicyDeny || !hasPolicy(d.DeniedBy, "db-ingress") || d.Source.Endpoint != "web" {
 		t.Errorf("deny: %+v", d)
 	}
-	hf := d.HubbleFlow()
+	hf := hubbleEvent(d)
 	if hf.GetDropReasonDesc().String() != "POLICY_DENY" || len(hf.GetIngressDeniedBy()) != 1 || hf.GetIngressDeniedBy()[0].GetName() != "db-ingress" {
 		t.Errorf("hubble: %v", hf)
 	}
@@ -208,7 +209,7 @@ func TestIPv6(t *testing.T) {
 	if v.Source.Endpoint != "client" {
 		t.Errorf("v6 verdict: %+v", v)
 	}
-	if hf := v.HubbleFlow(); hf.GetIP().GetIpVersion().String() != "IPv6" {
+	if hf := hubbleEvent(v); hf.GetIP().GetIpVersion().String() != "IPv6" {
 		t.Errorf("hubble IP %v", hf.GetIP())
 	}
 }

@@ -4,9 +4,10 @@
 // per-endpoint tables, enforces them in the kernel (policy/datapath) and
 // turns every reported decision into a Verdict (Hubble's PolicyVerdict).
 //
-// The agent wires it as: New(cfg), Start(ctx), Verdicts() into its flow
-// ring, Metrics() into its registry, Status/Trace for the CLI, L7Audit on
-// observed flows, Stop() on shutdown (enforcement stays pinned);
+// The agent wires it as: New(cfg), Start(ctx), Verdicts() (each
+// Verdict.Flow() into its sinks), Metrics() into its registry,
+// Status/Trace for the CLI, Enrich on observed exchanges (connection
+// policies, L7 audit), Stop() on shutdown (enforcement stays pinned);
 // Cleanup(pinPath) for `sextant agent --cleanup`.
 package policy
 
@@ -88,9 +89,12 @@ type Engine struct {
 
 	verdicts chan Verdict
 	lost     atomic.Uint64
-	metrics  *Metrics
-	procs    *identity.Resolver
-	procMu   sync.Mutex
+	conns    conns // reported TCP verdicts, for Enrich
+	// revisions is signalled after each revision applied (Revisions).
+	revisions chan struct{}
+	metrics   *Metrics
+	procs     *identity.Resolver
+	procMu    sync.Mutex
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -98,7 +102,10 @@ type Engine struct {
 	stopErr  error
 	// cgroupRoot is the cgroup2 mount, read once.
 	cgroupRoot string
-	sys        *endpoint.System
+	// hostNetns is the agent's network namespace cookie (0: unknown),
+	// read once: Enrich needs it per exchange.
+	hostNetns uint64
+	sys       *endpoint.System
 }
 
 // revision is one compiled and applied revision.
@@ -117,6 +124,9 @@ type revision struct {
 	local map[uint32]Peer     // by endpoint id
 	peers map[ipcache.ID]Peer // by identity (endpoint name when one has it)
 	refs  [][]PolicyRef       // by cookie
+	// byCgroup caches the endpoint of a process's cgroup id (0: none):
+	// Enrich asks it for every observed exchange.
+	byCgroup sync.Map
 }
 
 // index precomputes what verdicts carry, so that turning a kernel record
@@ -174,6 +184,7 @@ func New(cfg Config) (*Engine, error) {
 		epIDs:      map[string]uint32{},
 		history:    map[uint64]*revision{},
 		verdicts:   make(chan Verdict, cfg.VerdictBuffer),
+		revisions:  make(chan struct{}, 1),
 		metrics:    newMetrics(),
 		procs:      identity.NewResolver(""),
 	}, nil
@@ -188,6 +199,9 @@ func (e *Engine) Start(ctx context.Context) error {
 		return err
 	}
 	e.dp = dp
+	if c, err := endpoint.NetnsCookie(); err == nil {
+		e.hostNetns = c
+	}
 	if active, err := dp.Active(); err == nil {
 		e.revNext = active + 1 // revision numbers grow across restarts
 	}
@@ -325,6 +339,10 @@ func (e *Engine) applyLocked(policies []*source.Policy, specs []endpoint.Spec, e
 		if n+revisionsKept <= rev.number {
 			delete(e.history, n)
 		}
+	}
+	select {
+	case e.revisions <- struct{}{}:
+	default: // one is pending already
 	}
 	e.log.Info("policy revision applied", "revision", rev.number, "policies", len(rev.policies), "endpoints", len(rev.endpoints),
 		"read", read, "compile", compile, "apply", time.Since(start))
@@ -570,7 +588,7 @@ func (e *Engine) deliver(r datapath.Record) {
 		v.Process = e.procs.Lookup(r.PID, r.CgroupID, "")
 		e.procMu.Unlock()
 	}
-	e.metrics.observe(&v)
+	e.conns.record(&v)
 	select {
 	case e.verdicts <- v:
 	default:

@@ -55,7 +55,7 @@ func TestAudit(t *testing.T) {
 			if v.DropReason != PolicyDenied || v.Direction != resolve.Egress {
 				t.Errorf("audit verdict: %+v", v)
 			}
-			if hf := v.HubbleFlow(); hf.GetVerdict().String() != "AUDIT" {
+			if hf := hubbleEvent(v); hf.GetVerdict().String() != "AUDIT" {
 				t.Errorf("hubble verdict %s", hf.GetVerdict())
 			}
 		})
@@ -125,7 +125,7 @@ func TestReload(t *testing.T) {
 	if st.Revision < rev2 {
 		t.Errorf("revision %d after a rejected document, want %d or later", st.Revision, rev2)
 	}
-	rej := st.Rejections[0].Errors[0].Error()
+	rej := st.Rejections[0].Errors[0]
 	if !strings.Contains(rej, "db.yaml:8:") || !strings.Contains(rej, "toFQDNs") {
 		t.Errorf("rejection %q lacks file:line and field", rej)
 	}
@@ -163,11 +163,9 @@ func gauge(t *testing.T, c prometheus.Collector, name string) float64 {
 	return 0
 }
 
-// counter is the value of the series of name with exactly these labels.
-func counter(t *testing.T, c prometheus.Collector, name string, labels map[string]string) float64 {
+// gathered is the value of the series of name with exactly labels.
+func gathered(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(c)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

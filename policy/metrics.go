@@ -6,8 +6,11 @@ import (
 
 // Metrics are the policy stage's Prometheus metrics; register them with
 // the agent's registry (Engine.Metrics).
+//
+// The decisions themselves (sextant_policy_verdicts_total) are counted
+// from the flows they become, by the Prometheus sink
+// (exporters/prometheus), with every other consumer of flows.
 type Metrics struct {
-	verdicts     *prometheus.CounterVec
 	revision     prometheus.Gauge
 	rejected     prometheus.Gauge
 	applies      *prometheus.CounterVec
@@ -17,10 +20,6 @@ type Metrics struct {
 
 func newMetrics() *Metrics {
 	return &Metrics{
-		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sextant_policy_verdicts_total",
-			Help: "Policy decisions reported by the kernel (and the L7 audit evaluator), by direction, verdict (FORWARDED, DROPPED, AUDIT), match type and deciding policy (kind/namespace/name; empty for default deny).",
-		}, []string{"direction", "verdict", "match_type", "policy"}),
 		revision: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sextant_policy_revision",
 			Help: "The policy revision in force.",
@@ -45,10 +44,6 @@ func newMetrics() *Metrics {
 	}
 }
 
-func (m *Metrics) observe(v *Verdict) {
-	m.verdicts.WithLabelValues(v.Direction.String(), v.Outcome.String(), v.MatchType.String(), v.PolicyLabel()).Add(float64(max(v.Count, 1)))
-}
-
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.collectors() {
@@ -64,7 +59,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.verdicts, m.revision, m.rejected, m.applies, m.applySeconds, m.lost}
+	return []prometheus.Collector{m.revision, m.rejected, m.applies, m.applySeconds, m.lost}
 }
 
 // Metrics returns the engine's collector.

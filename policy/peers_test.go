@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -8,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	promexp "github.com/sextant/sextant/exporters/prometheus"
 	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/observer/hubble"
 	"github.com/sextant/sextant/policy/resolve"
 	"github.com/sextant/sextant/testbed"
 )
@@ -132,17 +137,22 @@ spec:
 			Process: flow.Process{PID: 1, CgroupID: st.Ino},
 		}
 	}
-	if v := r.eng.L7Audit(req("/grpc.health.v1.Health/Check")); v != nil {
-		t.Errorf("allowed method audited: %v", v)
+	allowed := req("/grpc.health.v1.Health/Check")
+	r.eng.Enrich(allowed)
+	if p := allowed.Policy; p == nil || p.Verdict != flow.VerdictForwarded || p.Hook != "" || !hasPolicy(p.IngressAllowedBy, "grpc") {
+		t.Errorf("allowed method: policy %+v, want FORWARDED with the connection's allowed_by", p)
 	}
-	a := r.eng.L7Audit(req("/grpc.health.v1.Health/Watch"))
-	if a == nil {
-		t.Fatal("a method no rule allows was not audited")
+	denied := req("/grpc.health.v1.Health/Watch")
+	r.eng.Enrich(denied)
+	a := denied.Policy
+	if a == nil || a.Verdict != flow.VerdictAudit || a.Hook != flow.HookL7Audit {
+		t.Fatalf("a method no rule allows was not audited: %+v", a)
 	}
-	if a.Outcome != Audited || !hasPolicy(a.DeniedBy, "grpc") || a.Source.Identity != g.Source.Identity {
-		t.Errorf("L7 audit verdict: %+v", a)
+	if !hasPolicy(a.IngressDeniedBy, "grpc") || a.Source.Identity != g.Source.Identity || a.Destination.Name != "grpc" {
+		t.Errorf("L7 audit policy: %+v", a)
 	}
-	if hf := a.HubbleFlow(); hf.GetVerdict().String() != "AUDIT" || hf.GetL7().GetHttp().GetUrl() != "/grpc.health.v1.Health/Watch" || len(hf.GetIngressDeniedBy()) != 1 {
+	if hf := hubble.Request(denied, "l7"); hf.GetVerdict().String() != "AUDIT" || hf.GetL7().GetHttp().GetUrl() != "/grpc.health.v1.Health/Watch" ||
+		len(hf.GetIngressDeniedBy()) != 1 || hf.GetDestination().GetIdentity() != g.Destination.Identity {
 		t.Errorf("L7 hubble flow: %v", hf)
 	}
 }
@@ -239,8 +249,20 @@ spec:
 	if first.Count != 1 || second.Count != 5 {
 		t.Errorf("burst records count %d and %d, want 1 and 5", first.Count, second.Count)
 	}
-	// The metric counts decisions, not records.
-	if n := counter(t, r.eng.Metrics(), "sextant_policy_verdicts_total", map[string]string{"direction": "egress", "verdict": "DROPPED", "match_type": "none", "policy": ""}); n < 6 {
+	// The metric (the Prometheus sink, fed the verdicts' flows) counts
+	// decisions, not records.
+	reg := prometheus.NewRegistry()
+	exp, err := promexp.New(promexp.Config{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	for i := range r.seen {
+		exp.Export(r.seen[i].Flow())
+	}
+	r.mu.Unlock()
+	exp.Close(context.Background())
+	if n := gathered(t, reg, "sextant_policy_verdicts_total", map[string]string{"direction": "egress", "verdict": "DROPPED", "match_type": "none", "policy": ""}); n < 6 {
 		t.Errorf("sextant_policy_verdicts_total{egress,DROPPED,none} = %v, want >= 6", n)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -19,12 +20,20 @@ type Status struct {
 	PolicyDir  string
 	Policies   []PolicyStatus
 	Endpoints  []EndpointStatus
-	Rejections []source.Rejection
+	Rejections []Rejection
 	// EndpointErrors: entries of the endpoints file that could not be
 	// resolved (missing cgroup, netns) or a file that does not parse.
 	EndpointErrors string
 	ApplyError     string
 	VerdictsLost   uint64
+}
+
+// Rejection is a policy file whose latest content was rejected (its last
+// good content stays in force): each error with file:line and field.
+type Rejection struct {
+	File   string
+	Errors []string
+	Time   time.Time
 }
 
 // PolicyStatus is one policy in force.
@@ -56,7 +65,14 @@ type EndpointStatus struct {
 func (e *Engine) Status() Status {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	s := Status{PolicyDir: e.cfg.PolicyDir, Rejections: e.snap.Rejections, VerdictsLost: e.lost.Load()}
+	s := Status{PolicyDir: e.cfg.PolicyDir, VerdictsLost: e.lost.Load()}
+	for _, r := range e.snap.Rejections {
+		rej := Rejection{File: r.File, Time: r.Time}
+		for _, err := range r.Errors {
+			rej.Errors = append(rej.Errors, err.Error())
+		}
+		s.Rejections = append(s.Rejections, rej)
+	}
 	if e.epErr != nil {
 		s.EndpointErrors = e.epErr.Error()
 	}
@@ -138,30 +154,45 @@ func (s Status) String() string {
 
 // Validate checks policy files without applying them (`sextant policy
 // validate FILE…`): every rejected document's errors, with file:line.
-func Validate(files ...string) error {
+// A directory stands for its policy files.
+func Validate(paths ...string) error {
+	files, err := policyFiles(paths)
 	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
 	for _, f := range files {
-		info, err := os.Stat(f)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if info.IsDir() {
-			entries, err := os.ReadDir(f)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			for _, e := range entries {
-				if !e.IsDir() && source.IsPolicyFile(e.Name()) {
-					_, fe := source.ReadFile(f + "/" + e.Name())
-					errs = append(errs, fe...)
-				}
-			}
-			continue
-		}
 		_, fe := source.ReadFile(f)
 		errs = append(errs, fe...)
 	}
 	return errors.Join(errs...)
+}
+
+// policyFiles expands directories into their policy files (by name
+// order, as the agent reads them).
+func policyFiles(paths []string) ([]string, error) {
+	var files []string
+	var errs []error
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !info.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() && source.IsPolicyFile(e.Name()) {
+				files = append(files, filepath.Join(p, e.Name()))
+			}
+		}
+	}
+	return files, errors.Join(errs...)
 }

@@ -17,11 +17,13 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/sextant/sextant/observer/hubble"
 	"github.com/sextant/sextant/policy/datapath"
 	"github.com/sextant/sextant/policy/endpoint"
 	"github.com/sextant/sextant/testbed"
@@ -41,43 +43,12 @@ func runRole(role, arg string) int {
 	case "serve":
 		// TCP and UDP on the same address: TCP writes "ok\n" and closes,
 		// UDP answers every datagram with "ok".
-		var wg sync.WaitGroup
-		for _, addr := range strings.Split(arg, ",") {
-			l, err := net.Listen("tcp", addr)
-			if err != nil {
-				fmt.Println("listen:", err)
-				return 1
-			}
-			pc, err := net.ListenPacket("udp", addr)
-			if err != nil {
-				fmt.Println("listen udp:", err)
-				return 1
-			}
-			wg.Go(func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					c.Write([]byte("ok\n"))
-					c.Close()
-				}
-			})
-			wg.Go(func() {
-				buf := make([]byte, 1500)
-				for {
-					n, from, err := pc.ReadFrom(buf)
-					if err != nil {
-						return
-					}
-					_ = n
-					pc.WriteTo([]byte("ok"), from)
-				}
-			})
+		if err := testbed.ServeOK(strings.Split(arg, ",")); err != nil {
+			fmt.Println("listen:", err)
+			return 1
 		}
 		fmt.Println("ready")
-		wg.Wait()
-		return 0
+		select {}
 	case "echo":
 		// TCP: echoes every line back, connections stay open.
 		l, err := net.Listen("tcp", arg)
@@ -163,73 +134,16 @@ func runRole(role, arg string) int {
 
 // Results of the probes.
 const (
-	resOK      = "ok"
-	resEPERM   = "eperm"   // refused by the connect/sendmsg hook: immediate
-	resTimeout = "timeout" // dropped on the way (SYN or datagram)
+	resOK      = testbed.ProbeOK
+	resEPERM   = testbed.ProbeEPERM   // refused by the connect/sendmsg hook: immediate
+	resTimeout = testbed.ProbeTimeout // dropped on the way (SYN or datagram)
 )
 
-// dialResult names a failed dial the way the tests compare them.
-func dialResult(err error) string {
-	switch {
-	case errors.Is(err, syscall.EPERM):
-		return resEPERM
-	case os.IsTimeout(err):
-		return resTimeout
-	}
-	return "error: " + err.Error()
-}
-
-func tcpProbe(addr string) string {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return dialResult(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	return strings.TrimSpace(line)
-}
-
-// dialProbe only connects (for servers that speak second).
-func dialProbe(addr string) string {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return dialResult(err)
-	}
-	c.Close()
-	return resOK
-}
-
-func udpProbe(addr string) string {
-	// Unconnected socket: sendto goes through cgroup/sendmsg.
-	pc, err := net.ListenPacket("udp", ":0")
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	defer pc.Close()
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	buf := make([]byte, 64)
-	for range 3 {
-		if _, err := pc.WriteTo([]byte("hi"), ua); err != nil {
-			if errors.Is(err, syscall.EPERM) {
-				return resEPERM
-			}
-			return "error: " + err.Error()
-		}
-		pc.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
-		n, _, err := pc.ReadFrom(buf)
-		if err == nil {
-			return string(buf[:n])
-		}
-	}
-	return resTimeout
-}
+var (
+	tcpProbe  = testbed.ProbeTCP
+	dialProbe = testbed.ProbeDial
+	udpProbe  = testbed.ProbeUDP
+)
 
 var testSeq atomic.Int32
 
@@ -266,61 +180,8 @@ func testCgroup(t testing.TB) string {
 	return dir
 }
 
-// testNetns is a network namespace joined to the host by a veth pair:
-// HostAddr on the host side, Addr inside.
-type testNetns struct {
-	Name     string
-	Path     string
-	Addr     string // inside the namespace
-	HostAddr string
-	HostIf   string
-	// IPv6 on the same pair (unique local addresses of the test's own).
-	Addr6, HostAddr6 string
-}
-
-var netSeq atomic.Int32
-
-func newTestNetns(t testing.TB) *testNetns {
-	t.Helper()
-	testbed.RequireRoot(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		testbed.Missing(t, "ip (iproute2) not installed")
-	}
-	n := netSeq.Add(1)
-	// 10.213.<pid-derived>.<n*4>: the test's own /30, on no other host.
-	third := os.Getpid() % 250
-	base := int(n) * 4
-	ns := &testNetns{
-		Name:      uniq("sxt"),
-		Addr:      fmt.Sprintf("10.213.%d.%d", third, base+2),
-		HostAddr:  fmt.Sprintf("10.213.%d.%d", third, base+1),
-		Addr6:     fmt.Sprintf("fd00:213:%x:%x::2", third, n),
-		HostAddr6: fmt.Sprintf("fd00:213:%x:%x::1", third, n),
-	}
-	ns.Path = "/run/netns/" + ns.Name
-	ns.HostIf = uniq("sxh")
-	peer := uniq("sxn")
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", ns.Name)
-	t.Cleanup(func() {
-		exec.Command("ip", "link", "del", ns.HostIf).Run()
-		exec.Command("ip", "netns", "del", ns.Name).Run()
-	})
-	run("link", "add", ns.HostIf, "type", "veth", "peer", "name", peer, "netns", ns.Name)
-	run("addr", "add", ns.HostAddr+"/30", "dev", ns.HostIf)
-	run("link", "set", ns.HostIf, "up")
-	run("-n", ns.Name, "addr", "add", ns.Addr+"/30", "dev", peer)
-	run("-n", ns.Name, "link", "set", peer, "up")
-	run("-n", ns.Name, "link", "set", "lo", "up")
-	run("-6", "addr", "add", ns.HostAddr6+"/64", "dev", ns.HostIf, "nodad")
-	run("-6", "-n", ns.Name, "addr", "add", ns.Addr6+"/64", "dev", peer, "nodad")
-	return ns
-}
+// newTestNetns is a network namespace joined to the host by a veth pair.
+func newTestNetns(t testing.TB) *testbed.Netns { return testbed.NewNetns(t) }
 
 // proc is a helper process.
 type proc struct {
@@ -541,18 +402,7 @@ func (r *rig) writePolicy(name, yaml string) {
 	writeFile(r.t, filepath.Join(r.dir, name), yaml)
 }
 
-// writeFile replaces a file atomically (as editors and config managers
-// do), so that the watcher never reads half of it.
-func writeFile(t testing.TB, path, content string) {
-	t.Helper()
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
+func writeFile(t testing.TB, path, content string) { testbed.WriteFile(t, path, content) }
 
 // waitRevision waits until a revision newer than after is in force.
 func (r *rig) waitRevision(after uint64) uint64 {
@@ -588,6 +438,9 @@ func eventually(t testing.TB, what string, probe func() string, want string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// hubbleEvent is the Hubble event the agent serves for a verdict.
+func hubbleEvent(v Verdict) *flowpb.Flow { return hubble.Request(v.Flow(), "test") }
 
 // waitVerdict waits for a verdict that match accepts.
 func (r *rig) waitVerdict(what string, match func(*Verdict) bool) Verdict {

@@ -61,9 +61,13 @@ func (e *Engine) Trace(from, to TraceLabels, dport uint16, proto uint8) (*TraceR
 	return tr, err
 }
 
-// TraceFiles is Trace on policy files, without an agent: endpoints are
-// whatever the labels describe.
-func TraceFiles(files []string, from, to TraceLabels, dport uint16, proto uint8) (*TraceResult, error) {
+// TraceFiles is Trace on policy files (a directory stands for its policy
+// files), without an agent: endpoints are whatever the labels describe.
+func TraceFiles(paths []string, from, to TraceLabels, dport uint16, proto uint8) (*TraceResult, error) {
+	files, err := policyFiles(paths)
+	if err != nil {
+		return nil, err
+	}
 	var policies []*source.Policy
 	for _, f := range files {
 		ps, errs := source.ReadFile(f)

@@ -8,19 +8,11 @@ import (
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
-	"github.com/google/uuid"
-	"google.golang.org/protobuf/types/known/timestamppb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/policy/resolve"
 	"github.com/sextant/sextant/policy/source"
 )
-
-// MessageTypePolicyVerdict is Cilium's monitor message type of policy
-// verdict events (pkg/monitor/api): `hubble observe -t policy-verdict`
-// selects it.
-const MessageTypePolicyVerdict = 5
 
 // Outcome is what happened to the traffic.
 type Outcome uint8
@@ -63,14 +55,9 @@ type Peer struct {
 	Addr      netip.AddrPort // port 0 / address invalid when not known at the hook
 }
 
-// PolicyRef names a policy in allowed_by / denied_by.
-type PolicyRef struct {
-	Kind      string
-	Name      string
-	Namespace string
-	Labels    []string
-	Revision  uint64
-}
+// PolicyRef names a policy in allowed_by / denied_by: the pipeline's
+// type, shared by verdicts and the flows made of them (read-only).
+type PolicyRef = flow.PolicyRef
 
 // Verdict is one policy decision, with what Hubble's PolicyVerdict flow
 // carries.
@@ -93,9 +80,7 @@ type Verdict struct {
 	// reports a flow once per second and counts the repeats.
 	Count    uint32
 	Revision uint64
-	Hook     string // where the kernel decided (connect, sendmsg, cgroup_skb, tcx_ingress, tcx_egress, l7)
-	// L7 is set for verdicts of the L7 audit evaluator: the request.
-	L7 *flow.Flow
+	Hook     string // where the kernel decided (connect, sendmsg, cgroup_skb, tcx_ingress, tcx_egress)
 }
 
 // PolicyLabel is how metrics name the deciding policy: kind/namespace/name
@@ -108,11 +93,71 @@ func (v *Verdict) PolicyLabel() string {
 	if len(refs) == 0 {
 		return ""
 	}
-	r := refs[0]
-	if r.Namespace == "" {
-		return r.Kind + "/" + r.Name
+	return refs[0].String()
+}
+
+// Flow is the verdict as the pipeline carries it (a flow of kind
+// KindPolicyVerdict): the conversion at the policy stage's boundary.
+// Every consumer (the Hubble codec, the link, the exporters) reads that
+// form only.
+func (v *Verdict) Flow() *flow.Flow {
+	p := &flow.Policy{
+		Verdict:     flowVerdict(v.Outcome),
+		DropReason:  flow.DropReason(v.DropReason),
+		MatchType:   uint8(v.MatchType),
+		Direction:   flowDirection(v.Direction),
+		Source:      v.Source.endpoint(),
+		Destination: v.Destination.endpoint(),
+		Proto:       v.Proto,
+		Count:       max(v.Count, 1),
+		Revision:    v.Revision,
+		Hook:        v.Hook,
 	}
-	return r.Kind + "/" + r.Namespace + "/" + r.Name
+	allowed, denied := v.AllowedBy, v.DeniedBy
+	if v.Direction == resolve.Egress {
+		p.EgressAllowedBy, p.EgressDeniedBy = allowed, denied
+	} else {
+		p.IngressAllowedBy, p.IngressDeniedBy = allowed, denied
+	}
+	return &flow.Flow{
+		Kind:        flow.KindPolicyVerdict,
+		Time:        v.Time,
+		Node:        v.Node,
+		Source:      known(v.Source.Addr),
+		Destination: known(v.Destination.Addr),
+		Process:     v.Process,
+		Policy:      p,
+	}
+}
+
+// known is the address a hook recorded, or none: the kernel writes zeros
+// where it did not know it (connect() runs before the socket is bound).
+func known(a netip.AddrPort) netip.AddrPort {
+	if !a.Addr().IsValid() || a.Addr().IsUnspecified() {
+		return netip.AddrPort{}
+	}
+	return a
+}
+
+func flowVerdict(o Outcome) flow.Verdict {
+	switch o {
+	case Dropped:
+		return flow.VerdictDropped
+	case Audited:
+		return flow.VerdictAudit
+	}
+	return flow.VerdictForwarded
+}
+
+func flowDirection(d resolve.Direction) flow.Direction {
+	if d == resolve.Egress {
+		return flow.Egress
+	}
+	return flow.Ingress
+}
+
+func (p Peer) endpoint() flow.PolicyEndpoint {
+	return flow.PolicyEndpoint{Identity: p.Identity, ID: p.EpID, Name: p.Endpoint, Namespace: p.Namespace, Labels: p.Labels}
 }
 
 func refsOf(refs []resolve.Ref, revision uint64) []PolicyRef {
@@ -163,80 +208,4 @@ func peerString(p Peer) string {
 		return fmt.Sprintf("%s(%s,id %d)", s, p.Endpoint, p.Identity)
 	}
 	return fmt.Sprintf("%s(id %d)", s, p.Identity)
-}
-
-// HubbleFlow renders a verdict as Hubble's PolicyVerdict event, as
-// Cilium's L3/L4 parser would (pkg/hubble/parser/threefour): event type 5,
-// verdict, drop_reason_desc, policy_match_type, traffic direction, both
-// endpoints' identities and labels, and the policies per direction.
-func (v *Verdict) HubbleFlow() *flowpb.Flow {
-	f := &flowpb.Flow{
-		Time:             timestamppb.New(v.Time),
-		Uuid:             uuid.NewString(),
-		NodeName:         v.Node,
-		Type:             flowpb.FlowType_L3_L4,
-		EventType:        &flowpb.CiliumEventType{Type: MessageTypePolicyVerdict},
-		PolicyMatchType:  uint32(v.MatchType),
-		IsReply:          wrapperspb.Bool(false),
-		CgroupId:         v.Process.CgroupID,
-		Source:           hubbleEndpoint(v.Source),
-		Destination:      hubbleEndpoint(v.Destination),
-		TrafficDirection: flowpb.TrafficDirection_INGRESS,
-	}
-	if v.Direction == resolve.Egress {
-		f.TrafficDirection = flowpb.TrafficDirection_EGRESS
-	}
-	switch v.Outcome {
-	case Forwarded:
-		f.Verdict = flowpb.Verdict_FORWARDED
-	case Dropped:
-		f.Verdict = flowpb.Verdict_DROPPED
-		f.DropReason = uint32(v.DropReason)
-		f.DropReasonDesc = flowpb.DropReason(v.DropReason)
-	case Audited:
-		// Cilium's audit verdicts carry no drop reason (the packet was not dropped).
-		f.Verdict = flowpb.Verdict_AUDIT
-	}
-	src, dst := v.Source.Addr, v.Destination.Addr
-	if src.Addr().IsValid() && dst.Addr().IsValid() {
-		f.IP = &flowpb.IP{Source: src.Addr().String(), Destination: dst.Addr().String(), IpVersion: flowpb.IPVersion_IPv4}
-		if src.Addr().Is6() {
-			f.IP.IpVersion = flowpb.IPVersion_IPv6
-		}
-	}
-	switch v.Proto {
-	case resolve.ProtoTCP:
-		f.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_TCP{TCP: &flowpb.TCP{
-			SourcePort: uint32(src.Port()), DestinationPort: uint32(dst.Port()), Flags: &flowpb.TCPFlags{SYN: true},
-		}}}
-	case resolve.ProtoUDP:
-		f.L4 = &flowpb.Layer4{Protocol: &flowpb.Layer4_UDP{UDP: &flowpb.UDP{SourcePort: uint32(src.Port()), DestinationPort: uint32(dst.Port())}}}
-	}
-	allowed, denied := hubblePolicies(v.AllowedBy), hubblePolicies(v.DeniedBy)
-	if v.Direction == resolve.Egress {
-		f.EgressAllowedBy, f.EgressDeniedBy = allowed, denied
-	} else {
-		f.IngressAllowedBy, f.IngressDeniedBy = allowed, denied
-	}
-	if v.L7 != nil {
-		f.Type = flowpb.FlowType_L7
-		f.EventType = &flowpb.CiliumEventType{Type: 129} // access log: an L7 flow
-		f.L7 = &flowpb.Layer7{Type: flowpb.L7FlowType_REQUEST, Record: &flowpb.Layer7_Http{Http: &flowpb.HTTP{
-			Method: v.L7.Method, Url: v.L7.Path, Protocol: v.L7.Protocol,
-		}}}
-	}
-	f.Summary = fmt.Sprintf("%s %s policy verdict %s", protoName(v.Proto), v.Direction, v.Outcome)
-	return f
-}
-
-func hubbleEndpoint(p Peer) *flowpb.Endpoint {
-	return &flowpb.Endpoint{ID: p.EpID, Identity: p.Identity, Labels: p.Labels, Namespace: p.Namespace, PodName: p.Endpoint}
-}
-
-func hubblePolicies(refs []PolicyRef) []*flowpb.Policy {
-	var out []*flowpb.Policy
-	for _, r := range refs {
-		out = append(out, &flowpb.Policy{Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Revision: r.Revision, Kind: r.Kind})
-	}
-	return out
 }

@@ -117,6 +117,24 @@ func (p *Proxy) OriginalDst(client netip.AddrPort) (netip.AddrPort, bool) {
 	return r.OriginalDst(client)
 }
 
+// originalDst of a connection the forwarder accepted: SO_ORIGINAL_DST,
+// which the redirect's getsockopt program answers where the proxy runs in
+// the redirected cgroup (as in the tests of this package), else the
+// redirect's note of the client's address, which is what an agent outside
+// that cgroup has.
+func (p *Proxy) originalDst(c net.Conn) (netip.AddrPort, error) {
+	dst, err := redirect.SockoptOriginalDst(c)
+	if err == nil {
+		return dst, nil
+	}
+	if client, perr := netip.ParseAddrPort(c.RemoteAddr().String()); perr == nil {
+		if d, ok := p.OriginalDst(netip.AddrPortFrom(client.Addr().Unmap(), client.Port())); ok {
+			return d, nil
+		}
+	}
+	return netip.AddrPort{}, err
+}
+
 // XDS is the control plane (for its Prometheus collectors).
 func (p *Proxy) XDS() *xds.Server { return p.xds }
 
@@ -174,7 +192,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return fmt.Errorf("proxy: forwarder %s: %w", p.cfg.ForwarderAddr, err)
 	}
 	fw, err := forward.New(forward.Config{
-		Listener: fl, Bootstrap: xds.GRPCBootstrap("unix://"+xdsSock, "sextant-forwarder-"+p.cfg.Node), OriginalDst: redirect.SockoptOriginalDst,
+		Listener: fl, Bootstrap: xds.GRPCBootstrap("unix://"+xdsSock, "sextant-forwarder-"+p.cfg.Node), OriginalDst: p.originalDst,
 		Front: p.front, FailOpen: p.cfg.FailOpen, Mark: p.cfg.Mark, Log: p.log,
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,29 +21,60 @@ func Sextant(tb testing.TB) string {
 	if bin := os.Getenv("SEXTANT_BIN"); bin != "" {
 		return bin
 	}
-	built.once.Do(func() {
-		dir, err := os.MkdirTemp("", "sextant-test-bin-")
-		if err == nil {
-			// Tests also run the CLI as an unprivileged user.
-			err = os.Chmod(dir, 0o755)
-		}
-		if err != nil {
-			built.err = err
-			return
-		}
-		bin := filepath.Join(dir, "sextant")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/sextant")
-		cmd.Dir = repoRoot(tb)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build ./cmd/sextant: %v\n%s", err, out)
-			return
-		}
-		built.bin = bin
-	})
+	built.once.Do(func() { built.bin, built.err = buildSextant(repoRoot(tb)) })
 	if built.err != nil {
 		tb.Fatal(built.err)
 	}
 	return built.bin
+}
+
+// buildSextant builds ./cmd/sextant into one directory all test processes
+// share, named by the binary's content: test packages running at once and
+// runs of the same code share one file, and copies older than a day (of
+// code since changed) are removed. The directory is readable by all: tests
+// also run the CLI as an unprivileged user.
+func buildSextant(root string) (string, error) {
+	dir := filepath.Join(os.TempDir(), "sextant-test-bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(dir, "build-*")
+	if err != nil {
+		return "", err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/sextant")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/sextant: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(tmp.Name())
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, fmt.Sprintf("sextant-%x", sha256.Sum256(b))[:len("sextant-")+16])
+	if _, err := os.Stat(bin); err == nil {
+		now := time.Now()
+		_ = os.Chtimes(bin, now, now) // in use: not one of the stale ones
+	} else {
+		if err := os.Chmod(tmp.Name(), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.Rename(tmp.Name(), bin); err != nil {
+			return "", err
+		}
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "sextant-*"))
+	for _, p := range old {
+		if fi, err := os.Stat(p); err == nil && p != bin && time.Since(fi.ModTime()) > 24*time.Hour {
+			os.Remove(p)
+		}
+	}
+	return bin, nil
 }
 
 var built struct {

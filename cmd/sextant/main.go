@@ -6,6 +6,9 @@
 //	sextant relay     merge the flows of many agents into one Observer API
 //	sextant certs     make a dev CA and certificates for mTLS
 //	sextant demo      run a small HTTP + gRPC workload to observe
+//	sextant query     query the relay's flow history
+//	sextant policy    validate policy files, list the policy in force, trace a decision
+//	sextant proxy     status of the node proxy, validate its inputs
 package main
 
 import (
@@ -93,7 +96,7 @@ Start an agent (as root), then watch what it sees:
 		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	root.AddCommand(newAgentCmd(), newObserveCmd(), newRelayCmd(), newCertsCmd(), newDemoCmd(), newQueryCmd())
+	root.AddCommand(newAgentCmd(), newObserveCmd(), newRelayCmd(), newCertsCmd(), newDemoCmd(), newQueryCmd(), newPolicyCmd(), newProxyCmd())
 	return root
 }
 

@@ -232,6 +232,18 @@ func appendRowJSON(b []byte, r *Row, batchID uint64, batchRow uint32) []byte {
 		}
 		b = append(b, '}')
 	}
+	array := func(name string, vs []string) {
+		b = append(b, `,"`...)
+		b = append(b, name...)
+		b = append(b, `":[`...)
+		for i, v := range vs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, v)
+		}
+		b = append(b, ']')
+	}
 	str("node", r.Node)
 	str("service", r.Service)
 	str("observer", r.Observer)
@@ -267,14 +279,7 @@ func appendRowJSON(b []byte, r *Row, batchID uint64, batchRow uint32) []byte {
 	str("trace_id", r.TraceID)
 	headers("headers", r.Headers)
 	headers("response_headers", r.ResponseHeaders)
-	b = append(b, `,"unknown":[`...)
-	for i, u := range r.Unknown {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, u)
-	}
-	b = append(b, ']')
+	array("unknown", r.Unknown)
 	num("batch_id", batchID)
 	num("batch_row", uint64(batchRow))
 	num("conn_id", r.ConnID)
@@ -282,6 +287,26 @@ func appendRowJSON(b []byte, r *Row, batchID uint64, batchRow uint32) []byte {
 	num("reset_code", uint64(r.ResetCode))
 	num("grpc_request_messages", uint64(r.GRPCRequestMessages))
 	num("grpc_response_messages", uint64(r.GRPCResponseMessages))
+	p := &r.Policy
+	str("kind", p.Kind)
+	str("verdict", p.Verdict)
+	str("drop_reason", p.DropReason)
+	num("policy_match_type", uint64(p.MatchType))
+	str("traffic_direction", p.Direction)
+	num("ip_protocol", uint64(p.IPProtocol))
+	num("source_identity", uint64(p.SourceIdentity))
+	num("destination_identity", uint64(p.DestinationIdentity))
+	str("source_endpoint", p.SourceEndpoint)
+	str("destination_endpoint", p.DestinationEndpoint)
+	array("source_labels", p.SourceLabels)
+	array("destination_labels", p.DestinationLabels)
+	array("ingress_allowed_by", p.IngressAllowedBy)
+	array("ingress_denied_by", p.IngressDeniedBy)
+	array("egress_allowed_by", p.EgressAllowedBy)
+	array("egress_denied_by", p.EgressDeniedBy)
+	num("policy_revision", p.Revision)
+	str("policy_hook", p.Hook)
+	num("decisions", uint64(p.Decisions))
 	return append(b, '}')
 }
 

@@ -88,10 +88,10 @@ func TestEmbeddedMigration(t *testing.T) {
 	if _, err := newEmbedded(ctx, shared.conn, EmbeddedConfig{Database: "migr_embedded"}, SchemaVersion); err != nil {
 		t.Fatal(err)
 	}
-	if got := queryStrings(t, s, "SELECT groupArray(version) FROM (SELECT version FROM migr_embedded.schema_version ORDER BY version)"); got[0][0] != "[1,2]" {
+	if got := queryStrings(t, s, "SELECT groupArray(version) FROM (SELECT version FROM migr_embedded.schema_version ORDER BY version)"); got[0][0] != "[1,2,3]" {
 		t.Fatalf("versions %v", got)
 	}
-	if got := queryStrings(t, s, "SELECT service, conn_id, grpc_response_messages FROM migr_embedded.flows"); fmt.Sprint(got) != "[[old 0 0]]" {
+	if got := queryStrings(t, s, "SELECT service, conn_id, grpc_response_messages, kind, length(ingress_denied_by) FROM migr_embedded.flows"); fmt.Sprint(got) != "[[old 0 0  0]]" {
 		t.Errorf("old row: %v", got)
 	}
 	if err := s.exec(ctx, "DROP DATABASE migr_embedded"); err != nil {

@@ -322,6 +322,41 @@ func nativeColumns(d Dialect, b *Batch, idx []int) []any {
 		u32(func(r *Row) uint32 { return r.GRPCRequestMessages }),
 		u32(func(r *Row) uint32 { return r.GRPCResponseMessages }),
 	)
+	u8 := func(get func(*Row) uint8) []uint8 {
+		out := make([]uint8, n)
+		for i, j := range idx {
+			out[i] = get(&rows[j])
+		}
+		return out
+	}
+	arrays := func(get func(*Row) []string) [][]string {
+		out := make([][]string, n)
+		for i, j := range idx {
+			out[i] = nonNil(get(&rows[j]))
+		}
+		return out
+	}
+	cols = append(cols,
+		strs(func(r *Row) string { return r.Policy.Kind }),
+		strs(func(r *Row) string { return r.Policy.Verdict }),
+		strs(func(r *Row) string { return r.Policy.DropReason }),
+		u8(func(r *Row) uint8 { return r.Policy.MatchType }),
+		strs(func(r *Row) string { return r.Policy.Direction }),
+		u8(func(r *Row) uint8 { return r.Policy.IPProtocol }),
+		u32(func(r *Row) uint32 { return r.Policy.SourceIdentity }),
+		u32(func(r *Row) uint32 { return r.Policy.DestinationIdentity }),
+		strs(func(r *Row) string { return r.Policy.SourceEndpoint }),
+		strs(func(r *Row) string { return r.Policy.DestinationEndpoint }),
+		arrays(func(r *Row) []string { return r.Policy.SourceLabels }),
+		arrays(func(r *Row) []string { return r.Policy.DestinationLabels }),
+		arrays(func(r *Row) []string { return r.Policy.IngressAllowedBy }),
+		arrays(func(r *Row) []string { return r.Policy.IngressDeniedBy }),
+		arrays(func(r *Row) []string { return r.Policy.EgressAllowedBy }),
+		arrays(func(r *Row) []string { return r.Policy.EgressDeniedBy }),
+		u64(func(r *Row) uint64 { return r.Policy.Revision }),
+		strs(func(r *Row) string { return r.Policy.Hook }),
+		u32(func(r *Row) uint32 { return r.Policy.Decisions }),
+	)
 	return cols
 }
 

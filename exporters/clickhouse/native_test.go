@@ -141,17 +141,17 @@ func TestNativeMigration(t *testing.T) {
 	if err := s.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.SQL(t, "SELECT groupArray(version) FROM (SELECT version FROM migr.schema_version ORDER BY version)"); got != "[1,2]" {
+	if got := srv.SQL(t, "SELECT groupArray(version) FROM (SELECT version FROM migr.schema_version ORDER BY version)"); got != "[1,2,3]" {
 		t.Fatalf("schema versions %s", got)
 	}
 	for _, c := range columns {
-		if c.version == 2 {
+		if c.version >= 2 {
 			if got := srv.SQL(t, "SELECT type FROM system.columns WHERE database = 'migr' AND table = 'flows' AND name = '"+c.name+"'"); got != c.legacy {
 				t.Errorf("column %s: type %q, want %q", c.name, got, c.legacy)
 			}
 		}
 	}
-	if got := srv.SQL(t, "SELECT service, conn_id FROM migr.flows FORMAT TSV"); got != "old\t0" {
+	if got := srv.SQL(t, "SELECT service, conn_id, kind, verdict, length(ingress_allowed_by) FROM migr.flows FORMAT TSV"); got != "old\t0\t\t\t0" {
 		t.Errorf("old row: %s", got)
 	}
 	// Idempotent: a second store migrates nothing.
@@ -163,8 +163,8 @@ func TestNativeMigration(t *testing.T) {
 	if err := s2.Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := srv.SQL(t, "SELECT count() FROM migr.schema_version"); got != "2" {
-		t.Errorf("schema_version rows %s, want 2", got)
+	if got := srv.SQL(t, "SELECT count() FROM migr.schema_version"); got != "3" {
+		t.Errorf("schema_version rows %s, want 3", got)
 	}
 }
 

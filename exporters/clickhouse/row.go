@@ -59,6 +59,76 @@ type Row struct {
 	ResetCode            uint32     `json:"reset_code,omitempty"`
 	GRPCRequestMessages  uint32     `json:"grpc_request_messages,omitempty"`
 	GRPCResponseMessages uint32     `json:"grpc_response_messages,omitempty"`
+	Policy               PolicyRow  `json:"policy,omitempty"`
+}
+
+// PolicyRow is the policy columns of a row (schema v3): empty for an
+// exchange no policy decided.
+type PolicyRow struct {
+	Kind                string   `json:"kind,omitempty"` // "" exchange, "policy-verdict"
+	Verdict             string   `json:"verdict,omitempty"`
+	DropReason          string   `json:"drop_reason,omitempty"`
+	MatchType           uint8    `json:"match_type,omitempty"`
+	Direction           string   `json:"direction,omitempty"`
+	IPProtocol          uint8    `json:"ip_protocol,omitempty"`
+	SourceIdentity      uint32   `json:"source_identity,omitempty"`
+	DestinationIdentity uint32   `json:"destination_identity,omitempty"`
+	SourceEndpoint      string   `json:"source_endpoint,omitempty"`
+	DestinationEndpoint string   `json:"destination_endpoint,omitempty"`
+	SourceLabels        []string `json:"source_labels,omitempty"`
+	DestinationLabels   []string `json:"destination_labels,omitempty"`
+	IngressAllowedBy    []string `json:"ingress_allowed_by,omitempty"`
+	IngressDeniedBy     []string `json:"ingress_denied_by,omitempty"`
+	EgressAllowedBy     []string `json:"egress_allowed_by,omitempty"`
+	EgressDeniedBy      []string `json:"egress_denied_by,omitempty"`
+	Revision            uint64   `json:"revision,omitempty"`
+	Hook                string   `json:"hook,omitempty"`
+	Decisions           uint32   `json:"decisions,omitempty"`
+}
+
+func policyRowOf(f *flow.Flow) PolicyRow {
+	var r PolicyRow
+	if f.Kind != flow.KindExchange {
+		r.Kind = f.Kind.String()
+	}
+	p := f.Policy
+	if p == nil {
+		return r
+	}
+	r.Verdict, r.DropReason, r.MatchType = p.Verdict.String(), p.DropReason.String(), p.MatchType
+	r.Direction, r.IPProtocol, r.Revision, r.Hook = p.Direction.String(), p.Proto, p.Revision, p.Hook
+	r.SourceIdentity, r.DestinationIdentity = p.Source.Identity, p.Destination.Identity
+	r.SourceEndpoint, r.DestinationEndpoint = endpointName(p.Source), endpointName(p.Destination)
+	r.SourceLabels, r.DestinationLabels = p.Source.Labels, p.Destination.Labels
+	r.IngressAllowedBy, r.IngressDeniedBy = refNames(p.IngressAllowedBy), refNames(p.IngressDeniedBy)
+	r.EgressAllowedBy, r.EgressDeniedBy = refNames(p.EgressAllowedBy), refNames(p.EgressDeniedBy)
+	if f.Decided() {
+		r.Decisions = max(p.Count, 1)
+	}
+	return r
+}
+
+// endpointName is namespace/name of a local endpoint, "" for a peer.
+func endpointName(e flow.PolicyEndpoint) string {
+	switch {
+	case e.Name == "":
+		return ""
+	case e.Namespace == "":
+		return e.Name
+	}
+	return e.Namespace + "/" + e.Name
+}
+
+// refNames are the policies as kind/namespace/name.
+func refNames(refs []flow.PolicyRef) []string {
+	if len(refs) == 0 {
+		return nil
+	}
+	out := make([]string, len(refs))
+	for i, r := range refs {
+		out[i] = r.String()
+	}
+	return out
 }
 
 // Headers are header fields with lower-case, unique names, sorted by name;
@@ -151,6 +221,7 @@ func rowOf(f *flow.Flow) Row {
 		ConnID:             f.ConnID,
 		StreamID:           f.StreamID,
 		ResetCode:          f.ResetCode,
+		Policy:             policyRowOf(f),
 	}
 	if g := f.GRPC; g != nil {
 		r.GRPCService, r.GRPCMethod, r.GRPCMessage = g.Service, g.Method, g.Message

@@ -105,10 +105,31 @@ var columns = []column{
 	{"reset_code", "UInt32", "UInt32", 2},
 	{"grpc_request_messages", "UInt32", "UInt32", 2},
 	{"grpc_response_messages", "UInt32", "UInt32", 2},
+	// Version 3: policy verdicts (rows of kind 'policy-verdict') and the
+	// policy view of exchanges.
+	{"kind", "LowCardinality(String)", "String", 3},
+	{"verdict", "LowCardinality(String)", "String", 3},
+	{"drop_reason", "LowCardinality(String)", "String", 3},
+	{"policy_match_type", "UInt8", "UInt8", 3},
+	{"traffic_direction", "LowCardinality(String)", "String", 3},
+	{"ip_protocol", "UInt8", "UInt8", 3},
+	{"source_identity", "UInt32", "UInt32", 3},
+	{"destination_identity", "UInt32", "UInt32", 3},
+	{"source_endpoint", "LowCardinality(String)", "String", 3},
+	{"destination_endpoint", "LowCardinality(String)", "String", 3},
+	{"source_labels", "Array(LowCardinality(String))", "Array(String)", 3},
+	{"destination_labels", "Array(LowCardinality(String))", "Array(String)", 3},
+	{"ingress_allowed_by", "Array(LowCardinality(String))", "Array(String)", 3},
+	{"ingress_denied_by", "Array(LowCardinality(String))", "Array(String)", 3},
+	{"egress_allowed_by", "Array(LowCardinality(String))", "Array(String)", 3},
+	{"egress_denied_by", "Array(LowCardinality(String))", "Array(String)", 3},
+	{"policy_revision", "UInt64", "UInt64", 3},
+	{"policy_hook", "LowCardinality(String)", "String", 3},
+	{"decisions", "UInt32", "UInt32", 3},
 }
 
 // SchemaVersion is the version of the flows table this build writes.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // typeOf returns the column's type in d ("" when it has none there).
 func (c column) typeOf(d Dialect) string {
@@ -143,10 +164,16 @@ type migration struct {
 
 var migrations = []migration{
 	{1, createFlows},
-	{2, func(db string, d Dialect, _ time.Duration) []string {
+	{2, addColumns(2)},
+	{3, addColumns(3)},
+}
+
+// addColumns is the step that adds the columns of a version.
+func addColumns(version int) func(db string, d Dialect, _ time.Duration) []string {
+	return func(db string, d Dialect, _ time.Duration) []string {
 		var stmts []string
 		for _, c := range columns {
-			if c.version == 2 && c.typeOf(d) != "" {
+			if c.version == version && c.typeOf(d) != "" {
 				// Legacy servers have no ADD COLUMN IF NOT EXISTS: migrate
 				// skips columns that already exist (a step interrupted
 				// before its version was recorded).
@@ -154,7 +181,7 @@ var migrations = []migration{
 			}
 		}
 		return stmts
-	}},
+	}
 }
 
 // createFlows is version 1: the flows table as it was first shipped.

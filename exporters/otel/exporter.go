@@ -266,6 +266,12 @@ func (e *Exporter) run() {
 		timer.Reset(e.cfg.BatchTimeout)
 	}
 	handle := func(f *flow.Flow) {
+		if f.Kind != flow.KindExchange {
+			// A policy verdict is no operation of a service: neither a
+			// span nor a request metric (its counts are Prometheus's,
+			// its history ClickHouse's).
+			return
+		}
 		// http.route, from the agent's route stage; without one an HTTP
 		// span is named by its method alone (semantic conventions: a span
 		// name must be low-cardinality, a raw path is not).

@@ -133,6 +133,9 @@ func TestJaeger(t *testing.T) {
 	for _, k := range grpcSide {
 		viaGRPC.Export(flows[k])
 	}
+	// A policy verdict is received, but no span (nor request metric).
+	viaGRPC.Export(&flow.Flow{Kind: flow.KindPolicyVerdict, Time: base, Node: "node-a", Destination: netip.MustParseAddrPort("10.0.0.2:8080"),
+		Policy: &flow.Policy{Verdict: flow.VerdictDropped, DropReason: flow.PolicyDenied, Direction: flow.Egress, Proto: 6, Count: 1}})
 	for _, k := range httpSide {
 		viaHTTP.Export(flows[k])
 	}
@@ -142,7 +145,8 @@ func TestJaeger(t *testing.T) {
 	for name, e := range map[string]*Exporter{"grpc": viaGRPC, "http": viaHTTP} {
 		st := e.Stats()
 		want := map[string]int{"grpc": len(grpcSide), "http": len(httpSide)}[name]
-		if st.Received != uint64(want) || st.SpansSent != uint64(want) || st.Dropped != 0 || st.ExportErrors != 0 ||
+		received := map[string]int{"grpc": len(grpcSide) + 1, "http": len(httpSide)}[name]
+		if st.Received != uint64(received) || st.SpansSent != uint64(want) || st.Dropped != 0 || st.ExportErrors != 0 ||
 			st.MetricExportErrors != 0 || st.MetricExports == 0 {
 			t.Errorf("%s exporter stats %+v, want %d received and sent, nothing dropped or failed, metrics exported", name, st, want)
 		}

@@ -31,6 +31,16 @@ const (
 	attrGRPCReqMsgs    = attribute.Key("sextant.grpc.request_messages")
 	attrGRPCRespMsgs   = attribute.Key("sextant.grpc.response_messages")
 	attrGRPCStatusFrom = attribute.Key("sextant.grpc.status_source")
+
+	// The policy view of an exchange (docs/otel.md): no semantic
+	// convention covers network policy.
+	attrPolicyVerdict    = attribute.Key("sextant.policy.verdict")     // FORWARDED | DROPPED | AUDIT
+	attrPolicyDropReason = attribute.Key("sextant.policy.drop_reason") // POLICY_DENIED | POLICY_DENY
+	attrPolicyAllowedBy  = attribute.Key("sextant.policy.allowed_by")  // kind/namespace/name, both directions
+	attrPolicyDeniedBy   = attribute.Key("sextant.policy.denied_by")
+	attrPolicyHook       = attribute.Key("sextant.policy.hook") // l7 (audit) | proxy
+	attrSourceIdentity   = attribute.Key("sextant.source.identity")
+	attrDestIdentity     = attribute.Key("sextant.destination.identity")
 )
 
 // responseHeadersEvent marks when the response headers arrived (flow.TTFB).
@@ -307,6 +317,9 @@ func (b *spanBuilder) attributes(f *flow.Flow, route string) []attribute.KeyValu
 	if f.Outcome == flow.OutcomeReset || f.Outcome == flow.OutcomeRefused {
 		a = append(a, attrResetCode.Int(int(f.ResetCode)), attrResetBy.String(f.ResetBy.String()))
 	}
+	if p := f.Policy; p != nil {
+		a = policyAttributes(a, p)
+	}
 	if len(f.Unknown) > 0 {
 		a = append(a, attrUnknown.StringSlice(f.Unknown))
 	}
@@ -396,4 +409,36 @@ func spanStatus(f *flow.Flow) sdktrace.Status {
 		s.Description = g.Message
 	}
 	return s
+}
+
+func policyAttributes(a []attribute.KeyValue, p *flow.Policy) []attribute.KeyValue {
+	a = append(a, attrPolicyVerdict.String(p.Verdict.String()))
+	if p.DropReason != flow.NoDropReason {
+		a = append(a, attrPolicyDropReason.String(p.DropReason.String()))
+	}
+	names := func(refs ...[]flow.PolicyRef) []string {
+		var out []string
+		for _, rs := range refs {
+			for _, r := range rs {
+				out = append(out, r.String())
+			}
+		}
+		return out
+	}
+	if allowed := names(p.IngressAllowedBy, p.EgressAllowedBy); len(allowed) > 0 {
+		a = append(a, attrPolicyAllowedBy.StringSlice(allowed))
+	}
+	if denied := names(p.IngressDeniedBy, p.EgressDeniedBy); len(denied) > 0 {
+		a = append(a, attrPolicyDeniedBy.StringSlice(denied))
+	}
+	if p.Hook != "" {
+		a = append(a, attrPolicyHook.String(p.Hook))
+	}
+	if p.Source.Identity != 0 {
+		a = append(a, attrSourceIdentity.Int64(int64(p.Source.Identity)))
+	}
+	if p.Destination.Identity != 0 {
+		a = append(a, attrDestIdentity.Int64(int64(p.Destination.Identity)))
+	}
+	return a
 }

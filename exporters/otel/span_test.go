@@ -153,3 +153,32 @@ func FuzzSpan(f *testing.F) {
 		}
 	})
 }
+
+// An exchange's policy view becomes sextant.policy.* attributes.
+func TestPolicyAttributes(t *testing.T) {
+	web := flow.PolicyRef{Kind: "CiliumNetworkPolicy", Name: "web", Namespace: "shop"}
+	client := flow.PolicyRef{Kind: "CiliumNetworkPolicy", Name: "client", Namespace: "shop"}
+	f := &flow.Flow{Time: time.Now(), Observer: flow.SideServer, Protocol: "HTTP/2", Method: "GET", Path: "/admin", Status: 200,
+		Source: netip.MustParseAddrPort("10.0.0.1:4000"), Destination: netip.MustParseAddrPort("10.0.0.2:80"),
+		Policy: &flow.Policy{Verdict: flow.VerdictAudit, DropReason: flow.PolicyDenied, Hook: flow.HookL7Audit, Direction: flow.Ingress,
+			Source: flow.PolicyEndpoint{Identity: 257}, Destination: flow.PolicyEndpoint{Identity: 256},
+			IngressAllowedBy: []flow.PolicyRef{web}, EgressAllowedBy: []flow.PolicyRef{client}, IngressDeniedBy: []flow.PolicyRef{web}}}
+	got := map[string]string{}
+	for _, kv := range policyAttributes(nil, f.Policy) {
+		got[string(kv.Key)] = kv.Value.Emit()
+	}
+	want := map[string]string{
+		"sextant.policy.verdict": "AUDIT", "sextant.policy.drop_reason": "POLICY_DENIED", "sextant.policy.hook": "l7",
+		"sextant.policy.allowed_by": `["CiliumNetworkPolicy/shop/web","CiliumNetworkPolicy/shop/client"]`,
+		"sextant.policy.denied_by":  `["CiliumNetworkPolicy/shop/web"]`,
+		"sextant.source.identity":   "257", "sextant.destination.identity": "256",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("attributes %v", got)
+	}
+}

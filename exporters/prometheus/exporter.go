@@ -65,6 +65,7 @@ type Exporter struct {
 	peers    *peers
 	httpFams [2]*family[httpKey] // index: side (0 server, 1 client)
 	rpcFams  [2]*family[rpcKey]
+	policy   *policyFamily
 	exemplar prom.Labels // reused: client_golang copies it into the exemplar
 	// exemplars: trace ids of the traceparent header are exposed (opt-in:
 	// a header value on an endpoint anyone reaching it can read).
@@ -144,7 +145,8 @@ func New(cfg Config) (*Exporter, error) {
 		e.rpcFams[i] = newFamily([]string{rpcName},
 			[]*prom.HistogramVec{rpc}, len(rpcLabels), rpcValues(side), cfg.MaxSeries)
 	}
-	all = append(all, &selfCollector{e: e})
+	e.policy = newPolicyFamily(cfg.MaxSeries)
+	all = append(all, e.policy.vec, &selfCollector{e: e})
 	for _, c := range all {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("register Prometheus metrics: %w", err)
@@ -205,6 +207,13 @@ func (e *Exporter) run() {
 
 // observe turns one flow into observations. Worker goroutine only.
 func (e *Exporter) observe(f *flow.Flow) {
+	if f.Decided() {
+		e.policy.observe(f)
+	}
+	if f.Kind != flow.KindExchange {
+		e.exported.Add(1)
+		return // a policy verdict has no golden signals
+	}
 	var side int
 	switch f.Observer {
 	case flow.SideServer:

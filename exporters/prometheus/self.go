@@ -47,4 +47,5 @@ func (c *selfCollector) Collect(ch chan<- prom.Metric) {
 		report(h.names, h.count.Load(), h.overflowed.Load())
 		report(r.names, r.count.Load(), r.overflowed.Load())
 	}
+	report([]string{policyVerdictsName}, e.policy.count.Load(), e.policy.overflowed.Load())
 }

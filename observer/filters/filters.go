@@ -39,6 +39,8 @@ var kinds = []kind{
 	podKind,
 	workloadKind,
 	verdictKind,
+	dropReasonKind,
+	identityKind,
 	trafficDirectionKind,
 	replyKind,
 	nodeNameKind,

@@ -65,6 +65,9 @@ func Events(f *flow.Flow) []*flowpb.Flow {
 
 // ResponseSeen reports whether f has a RESPONSE event (see Events).
 func ResponseSeen(f *flow.Flow) bool {
+	if f.Kind != flow.KindExchange {
+		return false // a policy verdict is one event
+	}
 	return f.Status != 0 || f.TTFB > 0 || len(f.ResponseHeaders) > 0 ||
 		slices.Contains(f.Unknown, "status") || slices.Contains(f.Unknown, "response_headers")
 }
@@ -107,6 +110,9 @@ func Response(f *flow.Flow, req *flowpb.Flow, id string) *flowpb.Flow {
 }
 
 func request(f *flow.Flow) *flowpb.Flow {
+	if f.Kind == flow.KindPolicyVerdict && f.Policy != nil {
+		return policyVerdict(f)
+	}
 	url := URL(f)
 	ev := &flowpb.Flow{
 		Time:             timestamppb.New(f.Time),
@@ -144,6 +150,9 @@ func request(f *flow.Flow) *flowpb.Flow {
 	case flow.SideServer:
 		ev.Destination = processEndpoint(f.Process)
 	}
+	if f.Policy != nil {
+		withPolicy(ev, f)
+	}
 	return ev
 }
 
@@ -155,6 +164,12 @@ func response(f *flow.Flow, req *flowpb.Flow) *flowpb.Flow {
 	ev := &flowpb.Flow{
 		Time:             timestamppb.New(ResponseTime(f)),
 		Verdict:          req.Verdict,
+		DropReason:       req.DropReason,
+		DropReasonDesc:   req.DropReasonDesc,
+		IngressAllowedBy: req.IngressAllowedBy,
+		IngressDeniedBy:  req.IngressDeniedBy,
+		EgressAllowedBy:  req.EgressAllowedBy,
+		EgressDeniedBy:   req.EgressDeniedBy,
 		Type:             req.Type,
 		NodeName:         req.NodeName,
 		EventType:        &flowpb.CiliumEventType{Type: MessageTypeAccessLog},
@@ -244,6 +259,15 @@ func headers(hs []flow.Header) []*flowpb.HTTPHeader {
 }
 
 func processEndpoint(p flow.Process) *flowpb.Endpoint {
+	labels := processLabels(p)
+	if len(labels) == 0 {
+		return nil
+	}
+	return &flowpb.Endpoint{Labels: labels}
+}
+
+// processLabels are the observed process's labels, sorted.
+func processLabels(p flow.Process) []string {
 	labels := make([]string, 0, 5)
 	add := func(key, value string) {
 		if value != "" {
@@ -261,7 +285,7 @@ func processEndpoint(p flow.Process) *flowpb.Endpoint {
 		return nil
 	}
 	slices.Sort(labels) // as Hubble does
-	return &flowpb.Endpoint{Labels: labels}
+	return labels
 }
 
 func trafficDirection(s flow.Side) flowpb.TrafficDirection {

@@ -44,7 +44,17 @@ import (
 //	  string traceparent = 18; bytes source = 19; bytes destination = 20; // netip.AddrPort binary
 //	  Process process = 21; uint64 conn_id = 22; uint32 stream_id = 23; uint32 outcome = 24;
 //	  uint32 reset_code = 25; uint32 reset_by = 26; repeated string unknown = 27;
+//	  uint32 kind = 28; Policy policy = 29;
 //	}
+//	message Policy { uint32 verdict = 1; uint32 drop_reason = 2; uint32 match_type = 3; uint32 direction = 4;
+//	  PolicyEndpoint source = 5; PolicyEndpoint destination = 6;
+//	  repeated PolicyRef ingress_allowed_by = 7; repeated PolicyRef ingress_denied_by = 8;
+//	  repeated PolicyRef egress_allowed_by = 9; repeated PolicyRef egress_denied_by = 10;
+//	  uint32 proto = 11; uint32 count = 12; uint64 revision = 13; string hook = 14; }
+//	message PolicyEndpoint { uint32 identity = 1; uint32 id = 2; string name = 3; string namespace = 4;
+//	  repeated string labels = 5; }
+//	message PolicyRef { string kind = 1; string name = 2; string namespace = 3; repeated string labels = 4;
+//	  uint64 revision = 5; }
 //	message GRPC { string service = 1; string method = 2; optional uint32 status = 3; string status_source = 4;
 //	  string message = 5; uint32 request_messages = 6; uint32 response_messages = 7; }
 //	message Header { string name = 1; string value = 2; bool truncated = 3; }
@@ -196,9 +206,56 @@ func AppendFlow(b []byte, f *flow.Flow) []byte {
 	b = appendUint(b, 24, uint64(f.Outcome))
 	b = appendUint(b, 25, uint64(f.ResetCode))
 	b = appendUint(b, 26, uint64(f.ResetBy))
-	for _, u := range f.Unknown {
-		b = protowire.AppendTag(b, 27, protowire.BytesType)
-		b = protowire.AppendString(b, u)
+	b = appendStrings(b, 27, f.Unknown)
+	b = appendUint(b, 28, uint64(f.Kind))
+	if p := f.Policy; p != nil {
+		var mark int
+		b, mark = begin(b, 29)
+		b = appendPolicy(b, p)
+		b = end(b, mark)
+	}
+	return b
+}
+
+func appendPolicy(b []byte, p *flow.Policy) []byte {
+	b = appendUint(b, 1, uint64(p.Verdict))
+	b = appendUint(b, 2, uint64(p.DropReason))
+	b = appendUint(b, 3, uint64(p.MatchType))
+	b = appendUint(b, 4, uint64(p.Direction))
+	for i, e := range []*flow.PolicyEndpoint{&p.Source, &p.Destination} {
+		var mark int
+		b, mark = begin(b, protowire.Number(5+i))
+		b = appendUint(b, 1, uint64(e.Identity))
+		b = appendUint(b, 2, uint64(e.ID))
+		b = appendString(b, 3, e.Name)
+		b = appendString(b, 4, e.Namespace)
+		b = appendStrings(b, 5, e.Labels)
+		b = end(b, mark)
+	}
+	for i, refs := range [][]flow.PolicyRef{p.IngressAllowedBy, p.IngressDeniedBy, p.EgressAllowedBy, p.EgressDeniedBy} {
+		for _, r := range refs {
+			var mark int
+			b, mark = begin(b, protowire.Number(7+i))
+			b = appendString(b, 1, r.Kind)
+			b = appendString(b, 2, r.Name)
+			b = appendString(b, 3, r.Namespace)
+			b = appendStrings(b, 4, r.Labels)
+			b = appendUint(b, 5, r.Revision)
+			b = end(b, mark)
+		}
+	}
+	b = appendUint(b, 11, uint64(p.Proto))
+	b = appendUint(b, 12, uint64(p.Count))
+	b = appendUint(b, 13, p.Revision)
+	return appendString(b, 14, p.Hook)
+}
+
+// appendStrings writes each string, empty ones too (a repeated field
+// keeps its elements).
+func appendStrings(b []byte, num protowire.Number, ss []string) []byte {
+	for _, s := range ss {
+		b = protowire.AppendTag(b, num, protowire.BytesType)
+		b = protowire.AppendString(b, s)
 	}
 	return b
 }
@@ -520,13 +577,117 @@ func (d *Decoder) Flow(b []byte) (*flow.Flow, error) {
 			return want(typ, protowire.VarintType, func() { f.ResetBy = flow.Side(x) })
 		case 27:
 			return want(typ, protowire.BytesType, func() { f.Unknown = append(f.Unknown, d.intern(v)) })
+		case 28:
+			if x > uint64(flow.KindPolicyVerdict) {
+				return fmt.Errorf("kind %d", x)
+			}
+			return want(typ, protowire.VarintType, func() { f.Kind = flow.Kind(x) })
+		case 29:
+			if typ != protowire.BytesType {
+				return errType(num, typ)
+			}
+			p, err := d.policy(v)
+			f.Policy = p
+			return err
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	if f.Kind == flow.KindPolicyVerdict && f.Policy == nil {
+		return nil, errors.New("a policy verdict without its policy")
+	}
 	return f, nil
+}
+
+func (d *Decoder) policy(b []byte) (*flow.Policy, error) {
+	p := new(flow.Policy)
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		switch num {
+		case 1:
+			switch flow.Verdict(x) {
+			case flow.VerdictUnknown, flow.VerdictForwarded, flow.VerdictDropped, flow.VerdictAudit:
+			default:
+				return fmt.Errorf("verdict %d", x)
+			}
+			return want(typ, protowire.VarintType, func() { p.Verdict = flow.Verdict(x) })
+		case 2:
+			return want32(typ, x, func() { p.DropReason = flow.DropReason(x) })
+		case 3:
+			return want8(typ, x, func() { p.MatchType = uint8(x) })
+		case 4:
+			if x > uint64(flow.Ingress) {
+				return fmt.Errorf("direction %d", x)
+			}
+			return want(typ, protowire.VarintType, func() { p.Direction = flow.Direction(x) })
+		case 5, 6:
+			if typ != protowire.BytesType {
+				return errType(num, typ)
+			}
+			e := &p.Source
+			if num == 6 {
+				e = &p.Destination
+			}
+			return d.policyEndpoint(v, e)
+		case 7, 8, 9, 10:
+			if typ != protowire.BytesType {
+				return errType(num, typ)
+			}
+			r, err := d.policyRef(v)
+			refs := [...]*[]flow.PolicyRef{&p.IngressAllowedBy, &p.IngressDeniedBy, &p.EgressAllowedBy, &p.EgressDeniedBy}[num-7]
+			*refs = append(*refs, r)
+			return err
+		case 11:
+			return want8(typ, x, func() { p.Proto = uint8(x) })
+		case 12:
+			return want32(typ, x, func() { p.Count = uint32(x) })
+		case 13:
+			return want(typ, protowire.VarintType, func() { p.Revision = x })
+		case 14:
+			return want(typ, protowire.BytesType, func() { p.Hook = d.intern(v) })
+		}
+		return nil
+	})
+	return p, err
+}
+
+func (d *Decoder) policyEndpoint(b []byte, e *flow.PolicyEndpoint) error {
+	return fields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		switch num {
+		case 1:
+			return want32(typ, x, func() { e.Identity = uint32(x) })
+		case 2:
+			return want32(typ, x, func() { e.ID = uint32(x) })
+		case 3:
+			return want(typ, protowire.BytesType, func() { e.Name = d.intern(v) })
+		case 4:
+			return want(typ, protowire.BytesType, func() { e.Namespace = d.intern(v) })
+		case 5:
+			return want(typ, protowire.BytesType, func() { e.Labels = append(e.Labels, d.intern(v)) })
+		}
+		return nil
+	})
+}
+
+func (d *Decoder) policyRef(b []byte) (flow.PolicyRef, error) {
+	var r flow.PolicyRef
+	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		switch num {
+		case 1:
+			return want(typ, protowire.BytesType, func() { r.Kind = d.intern(v) })
+		case 2:
+			return want(typ, protowire.BytesType, func() { r.Name = d.intern(v) })
+		case 3:
+			return want(typ, protowire.BytesType, func() { r.Namespace = d.intern(v) })
+		case 4:
+			return want(typ, protowire.BytesType, func() { r.Labels = append(r.Labels, d.intern(v)) })
+		case 5:
+			return want(typ, protowire.VarintType, func() { r.Revision = x })
+		}
+		return nil
+	})
+	return r, err
 }
 
 // countHeaders counts the request (16) and response (17) header fields of
@@ -665,6 +826,14 @@ func want(typ, wantType protowire.Type, set func()) error {
 func want32(typ protowire.Type, x uint64, set func()) error {
 	if x > 1<<32-1 {
 		return fmt.Errorf("value %d exceeds 32 bits", x)
+	}
+	return want(typ, protowire.VarintType, set)
+}
+
+// want8 is want for a varint that must fit 8 bits.
+func want8(typ protowire.Type, x uint64, set func()) error {
+	if x > 0xff {
+		return fmt.Errorf("value %d exceeds 8 bits", x)
 	}
 	return want(typ, protowire.VarintType, set)
 }

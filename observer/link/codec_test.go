@@ -42,7 +42,27 @@ func full() *flow.Flow {
 		Process:         flow.Process{PID: 4242, Comm: "svc", Exe: "/usr/bin/svc", CgroupID: 1 << 33, Cgroup: "/kubepods/pod1/abc", ContainerID: "abc123"},
 		ConnID:          1<<64 - 1, StreamID: 1<<31 - 1, Outcome: flow.OutcomeReset, ResetCode: 8, ResetBy: flow.SideClient,
 		Unknown: []string{"authority", "status"},
+		Policy: &flow.Policy{
+			Verdict: flow.VerdictAudit, DropReason: flow.PolicyDenied, MatchType: 2, Direction: flow.Ingress,
+			Source:           flow.PolicyEndpoint{Identity: 1<<24 | 7, Labels: []string{"cidr:10.0.0.0/8", "reserved:world-ipv4"}},
+			Destination:      flow.PolicyEndpoint{Identity: 256, ID: 3, Name: "svc", Namespace: "shop", Labels: []string{"k8s:app=svc"}},
+			IngressAllowedBy: []flow.PolicyRef{{Kind: "CiliumNetworkPolicy", Name: "svc", Namespace: "shop", Labels: []string{"k8s:io.cilium.k8s.policy.name=svc"}, Revision: 1 << 40}},
+			IngressDeniedBy:  []flow.PolicyRef{{Kind: "CiliumNetworkPolicy", Name: "svc-l7", Namespace: "shop", Revision: 9}, {Name: "second"}},
+			EgressAllowedBy:  []flow.PolicyRef{{Kind: "CiliumClusterwideNetworkPolicy", Name: "all"}},
+			EgressDeniedBy:   []flow.PolicyRef{{Name: "x"}},
+			Proto:            6, Count: 1 << 20, Revision: 9, Hook: flow.HookL7Audit,
+		},
 	}
+}
+
+// verdictFlow is a policy verdict as the agent's verdict stage makes it.
+func verdictFlow() *flow.Flow {
+	return &flow.Flow{Kind: flow.KindPolicyVerdict, Time: t0, Node: "node-1",
+		Source: netip.MustParseAddrPort("10.0.0.1:0"), Destination: netip.MustParseAddrPort("10.0.0.9:53"),
+		Process: flow.Process{PID: 7, CgroupID: 99},
+		Policy: &flow.Policy{Verdict: flow.VerdictDropped, DropReason: flow.PolicyDeny, Direction: flow.Egress, Proto: 17, Count: 5, Hook: "sendmsg",
+			Source: flow.PolicyEndpoint{Identity: 256, ID: 1, Name: "web"}, Destination: flow.PolicyEndpoint{Identity: 2},
+			EgressDeniedBy: []flow.PolicyRef{{Kind: "CiliumNetworkPolicy", Name: "no-dns", Namespace: "default"}}}}
 }
 
 func TestEntryRoundTrip(t *testing.T) {
@@ -52,6 +72,8 @@ func TestEntryRoundTrip(t *testing.T) {
 	}{
 		{"every field", observer.Entry{Flow: full(), ID: observer.FlowID{Boot: 0xdeadbeefcafe, Seq: 1 << 50}}},
 		{"zero flow", observer.Entry{Flow: &flow.Flow{}}},
+		{"policy verdict", observer.Entry{Flow: verdictFlow(), ID: observer.FlowID{Boot: 1, Seq: 3}}},
+		{"zero policy", observer.Entry{Flow: &flow.Flow{Policy: &flow.Policy{}}}},
 		{"request half", observer.Entry{Flow: &flow.Flow{Time: t0, Path: "/"}, ID: observer.FlowID{Boot: 1, Seq: 2}, Half: observer.RequestHalf}},
 		{"response half", observer.Entry{Flow: &flow.Flow{Time: t0, Status: 204}, Half: observer.ResponseHalf}},
 		{"gRPC without status", observer.Entry{Flow: &flow.Flow{GRPC: &flow.GRPC{Service: "s"}}}},
@@ -148,6 +170,13 @@ func TestMalformedBatches(t *testing.T) {
 		{"bad address", flowField(protowire.AppendBytes(tag(19, protowire.BytesType), []byte{1, 2, 3}))},
 		{"header as a varint", flowField(varint(16, 1))},
 		{"broken header", flowField(protowire.AppendBytes(tag(16, protowire.BytesType), []byte{0x0a, 0x05}))},
+		{"kind out of range", flowField(varint(28, 2))},
+		{"policy verdict without its policy", flowField(varint(28, 1))},
+		{"policy as a varint", flowField(varint(29, 1))},
+		{"verdict out of range", flowField(protowire.AppendBytes(tag(29, protowire.BytesType), varint(1, 3)))},
+		{"direction out of range", flowField(protowire.AppendBytes(tag(29, protowire.BytesType), varint(4, 2)))},
+		{"match type beyond 8 bits", flowField(protowire.AppendBytes(tag(29, protowire.BytesType), varint(3, 256)))},
+		{"broken policy ref", flowField(protowire.AppendBytes(tag(29, protowire.BytesType), protowire.AppendBytes(tag(7, protowire.BytesType), []byte{0x0a, 0x05})))},
 		{"cpu out of range", entry(protowire.AppendBytes(tag(5, protowire.BytesType), varint(5, 1<<40)))},
 		{"cursor instance as a varint", varint(2, 1)},
 	} {
@@ -169,6 +198,7 @@ func FuzzBatch(f *testing.F) {
 	var enc Encoder
 	f.Add(append([]byte(nil), enc.Batch([]observer.Entry{{Flow: full(), ID: observer.FlowID{Boot: 1, Seq: 2}}}, ring.Cursor{Instance: 3, Position: 4})...))
 	f.Add(append([]byte(nil), enc.Batch([]observer.Entry{{Lost: &observer.Lost{Time: t0, Count: 3, CPU: 1}}, {Flow: &flow.Flow{}, Half: observer.ResponseHalf}}, ring.Cursor{})...))
+	f.Add(append([]byte(nil), enc.Batch([]observer.Entry{{Flow: verdictFlow()}, {Flow: &flow.Flow{Policy: &flow.Policy{}}}}, ring.Cursor{Instance: 5})...))
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x02, 0x0a, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -209,6 +239,25 @@ func normal(e observer.Entry) observer.Entry {
 		}
 		if len(c.Unknown) == 0 {
 			c.Unknown = nil
+		}
+		if c.Policy != nil {
+			p := *c.Policy
+			for _, refs := range []*[]flow.PolicyRef{&p.IngressAllowedBy, &p.IngressDeniedBy, &p.EgressAllowedBy, &p.EgressDeniedBy} {
+				if len(*refs) == 0 {
+					*refs = nil
+				}
+				for i := range *refs {
+					if len((*refs)[i].Labels) == 0 {
+						(*refs)[i].Labels = nil
+					}
+				}
+			}
+			for _, e := range []*flow.PolicyEndpoint{&p.Source, &p.Destination} {
+				if len(e.Labels) == 0 {
+					e.Labels = nil
+				}
+			}
+			c.Policy = &p
 		}
 		e.Flow = &c
 	}

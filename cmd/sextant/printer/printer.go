@@ -135,8 +135,13 @@ func lostText(l *flowpb.LostEvent) string {
 	return fmt.Sprintf("%s %d", s, l.GetNumEventsLost())
 }
 
-func sourcePort(f *flowpb.Flow) uint32      { return f.GetL4().GetTCP().GetSourcePort() }
-func destinationPort(f *flowpb.Flow) uint32 { return f.GetL4().GetTCP().GetDestinationPort() }
+func sourcePort(f *flowpb.Flow) uint32 {
+	return f.GetL4().GetTCP().GetSourcePort() + f.GetL4().GetUDP().GetSourcePort()
+}
+
+func destinationPort(f *flowpb.Flow) uint32 {
+	return f.GetL4().GetTCP().GetDestinationPort() + f.GetL4().GetUDP().GetDestinationPort()
+}
 
 // endpoint writes "ip:port (comm:pid)"; the process part only for the
 // endpoint that is the observed process, "?" for an address that is unknown.
@@ -163,15 +168,30 @@ func endpoint(ep *flowpb.Endpoint, ip string, port uint32) string {
 	}
 	switch {
 	case comm != "" && pid != "":
-		return addr + " (" + comm + ":" + pid + ")"
+		addr += " (" + comm + ":" + pid + ")"
 	case comm != "" || pid != "":
-		return addr + " (" + comm + pid + ")"
+		addr += " (" + comm + pid + ")"
+	}
+	// A policy endpoint: its name and security identity, as Hubble shows them.
+	if id := ep.GetIdentity(); id != 0 {
+		name := ep.GetPodName()
+		if ns := ep.GetNamespace(); ns != "" && name != "" {
+			name = ns + "/" + name
+		}
+		if name != "" {
+			addr += " " + name
+		}
+		addr += fmt.Sprintf(" (ID:%d)", id)
 	}
 	return addr
 }
 
-// eventType names the event as Hubble does: http-request, http-response.
+// eventType names the event as Hubble does: http-request, http-response,
+// policy-verdict.
 func eventType(f *flowpb.Flow) string {
+	if f.GetEventType().GetType() == hubble.MessageTypePolicyVerdict {
+		return "policy-verdict"
+	}
 	l7 := f.GetL7()
 	if l7 == nil {
 		return f.GetType().String()

@@ -122,3 +122,20 @@ func TestParseFormat(t *testing.T) {
 		t.Error("yaml accepted")
 	}
 }
+
+// A policy verdict prints as Hubble's: the deciding endpoint by name and
+// identity, the peer by identity, the verdict and its summary.
+func TestCompactPolicyVerdict(t *testing.T) {
+	f := &flow.Flow{Kind: flow.KindPolicyVerdict, Time: at, Node: "node-a", Destination: netip.MustParseAddrPort("192.0.2.1:53"),
+		Process: flow.Process{PID: 77, Comm: "dig"},
+		Policy: &flow.Policy{Verdict: flow.VerdictDropped, DropReason: flow.PolicyDenied, Direction: flow.Egress, Proto: 17, Count: 1,
+			Source: flow.PolicyEndpoint{Identity: 256, ID: 1, Name: "web", Namespace: "shop"}, Destination: flow.PolicyEndpoint{Identity: 9}}}
+	ev := hubble.Events(f)[0]
+	p := New(nil, Compact)
+	p.Location = time.UTC
+	got := p.CompactLine(&observerpb.GetFlowsResponse{ResponseTypes: &observerpb.GetFlowsResponse_Flow{Flow: ev}})
+	want := "Nov 25 19:34:01.123 [node-a]: ? (dig:77) shop/web (ID:256) -> 192.0.2.1:53 (ID:9) policy-verdict DROPPED (UDP egress policy verdict DROPPED)"
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}

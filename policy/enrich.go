@@ -1,0 +1,345 @@
+package policy
+
+import (
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/policy/endpoint"
+	"github.com/sextant/sextant/policy/ipcache"
+	"github.com/sextant/sextant/policy/l7"
+	"github.com/sextant/sextant/policy/resolve"
+)
+
+// Enrich is the policy stage's enricher of observed exchanges (the agent
+// runs it after the route stage, on the collector's goroutine). A flow of
+// a policy endpoint gets f.Policy:
+//
+//   - the policies that allowed its connection, per direction: from the
+//     verdicts the kernel reported for that connection (the table below),
+//     else from the revision in force (the same lookup the kernel makes,
+//     with the peer identity the kernel learnt; PolicyRef.Revision says
+//     which revision) for the observed endpoint's own direction and, when
+//     the peer is a netns endpoint of this node, for the peer's. Verdicts
+//     are read every 50 ms, so an exchange that ends sooner after its
+//     connect usually meets no reported verdict yet;
+//   - the L7 audit: when the HTTP rules that cover the connection deny the
+//     request, verdict AUDIT, drop reason POLICY_DENIED and the rules'
+//     policies in denied_by, hook "l7", although no proxy is in the path.
+//
+// Nothing is set when the flow's endpoint is not enforced in that
+// direction, or when the connection was not allowed (its verdict was
+// lost and the revision in force denies it): unknown is not guessed.
+func (e *Engine) Enrich(f *flow.Flow) {
+	if f == nil || f.Kind != flow.KindExchange || f.Policy != nil {
+		return
+	}
+	e.mu.RLock()
+	rev := e.cur
+	e.mu.RUnlock()
+	if rev == nil || len(rev.endpoints) == 0 {
+		return
+	}
+	client, server := unmapped(f.Source), unmapped(f.Destination)
+	in, eg := e.conns.lookup(client, server, f.Process.PID, f.Observer == flow.SideClient)
+
+	var dir resolve.Direction
+	var local, remote netip.AddrPort
+	switch f.Observer {
+	case flow.SideServer:
+		dir, local, remote = resolve.Ingress, server, client
+	case flow.SideClient:
+		dir, local, remote = resolve.Egress, client, server
+	default:
+		return
+	}
+	j := e.judge(rev, f, dir, local, remote, in, eg)
+	if j == nil {
+		return
+	}
+	f.Policy = j
+}
+
+// connSide is what a reported verdict says about one direction of a
+// connection.
+type connSide struct {
+	local, remote Peer
+	allowedBy     []PolicyRef
+	deniedBy      []PolicyRef // audited connections
+	outcome       Outcome
+	matchType     resolve.MatchType
+	revision      uint64
+}
+
+// judge builds an exchange's Policy: the observed endpoint's direction
+// from its reported verdict or the revision in force, the other
+// direction from its reported verdict, then the L7 audit.
+func (e *Engine) judge(rev *revision, f *flow.Flow, dir resolve.Direction, local, remote netip.AddrPort, in, eg *connSide) *flow.Policy {
+	own, other := in, eg
+	if dir == resolve.Egress {
+		own, other = eg, in
+	}
+	epID, ep := rev.endpointOf(e.cgroupRoot, f.Process, local.Addr())
+	if own == nil && ep != nil {
+		own = e.replay(rev, epID, dir, local, remote, 0)
+	}
+	if own == nil && other == nil {
+		return nil
+	}
+	// The peer's direction, when the peer is a netns endpoint of this
+	// node and its verdict was not read yet: the same lookup, with this
+	// endpoint's identity as the remote.
+	if other == nil && own != nil {
+		if peerID, peer := rev.endpointByAddr(remote.Addr()); peer != nil && peer.IsNetns() {
+			other = e.replay(rev, peerID, dir^1, remote, local, ipcache.ID(own.local.Identity))
+		}
+	}
+	p := &flow.Policy{Verdict: flow.VerdictForwarded, Proto: resolve.ProtoTCP, Direction: flowDirection(dir)}
+	put := func(s *connSide, d resolve.Direction) {
+		if s == nil {
+			return
+		}
+		src, dst := s.local, s.remote
+		if d == resolve.Ingress {
+			src, dst = s.remote, s.local
+			p.IngressAllowedBy, p.IngressDeniedBy = s.allowedBy, s.deniedBy
+		} else {
+			p.EgressAllowedBy, p.EgressDeniedBy = s.allowedBy, s.deniedBy
+		}
+		// The local endpoint's view of its own side wins over a peer's
+		// view of it (a peer's labels are its identity's only).
+		if p.Source.Identity == 0 || src.Endpoint != "" {
+			p.Source = src.endpoint()
+		}
+		if p.Destination.Identity == 0 || dst.Endpoint != "" {
+			p.Destination = dst.endpoint()
+		}
+	}
+	put(other, dir^1)
+	put(own, dir)
+	if own != nil {
+		p.MatchType, p.Revision = uint8(own.matchType), own.revision
+		if own.outcome == Audited {
+			p.Verdict = flow.VerdictAudit
+		}
+	}
+	if own == nil || ep == nil {
+		return p
+	}
+	// L7 audit: the HTTP rules of the observed endpoint's direction that
+	// cover this peer and port.
+	t := rev.result.Endpoints[epID].Tables[dir]
+	if len(t.L7) == 0 {
+		return p
+	}
+	port := local.Port()
+	if dir == resolve.Egress {
+		port = remote.Port()
+	}
+	var rules []resolve.L7Rule
+	for _, r := range t.L7 {
+		if l7.Applies(r, own.remote.Identity, port) {
+			rules = append(rules, r)
+		}
+	}
+	res := l7.Evaluate(f, rules)
+	if res.Outcome != l7.Denied {
+		return p
+	}
+	p.Verdict, p.DropReason, p.Hook, p.Count, p.Revision = flow.VerdictAudit, flow.PolicyDenied, flow.HookL7Audit, 1, rev.number
+	denied := refsOf(res.DeniedBy, rev.number)
+	if dir == resolve.Egress {
+		p.EgressDeniedBy = denied
+	} else {
+		p.IngressDeniedBy = denied
+	}
+	return p
+}
+
+// replay decides the connection of an exchange with the revision in
+// force, as the kernel would: endpoint epID's table for dir, the peer's
+// identity remoteID when known, else as the kernel learnt it (a local
+// client's from the flow its first packet recorded, a local server's from
+// its bound socket) or from the ipcache. Only an allowed connection is
+// reported.
+func (e *Engine) replay(rev *revision, epID uint32, dir resolve.Direction, local, remote netip.AddrPort, remoteID ipcache.ID) *connSide {
+	t := rev.result.Endpoints[epID].Tables[dir]
+	if remoteID == 0 {
+		remoteID, _ = rev.ipc.Lookup(remote.Addr())
+		var learnt uint32
+		// The kernel learns identities of sockets on the host's addresses
+		// only (cgroup endpoints share them); elsewhere the ipcache's is
+		// the kernel's, and the map lookups (≈ 3 µs each) are skipped.
+		switch {
+		case remoteID != ipcache.Host:
+		case dir == resolve.Ingress:
+			learnt = e.dp.ClientIdentity(remote, local.Port(), resolve.ProtoTCP)
+		case e.hostNetns != 0:
+			learnt = e.dp.ServerIdentity(e.hostNetns, remote.Addr(), remote.Port(), resolve.ProtoTCP)
+		}
+		if learnt != 0 {
+			remoteID = ipcache.ID(learnt)
+		}
+	}
+	port := local.Port()
+	if dir == resolve.Egress {
+		port = remote.Port()
+	}
+	d := t.Decide(remoteID, resolve.ProtoTCP, port)
+	if d.Verdict != resolve.Allowed {
+		return nil
+	}
+	s := &connSide{local: rev.local[epID], matchType: d.MatchType, revision: rev.number, outcome: Forwarded}
+	s.local.Addr = local
+	s.remote = Peer{Identity: uint32(remoteID), Addr: remote}
+	if p, ok := rev.peers[remoteID]; ok {
+		s.remote = p
+		s.remote.Identity, s.remote.Addr = uint32(remoteID), remote
+	}
+	if int(d.Cookie) < len(rev.refs) {
+		s.allowedBy = rev.refs[d.Cookie]
+	}
+	return s
+}
+
+// endpointOf finds the endpoint of a process (by cgroup) or of an address
+// (a netns endpoint's).
+func (rev *revision) endpointOf(root string, p flow.Process, addr netip.Addr) (uint32, *endpoint.Endpoint) {
+	if p.CgroupID != 0 {
+		if id, ok := rev.byCgroup.Load(p.CgroupID); ok {
+			if id := id.(uint32); id != 0 {
+				return id, rev.endpoints[id]
+			}
+			return rev.endpointByAddr(addr)
+		}
+	}
+	id := rev.endpointByCgroup(root, p)
+	if p.CgroupID != 0 {
+		rev.byCgroup.Store(p.CgroupID, id)
+	}
+	if id != 0 {
+		return id, rev.endpoints[id]
+	}
+	return rev.endpointByAddr(addr)
+}
+
+func (rev *revision) endpointByCgroup(root string, p flow.Process) uint32 {
+	for id, ep := range rev.endpoints {
+		if ep.CgroupPath == "" {
+			continue
+		}
+		if p.CgroupID != 0 && p.CgroupID == ep.CgroupID {
+			return id
+		}
+		if p.Cgroup != "" {
+			abs := filepath.Join(root, p.Cgroup)
+			if abs == ep.CgroupPath || strings.HasPrefix(abs, ep.CgroupPath+"/") {
+				return id
+			}
+		}
+	}
+	return 0
+}
+
+func (rev *revision) endpointByAddr(addr netip.Addr) (uint32, *endpoint.Endpoint) {
+	addr = addr.Unmap()
+	for id, ep := range rev.endpoints {
+		for _, a := range ep.Addrs() {
+			if a == addr {
+				return id, ep
+			}
+		}
+	}
+	return 0, nil
+}
+
+func unmapped(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// conns remembers what the kernel reported about TCP connections, so
+// that the exchanges observed on them carry the policies that allowed
+// them. Keys: the 5-tuple where the hook knew it (ingress SYNs, packet
+// hooks), and (client pid, server address) for connect(), where the
+// client's port is not bound yet. Bounded: two generations of maxConns
+// entries each; the older is dropped when the newer fills.
+type conns struct {
+	mu       sync.Mutex
+	cur, old connMaps
+}
+
+type connMaps struct {
+	ingress, egress map[connKey]*connSide
+	byPID           map[pidKey]*connSide
+}
+
+type connKey struct{ client, server netip.AddrPort }
+
+type pidKey struct {
+	pid    uint32
+	server netip.AddrPort
+}
+
+const maxConns = 1 << 15
+
+func newConnMaps() connMaps {
+	return connMaps{ingress: map[connKey]*connSide{}, egress: map[connKey]*connSide{}, byPID: map[pidKey]*connSide{}}
+}
+
+func (m connMaps) len() int { return len(m.ingress) + len(m.egress) + len(m.byPID) }
+
+// record keeps a reported TCP verdict of a connection that went through.
+func (c *conns) record(v *Verdict) {
+	if v.Proto != resolve.ProtoTCP || v.Outcome == Dropped {
+		return
+	}
+	s := &connSide{outcome: v.Outcome, matchType: v.MatchType, revision: v.Revision, allowedBy: v.AllowedBy, deniedBy: v.DeniedBy}
+	client, server := unmapped(v.Source.Addr), unmapped(v.Destination.Addr)
+	if v.Direction == resolve.Egress {
+		s.local, s.remote = v.Source, v.Destination
+	} else {
+		s.local, s.remote = v.Destination, v.Source
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur.ingress == nil {
+		c.cur, c.old = newConnMaps(), newConnMaps()
+	}
+	if c.cur.len() >= maxConns {
+		c.old, c.cur = c.cur, newConnMaps()
+	}
+	switch {
+	case v.Direction == resolve.Ingress:
+		c.cur.ingress[connKey{client, server}] = s
+	case client.Port() != 0:
+		c.cur.egress[connKey{client, server}] = s
+	}
+	if v.Direction == resolve.Egress && v.Process.PID != 0 {
+		c.cur.byPID[pidKey{v.Process.PID, server}] = s
+	}
+}
+
+// lookup returns the reported verdicts of a connection's two directions;
+// pid is the observed process's, which is the client's when isClient.
+func (c *conns) lookup(client, server netip.AddrPort, pid uint32, isClient bool) (in, eg *connSide) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur.ingress == nil {
+		return nil, nil
+	}
+	k := connKey{client, server}
+	for _, m := range []connMaps{c.cur, c.old} {
+		if in == nil {
+			in = m.ingress[k]
+		}
+		if eg == nil {
+			eg = m.egress[k]
+		}
+		if eg == nil && isClient && pid != 0 {
+			eg = m.byPID[pidKey{pid, server}]
+		}
+	}
+	return in, eg
+}
