@@ -478,7 +478,14 @@ func tracedModes(b *testing.B, cgroup string) []tracedMode {
 // until the benchmark ends.
 func startTraced(b *testing.B, opts Options, object string) func() Stats {
 	if object != "" {
-		loadSpec = func() (*ebpf.CollectionSpec, error) { return ebpf.LoadCollectionSpec(object) }
+		spec, err := ebpf.LoadCollectionSpec(object)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, ok := spec.Variables[sextantVarMirrorOn]; !ok {
+			opts.noMirror = true // an object from before mirroring
+		}
+		loadSpec = func() (*ebpf.CollectionSpec, error) { return spec.Copy(), nil }
 		defer func() { loadSpec = loadSextant }()
 	}
 	p, err := Load(opts)

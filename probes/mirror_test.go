@@ -113,6 +113,67 @@ func TestMirrorMatchesWalk(t *testing.T) {
 	}
 }
 
+// Attached to a connection already open (its HPACK state and stream
+// numbers established unseen): both instances join it midstream. Only
+// connections seen from their first byte are offered (bpf/mirror.h: the
+// offer is made where the walk is exact from byte 0), so here the
+// mirrored instance's reader walks its bytes itself, and its events are
+// the walked instance's.
+func TestMirrorMatchesWalkMidstream(t *testing.T) {
+	testbed.RequireRoot(t)
+	if c, err := chooseCapture(CaptureAuto, false); err != nil || c != CaptureSocket {
+		t.Skip("mirroring is a socket capture feature")
+	}
+	addr := h2cServer(t)
+	client := h2cClient()
+	defer client.CloseIdleConnections()
+	doRequests(t, client, addr, 5, "before")
+
+	mirrored, err := Load(Options{TraceSelf: true, Capture: CaptureSocket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mirrored.Close()
+	walked, err := Load(Options{TraceSelf: true, Capture: CaptureSocket, noMirror: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer walked.Close()
+	var mu sync.Mutex
+	evs := map[*Probes][]*Event{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, p := range []*Probes{mirrored, walked} {
+		wg.Go(func() {
+			p.Run(ctx, func(ev *Event) { mu.Lock(); evs[p] = append(evs[p], ev); mu.Unlock() })
+		})
+	}
+	doRequests(t, client, addr, 25, "after")
+	settle(func() int { mu.Lock(); defer mu.Unlock(); return len(evs[mirrored]) + len(evs[walked]) })
+	cancel()
+	wg.Wait()
+
+	for _, p := range []*Probes{mirrored, walked} {
+		if ps := p.Stats(); ps.Lost() != 0 || ps.MirrorLate != 0 {
+			t.Errorf("drops %v, mirror late %d", ps.Drops, ps.MirrorLate)
+		}
+	}
+	gm, gw := group(evs[mirrored]), group(evs[walked])
+	for id, c := range gm.conns {
+		if (c.Local.String() == addr || c.Remote.String() == addr) && c.Proto != ProtoH2Midstream {
+			t.Errorf("conn %d proto %s, want h2-midstream", id, c.Proto)
+		}
+	}
+	if ends := compareEnds(t, gm, gw, addr); ends < 4 {
+		t.Errorf("%d connection ends compared, want the connection's two", ends)
+	}
+	for _, ev := range evs[mirrored] {
+		if ev.Mirrored && gm.conns[ev.ConnID] != nil && gm.conns[ev.ConnID].Proto == ProtoH2Midstream {
+			t.Fatalf("a connection joined midstream was mirrored: %+v", ev)
+		}
+	}
+}
+
 // compareEnds checks every traced end of a connection to addr: the same
 // frames in both groups, per direction. Returns how many directions it
 // compared.
