@@ -33,25 +33,8 @@ func TestMirrorMatchesWalk(t *testing.T) {
 		t.Skip("mirroring is a socket capture feature")
 	}
 	h2load, nghttpd := needTool(t, "h2load"), needTool(t, "nghttpd")
-	mirrored, err := Load(Options{TraceSelf: true, Capture: CaptureSocket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mirrored.Close()
-	walked, err := Load(Options{TraceSelf: true, Capture: CaptureSocket, noMirror: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer walked.Close()
-	var mu sync.Mutex
-	evs := map[*Probes][]*Event{}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, p := range []*Probes{mirrored, walked} {
-		wg.Go(func() {
-			p.Run(ctx, func(ev *Event) { mu.Lock(); evs[p] = append(evs[p], ev); mu.Unlock() })
-		})
-	}
+	sbs := startSideBySide(t)
+	mirrored, walked := sbs.mirrored, sbs.walked
 
 	var addrs []string
 	addr := h2cServer(t)
@@ -71,9 +54,7 @@ func TestMirrorMatchesWalk(t *testing.T) {
 	}
 	addrs = append(addrs, addr)
 
-	settle(func() int { mu.Lock(); defer mu.Unlock(); return len(evs[mirrored]) + len(evs[walked]) })
-	cancel()
-	wg.Wait()
+	evs := sbs.stop(t)
 
 	st := mirrored.Stats()
 	if st.Mirrored == 0 {
@@ -83,13 +64,6 @@ func TestMirrorMatchesWalk(t *testing.T) {
 		t.Errorf("noMirror instance mirrored %d chunks", walked.Stats().Mirrored)
 	}
 	t.Logf("mirrored instance: %d chunks walked, %d not walked", st.Chunks, st.Mirrored)
-	// Nothing lost on either side (the walking reader too: a reset after
-	// grpc-go's last frames once looked like a FIN to it).
-	for _, p := range []*Probes{mirrored, walked} {
-		if ps := p.Stats(); ps.Lost() != 0 || ps.MirrorLate != 0 {
-			t.Errorf("drops %v, mirror late %d", ps.Drops, ps.MirrorLate)
-		}
-	}
 	gm, gw := group(evs[mirrored]), group(evs[walked])
 	for _, addr := range addrs {
 		ends := compareEnds(t, gm, gw, addr)
@@ -129,35 +103,10 @@ func TestMirrorMatchesWalkMidstream(t *testing.T) {
 	defer client.CloseIdleConnections()
 	doRequests(t, client, addr, 5, "before")
 
-	mirrored, err := Load(Options{TraceSelf: true, Capture: CaptureSocket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mirrored.Close()
-	walked, err := Load(Options{TraceSelf: true, Capture: CaptureSocket, noMirror: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer walked.Close()
-	var mu sync.Mutex
-	evs := map[*Probes][]*Event{}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, p := range []*Probes{mirrored, walked} {
-		wg.Go(func() {
-			p.Run(ctx, func(ev *Event) { mu.Lock(); evs[p] = append(evs[p], ev); mu.Unlock() })
-		})
-	}
+	sbs := startSideBySide(t)
+	mirrored, walked := sbs.mirrored, sbs.walked
 	doRequests(t, client, addr, 25, "after")
-	settle(func() int { mu.Lock(); defer mu.Unlock(); return len(evs[mirrored]) + len(evs[walked]) })
-	cancel()
-	wg.Wait()
-
-	for _, p := range []*Probes{mirrored, walked} {
-		if ps := p.Stats(); ps.Lost() != 0 || ps.MirrorLate != 0 {
-			t.Errorf("drops %v, mirror late %d", ps.Drops, ps.MirrorLate)
-		}
-	}
+	evs := sbs.stop(t)
 	gm, gw := group(evs[mirrored]), group(evs[walked])
 	for id, c := range gm.conns {
 		if (c.Local.String() == addr || c.Remote.String() == addr) && c.Proto != ProtoH2Midstream {
@@ -172,6 +121,55 @@ func TestMirrorMatchesWalkMidstream(t *testing.T) {
 			t.Fatalf("a connection joined midstream was mirrored: %+v", ev)
 		}
 	}
+}
+
+// sideBySide: two instances on the same traffic, one mirroring, one whose
+// readers walk their bytes themselves, each read into its own events.
+type sideBySide struct {
+	mirrored, walked *Probes
+	mu               sync.Mutex
+	evs              map[*Probes][]*Event
+	cancel           context.CancelFunc
+	wg               sync.WaitGroup
+}
+
+func startSideBySide(t *testing.T) *sideBySide {
+	t.Helper()
+	s := &sideBySide{evs: map[*Probes][]*Event{}}
+	var err error
+	if s.mirrored, err = Load(Options{TraceSelf: true, Capture: CaptureSocket}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.mirrored.Close() })
+	if s.walked, err = Load(Options{TraceSelf: true, Capture: CaptureSocket, noMirror: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.walked.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	for _, p := range []*Probes{s.mirrored, s.walked} {
+		s.wg.Go(func() {
+			p.Run(ctx, func(ev *Event) { s.mu.Lock(); s.evs[p] = append(s.evs[p], ev); s.mu.Unlock() })
+		})
+	}
+	t.Cleanup(func() { cancel(); s.wg.Wait() }) // before the Closes: a test that failed early
+	return s
+}
+
+// stop reads until the records queued are in, stops both and checks that
+// nothing was lost on either side (the walking reader too: a reset after
+// grpc-go's last frames once looked like a FIN to it).
+func (s *sideBySide) stop(t *testing.T) map[*Probes][]*Event {
+	t.Helper()
+	settle(func() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.evs[s.mirrored]) + len(s.evs[s.walked]) })
+	s.cancel()
+	s.wg.Wait()
+	for _, p := range []*Probes{s.mirrored, s.walked} {
+		if ps := p.Stats(); ps.Lost() != 0 || ps.MirrorLate != 0 {
+			t.Errorf("drops %v, mirror late %d", ps.Drops, ps.MirrorLate)
+		}
+	}
+	return s.evs
 }
 
 // compareEnds checks every traced end of a connection to addr: the same
