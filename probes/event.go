@@ -252,9 +252,10 @@ func decode(b []byte, monoToRT int64, m *mirror, sink func(*Event)) (int, error)
 	p := b[sizeChunk : sizeChunk+dataLen]
 	n := 0
 	var l *peerLink
-	var hold bool
+	var firstOnly, hold bool
 	if m != nil && hdr.Dir == Egress {
-		l, hold = m.egressRecord(hdr.ConnID, le.Uint16(b[34:])&chunkOffered != 0, le.Uint32(b[36:]), le.Uint32(b[40:]))
+		l, firstOnly, hold = m.egressRecord(hdr.ConnID, le.Uint16(b[34:])&chunkOffered != 0,
+			le.Uint32(b[36:]), le.Uint32(b[40:]), le.Uint32(b[44:]))
 	}
 	for i := 0; i < entries; i++ {
 		if len(p) < sizeEntry {
@@ -273,7 +274,7 @@ func decode(b []byte, monoToRT int64, m *mirror, sink func(*Event)) (int, error)
 		// The sink owns ev: copies first.
 		var turned *Event
 		switch {
-		case l != nil:
+		case l != nil && (i == 0 || !firstOnly):
 			turned = l.turn(copyEvent(ev))
 		case hold:
 			m.hold(ev)

@@ -57,16 +57,25 @@ func newMirror() *mirror {
 }
 
 // egressRecord is told, before its events, of an egress chunk record of
-// conn, whether it was offered and the TCP positions of its bytes; it
-// says what to do with its events: turn each around for a reader (l),
-// hold copies, or nothing.
-func (m *mirror) egressRecord(conn uint64, offered bool, start, end uint32) (l *peerLink, hold bool) {
+// conn, whether it was offered and the TCP positions of its bytes (first:
+// where its first entry's begin, before start when that entry sums DATA
+// of earlier chunks); it says what to do with its events: turn them
+// around for a reader (l; only the first when firstOnly), hold copies, or
+// nothing.
+func (m *mirror) egressRecord(conn uint64, offered bool, start, end, first uint32) (l *peerLink, firstOnly, hold bool) {
 	if l := m.byWriter[conn]; l != nil {
 		l.end = end
 		if l.closing != nil && int32(start-l.readTo) >= 0 {
-			return nil, false // bytes the reader, closed, never read
+			// Bytes the reader, closed, never read; but a summary of
+			// DATA it did read (flushed by the writer's next entry, a
+			// GOAWAY at shutdown) is the reader's: a walking reader
+			// ships it at its close.
+			if int32(first-l.readTo) < 0 {
+				return l, true, false
+			}
+			return nil, false, false
 		}
-		return l, false
+		return l, false, false
 	}
 	if offered {
 		if _, ok := m.held[conn]; !ok && len(m.held) >= maxHeldWriters {
@@ -75,11 +84,11 @@ func (m *mirror) egressRecord(conn uint64, offered bool, start, end uint32) (l *
 				break
 			}
 		}
-		return nil, true
+		return nil, false, true
 	}
 	// The offer closed unclaimed: nobody will ask for these.
 	m.drop(conn)
-	return nil, false
+	return nil, false, false
 }
 
 // egressDone: the events of writer's record went out; a reader's close

@@ -113,7 +113,7 @@ type sextantEvChunk struct {
 	Flags    uint16
 	TcpStart uint32
 	TcpEnd   uint32
-	Pad      uint32
+	FirstTcp uint32
 }
 
 type sextantEvConn struct {
@@ -295,47 +295,47 @@ type sextantWork struct {
 		}
 		_ [16]byte
 	}
-	Ts         uint64
-	ConnId     uint64
-	Sk         uint64
-	Buf        uint64
-	SegBase    uint64
-	Shipped    uint64
-	Pid        uint32
-	Tid        uint32
-	Dir        uint32
-	Len        uint32
-	Pos        uint32
-	WinStart   uint32
-	WinEnd     uint32
-	Iovcnt     uint32
-	SegIdx     uint32
-	SegStart   uint32
-	SegLen     uint32
-	IovFirst   uint32
-	IovHave    uint32
-	Fd         uint32
-	KnownFd    uint32
-	RecLen     uint32
-	RecEntries uint32
-	RecSeq0    uint32
-	EntOff     uint32
-	RecFlags   uint32
-	TcpBase    uint32
-	Src        uint8
-	Vectored   uint8
-	SegValid   uint8
-	EntOpen    uint8
-	EntData    uint8
-	SocketPath uint8
-	H1Upgraded uint8
-	H1ReqDir   uint8
-	Peek       [32]uint8
-	H1Reqs     uint32
-	H1Resps    uint32
-	_          [4]byte
-	H1HeadBits uint64
-	Iov        [32]struct {
+	Ts          uint64
+	ConnId      uint64
+	Sk          uint64
+	Buf         uint64
+	SegBase     uint64
+	Shipped     uint64
+	Pid         uint32
+	Tid         uint32
+	Dir         uint32
+	Len         uint32
+	Pos         uint32
+	WinStart    uint32
+	WinEnd      uint32
+	Iovcnt      uint32
+	SegIdx      uint32
+	SegStart    uint32
+	SegLen      uint32
+	IovFirst    uint32
+	IovHave     uint32
+	Fd          uint32
+	KnownFd     uint32
+	RecLen      uint32
+	RecEntries  uint32
+	RecSeq0     uint32
+	RecFirstTcp uint32
+	EntOff      uint32
+	RecFlags    uint32
+	TcpBase     uint32
+	Src         uint8
+	Vectored    uint8
+	SegValid    uint8
+	EntOpen     uint8
+	EntData     uint8
+	SocketPath  uint8
+	H1Upgraded  uint8
+	H1ReqDir    uint8
+	Peek        [32]uint8
+	H1Reqs      uint32
+	H1Resps     uint32
+	H1HeadBits  uint64
+	Iov         [32]struct {
 		_    structs.HostLayout
 		Base uint64
 		Len  uint64

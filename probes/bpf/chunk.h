@@ -70,6 +70,7 @@ struct work {
 	__u32 rec_len;     /* entry bytes in the record */
 	__u32 rec_entries;
 	__u32 rec_seq0;    /* seq of the record's first entry */
+	__u32 rec_first_tcp; /* ev_chunk.first_tcp of the record */
 	__u32 ent_off;     /* HTTP/1: the open entry's offset in the record */
 	__u32 rec_flags;   /* ev_chunk.flags of the chunk's records */
 	__u32 tcp_base;    /* TCP sequence number of the span's first byte */
@@ -444,7 +445,7 @@ __noinline int rec_flush(__u32 slot)
 	r->h.flags = w->rec_flags;
 	r->h.tcp_start = w->tcp_base;
 	r->h.tcp_end = w->tcp_base + w->pos;
-	r->h._pad = 0;
+	r->h.first_tcp = w->rec_first_tcp;
 	__u32 size = sizeof(struct ev_chunk) + n;
 	/* Wakeups by what this CPU (slot) shipped, not by querying the ring:
 	 * its positions are cache lines the reader and every CPU write, and
@@ -481,8 +482,10 @@ static __always_inline struct ev_entry *rec_entry(struct work *w, struct rec_buf
 	struct ev_entry *e = (void *)&r->data[off];
 	__builtin_memset(e, 0, sizeof(*e));
 	e->kind = kind;
-	if (w->rec_entries == 0)
+	if (w->rec_entries == 0) {
 		w->rec_seq0 = w->st.seq;
+		w->rec_first_tcp = w->tcp_base;
+	}
 	w->st.seq++;
 	w->rec_entries++;
 	w->rec_len = off + sizeof(struct ev_entry);

@@ -113,7 +113,8 @@ struct ev_chunk {
 	__u16 flags;          /* enum chunk_flag */
 	__u32 tcp_start;      /* TCP sequence numbers of the bytes walked for it: from */
 	__u32 tcp_end;        /* the chunk's first byte to after the last one */
-	__u32 _pad;
+	__u32 first_tcp;      /* where the bytes of the first entry begin: before
+	                         tcp_start when it sums DATA of earlier chunks */
 };
 
 struct ev_peer {

@@ -198,6 +198,8 @@ __noinline int acc_flush(__u32 slot)
 	if (!w || !r || !w->st.h2.acc_on)
 		return 0;
 	struct ev_entry *e = rec_entry(w, r, slot, EV_H2_FRAME);
+	if (w->rec_entries == 1)
+		w->rec_first_tcp = w->st.pend_tcp; /* its bytes began there */
 	e->type = F_DATA;
 	e->flags = w->st.h2.acc_flags;
 	e->stream_id = w->st.h2.acc_stream;
