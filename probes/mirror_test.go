@@ -125,6 +125,8 @@ func TestMirrorMatchesWalkMidstream(t *testing.T) {
 
 // sideBySide: two instances on the same traffic, one mirroring, one whose
 // readers walk their bytes themselves, each read into its own events.
+// Both are scoped to a cgroup the test process joins (its children too):
+// other tests' traffic on the host stays out of their events and counters.
 type sideBySide struct {
 	mirrored, walked *Probes
 	mu               sync.Mutex
@@ -136,12 +138,14 @@ type sideBySide struct {
 func startSideBySide(t *testing.T) *sideBySide {
 	t.Helper()
 	s := &sideBySide{evs: map[*Probes][]*Event{}}
+	cg := testbed.NewCgroup(t, "mirror")
+	cg.Join(t)
 	var err error
-	if s.mirrored, err = Load(Options{TraceSelf: true, Capture: CaptureSocket}); err != nil {
+	if s.mirrored, err = Load(Options{TraceSelf: true, Capture: CaptureSocket, Cgroup: cg.Dir}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.mirrored.Close() })
-	if s.walked, err = Load(Options{TraceSelf: true, Capture: CaptureSocket, noMirror: true}); err != nil {
+	if s.walked, err = Load(Options{TraceSelf: true, Capture: CaptureSocket, Cgroup: cg.Dir, noMirror: true}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.walked.Close() })
