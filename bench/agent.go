@@ -24,6 +24,7 @@ import (
 
 	"github.com/sextant/sextant/collector"
 	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/identity"
 	"github.com/sextant/sextant/probes"
 )
 
@@ -43,10 +44,18 @@ const clockTicks = 100
 type agentLauncher struct {
 	binary string // empty: in-process pipeline child
 	flags  []string
+	policy *benchPolicy // with the agent+policy mode
 }
 
 func newAgentLauncher(cfg config) (agentLauncher, error) {
 	if cfg.agent == "inproc" {
+		if cfg.ownCgroup {
+			own, err := ownCgroup()
+			if err != nil {
+				return agentLauncher{}, err
+			}
+			os.Setenv(ownCgroupEnv, filepath.Join(identity.Cgroup2Mount("/proc/self/mountinfo"), own))
+		}
 		return agentLauncher{}, nil
 	}
 	bin := cfg.agent
@@ -56,7 +65,32 @@ func newAgentLauncher(cfg config) (agentLauncher, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return agentLauncher{}, fmt.Errorf("agent binary: %w (build it: go build -o bin/sextant ./cmd/sextant; or run with -agent inproc)", err)
 	}
-	return agentLauncher{binary: bin, flags: splitFlags(cfg.agentFlags)}, nil
+	a := agentLauncher{binary: bin, flags: splitFlags(cfg.agentFlags)}
+	if cfg.ownCgroup {
+		own, err := ownCgroup()
+		if err != nil {
+			return a, err
+		}
+		a.flags = append(a.flags, "--cgroup", own)
+	}
+	return a, nil
+}
+
+// ownCgroupEnv tells the -agent inproc child the cgroup directory to
+// capture in (-own-cgroup).
+const ownCgroupEnv = "SEXTANT_BENCH_CGROUP_DIR"
+
+// ownCgroup is this process's cgroup v2 path, relative to the mount.
+func ownCgroup() (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	own := identity.UnifiedCgroup(b)
+	if own == "" {
+		return "", errors.New("-own-cgroup: this process is in no cgroup v2 hierarchy")
+	}
+	return own, nil
 }
 
 func (a agentLauncher) String() string {
@@ -79,9 +113,10 @@ type runningAgent struct {
 
 	childEvents, childDrops, childGaps uint64
 
-	metricsURL string     // binary agent: its /metrics
-	socket     string     // binary agent: its Observer API (for a relay)
-	relay      *relayProc // modeFull
+	after      func() error // after the agent stopped (agent+policy: its pins removed)
+	metricsURL string       // binary agent: its /metrics
+	socket     string       // binary agent: its Observer API (for a relay)
+	relay      *relayProc   // modeFull
 	before     snapshot
 }
 
@@ -101,6 +136,10 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 			"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort)}, a.flags...)
 		if m == modeMetricsOnly {
 			args = append(args, "--metrics-only")
+		}
+		if m == modePolicy {
+			args = append(args, a.policy.agentFlags()...)
+			ra.after = func() error { return a.policy.cleanup(a.binary) }
 		}
 		cmd = exec.Command(a.binary, args...)
 		cmd.Stdout = os.Stderr // the agent's logs are not the bench's output
@@ -146,6 +185,12 @@ func (a agentLauncher) start(ctx context.Context, dir string, m mode) (*runningA
 	if err := ra.waitReady(ctx); err != nil {
 		ra.stop()
 		return nil, err
+	}
+	if m == modePolicy {
+		if err := waitEnforced(ra.metricsURL); err != nil {
+			ra.stop()
+			return nil, err
+		}
 	}
 	if withRelay {
 		if a.binary == "" {
@@ -205,7 +250,9 @@ func (ra *runningAgent) waitReady(ctx context.Context) error {
 	return errors.New("agent not ready after 2m")
 }
 
-func (ra *runningAgent) stop() {
+// stop ends the agent (and relay) and undoes what outlives them; an error
+// there means the next runs would not be what they say.
+func (ra *runningAgent) stop() error {
 	if ra.relay != nil {
 		ra.relay.stop()
 	}
@@ -219,6 +266,10 @@ func (ra *runningAgent) stop() {
 		_ = ra.cmd.Process.Kill()
 		<-ra.exited
 	}
+	if ra.after != nil {
+		return ra.after()
+	}
+	return nil
 }
 
 // snapshot is the agent's cumulative counters at one moment.
@@ -559,7 +610,7 @@ func runChildAgent(discard bool) error {
 			}
 		}()
 	}
-	p, err := probes.Load(probes.Options{})
+	p, err := probes.Load(probes.Options{Cgroup: os.Getenv(ownCgroupEnv)})
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ type grpcServer struct {
 	port  int
 }
 
-func startGRPCServer(ctx context.Context) (*grpcServer, error) {
+func startGRPCServer(ctx context.Context, pol *benchPolicy) (*grpcServer, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -69,6 +69,7 @@ func startGRPCServer(ctx context.Context) (*grpcServer, error) {
 	cmd := exec.CommandContext(ctx, exe, childGRPCArg)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	pol.inCgroup(cmd.SysProcAttr)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -26,7 +26,7 @@ type server struct {
 // bodyName is the document nghttpd serves with n bytes.
 func bodyName(n int) string { return fmt.Sprintf("body-%d", n) }
 
-func startNghttpd(ctx context.Context, dir string, bodySizes []int) (*server, error) {
+func startNghttpd(ctx context.Context, dir string, bodySizes []int, pol *benchPolicy) (*server, error) {
 	docroot := filepath.Join(dir, "htdocs")
 	if err := os.MkdirAll(docroot, 0o755); err != nil {
 		return nil, err
@@ -48,6 +48,7 @@ func startNghttpd(ctx context.Context, dir string, bodySizes []int) (*server, er
 		l.Close()
 		cmd := exec.CommandContext(ctx, "nghttpd", "-a", "127.0.0.1", "--no-tls", "-d", docroot, strconv.Itoa(port))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		pol.inCgroup(cmd.SysProcAttr)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {

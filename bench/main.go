@@ -55,6 +55,8 @@ type config struct {
 	warmup        int
 	keepTmp       bool
 	agentFlags    string
+	policyRules   int  // agent+policy: filler rules
+	ownCgroup     bool // observe only the bench's own cgroup subtree
 	mdPath        string
 	svgPath       string
 	command       string
@@ -80,10 +82,12 @@ func main() {
 	flag.BoolVar(&cfg.short, "short", false, "smoke run: every mode once with a few hundred requests, nothing written (CI); -workloads and -capacity given explicitly are kept")
 	flag.StringVar(&cfg.agent, "agent", "bin/sextant", `sextant binary run as "<binary> agent", or "inproc" for the probes+collector pipeline in a child process (no relay mode)`)
 	flag.StringVar(&cfg.agentFlags, "agent-flags", "--log-level warn", "extra flags for `sextant agent` (space separated)")
-	flag.StringVar(&modes, "modes", "baseline,probes,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy", "modes, interleaved in every round: baseline (nothing observes), probes (the kernel programs only: records read and discarded), agent-metrics (agent --metrics-only: /metrics, no flows kept), agent (agent keeping flows in its ring, nobody following, and /metrics), agent+relay (a relay follows every flow), agent+relay+exporters (the relay also writes every flow to its embedded store), proxy (nghttpx in the path, no agent)")
+	flag.StringVar(&modes, "modes", "baseline,probes,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy", "modes, interleaved in every round: baseline (nothing observes), probes (the kernel programs only: records read and discarded), agent-metrics (agent --metrics-only: /metrics, no flows kept), agent (agent keeping flows in its ring, nobody following, and /metrics), agent+relay (a relay follows every flow), agent+relay+exporters (the relay also writes every flow to its embedded store), agent+policy (agent with a CiliumNetworkPolicy enforced on the servers, -policy-rules), proxy (nghttpx in the path, no agent)")
 	flag.StringVar(&workloads, "workloads", "1000:small,5000:small,5000:16k,0:small,grpc-unary:1000:small,grpc-stream:1000:small,grpc-unary:0:small", "workloads rate:size (rate in req/s, 0 = saturation; size small = 128 B, 16k = 16 KiB, or bytes): h2load → nghttpd; grpc-unary:rate:size and grpc-stream:rate:size: a Go gRPC client → the interop TestService (a stream returns 4 messages of size)")
 	flag.StringVar(&capacity, "capacity", "10000,20000,40000,60000,0", "request rates stepped with the agent to find the highest lossless one ('' to skip)")
 	flag.StringVar(&capacityModes, "capacity-modes", "agent-metrics,agent,agent+relay", "agent modes the capacity steps run in")
+	flag.IntVar(&cfg.policyRules, "policy-rules", 100, "agent+policy: filler rules (never matching) before the one that allows the traffic")
+	flag.BoolVar(&cfg.ownCgroup, "own-cgroup", false, "observe only the bench's own cgroup v2 subtree (the bench, its load generators and servers: agent --cgroup), not the rest of the host; for a bench that shares the host with other work, such as the test suite")
 	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs every mode once per workload, order rotated per round")
 	flag.DurationVar(&cfg.perRun, "d", 5*time.Second, "length of a fixed-rate run (requests = rate × d)")
 	flag.IntVar(&cfg.satN, "sat-n", 60000, "requests of a saturation run")
@@ -270,18 +274,34 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		sizes = append(sizes, w.bodyBytes)
 	}
 	sizes = append(sizes, 128) // capacity steps
-	srv, err := startNghttpd(ctx, tmp, sizes)
+	if slices.Contains(cfg.modes, modePolicy) {
+		if agent.binary == "" {
+			return fmt.Errorf("mode %s needs the sextant binary (-agent), not inproc", modePolicy)
+		}
+		if agent.policy, err = newBenchPolicy(tmp, cfg.policyRules); err != nil {
+			return err
+		}
+		defer agent.policy.close() // after the servers in its cgroup stopped
+	}
+	srv, err := startNghttpd(ctx, tmp, sizes, agent.policy)
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
+	ports := []int{srv.port}
 	b := &bench{cfg: cfg, agent: agent, srv: srv, dir: tmp, out: out}
 	if slices.ContainsFunc(cfg.workloads, func(w workload) bool { return w.grpc != "" }) {
-		if b.grpc, err = startGRPCServer(ctx); err != nil {
+		if b.grpc, err = startGRPCServer(ctx, agent.policy); err != nil {
 			return err
 		}
 		defer b.grpc.stop()
+		ports = append(ports, b.grpc.port)
 		fmt.Fprintf(out, "gRPC workloads: Go client (%d connections) → interop TestService 127.0.0.1:%d (child process)\n", cfg.clients, b.grpc.port)
+	}
+	if agent.policy != nil {
+		if err := agent.policy.write(ports...); err != nil {
+			return err
+		}
 	}
 	env := describeMachine()
 	fmt.Fprintf(out, "sextant bench: h2load (%d clients, -m %d) → nghttpd 127.0.0.1:%d; modes %v; %d round(s); agent: %s\n",
@@ -413,18 +433,22 @@ func (b *bench) requests(w workload) int {
 
 // measure runs h2load once in a mode: with a freshly started agent (and
 // relay), through a freshly started proxy, or direct.
-func (b *bench) measure(ctx context.Context, w workload, m mode, round int) (result, error) {
+func (b *bench) measure(ctx context.Context, w workload, m mode, round int) (_ result, err error) {
 	n := b.requests(w)
 	r := result{w: w, mode: m, round: round, requests: n}
 	port := b.port(w)
 	var ag *runningAgent
 	switch m {
-	case modeProbes, modeMetricsOnly, modeAgent, modeFull, modeExporters:
+	case modeProbes, modeMetricsOnly, modeAgent, modeFull, modeExporters, modePolicy:
 		var err error
 		if ag, err = b.agent.start(ctx, b.dir, m); err != nil {
 			return r, err
 		}
-		defer ag.stop()
+		defer func() {
+			if serr := ag.stop(); err == nil {
+				err = serr
+			}
+		}()
 		if err := ag.begin(); err != nil {
 			return r, err
 		}

@@ -50,6 +50,10 @@ const (
 	// and is written to ClickHouse tables. Prometheus needs no mode of
 	// its own: the agent always serves /metrics.
 	modeExporters mode = "agent+relay+exporters"
+	// modePolicy: the agent mode with the policy stage enforcing a
+	// CiliumNetworkPolicy on the servers (benchPolicy): every connection
+	// decided in the kernel, every verdict a flow.
+	modePolicy mode = "agent+policy"
 	// modeProxy: no agent, but nghttpx (nghttp2-proxy) in the path as the
 	// stand-in for a sidecar proxy: h2load → nghttpx → nghttpd.
 	modeProxy mode = "proxy"
@@ -60,11 +64,11 @@ func parseModes(s string) ([]mode, error) {
 	for _, f := range strings.Split(s, ",") {
 		m := mode(strings.TrimSpace(f))
 		switch m {
-		case modeBaseline, modeProbes, modeMetricsOnly, modeAgent, modeFull, modeExporters, modeProxy:
+		case modeBaseline, modeProbes, modeMetricsOnly, modeAgent, modeFull, modeExporters, modePolicy, modeProxy:
 			ms = append(ms, m)
 		case "":
 		default:
-			return nil, fmt.Errorf("unknown mode %q (baseline, probes, agent-metrics, agent, agent+relay, agent+relay+exporters, proxy)", m)
+			return nil, fmt.Errorf("unknown mode %q (baseline, probes, agent-metrics, agent, agent+relay, agent+relay+exporters, agent+policy, proxy)", m)
 		}
 	}
 	if len(ms) == 0 {
@@ -74,7 +78,7 @@ func parseModes(s string) ([]mode, error) {
 }
 
 func (m mode) withAgent() bool {
-	return m == modeProbes || m == modeMetricsOnly || m == modeAgent || m == modeFull || m == modeExporters
+	return m == modeProbes || m == modeMetricsOnly || m == modeAgent || m == modeFull || m == modeExporters || m == modePolicy
 }
 
 // withRelay: the mode runs a relay after the agent.

@@ -17,8 +17,8 @@ import (
 // stay under a minute: the in-process pipeline runs baseline, agent and
 // proxy on h2load at a fixed rate and at saturation plus one capacity step;
 // the sextant binary runs every mode (baseline, agent, agent+relay,
-// agent+relay+exporters with the embedded store, proxy) on h2load at a
-// fixed rate, and baseline, agent and proxy on the gRPC unary and
+// agent+relay+exporters with the embedded store, agent+policy, proxy) on h2load at a
+// fixed rate, and baseline, agent, agent+policy and proxy on the gRPC unary and
 // server-streaming workloads; a few hundred requests each, plus one
 // kernel-time run per workload. It must finish, print every figure, and
 // the agent must have seen the load (2 flows per request at least) without
@@ -62,15 +62,15 @@ func TestBenchSmoke(t *testing.T) {
 		sextant := filepath.Join(tmp, "sextant")
 		build(sextant, "./cmd/sextant")
 		runs["binary"] = smoke{
-			args: []string{"-agent", sextant, "-modes", "baseline,probes,agent-metrics,agent,agent+relay,agent+relay+exporters,proxy",
+			args: []string{"-agent", sextant, "-modes", "baseline,probes,agent-metrics,agent,agent+relay,agent+relay+exporters,agent+policy,proxy",
 				"-workloads", "500:small", "-capacity", ""},
-			modes:     []string{"baseline", "probes", "agent-metrics", "agent", `agent\+relay`, `agent\+relay\+exporters`, "proxy"},
+			modes:     []string{"baseline", "probes", "agent-metrics", "agent", `agent\+relay`, `agent\+relay\+exporters`, `agent\+policy`, "proxy"},
 			workloads: []string{`500 req/s, 128 B`},
 		}
 		runs["binary-grpc"] = smoke{
-			args: []string{"-agent", sextant, "-modes", "baseline,agent,proxy",
+			args: []string{"-agent", sextant, "-modes", "baseline,agent,agent+policy,proxy",
 				"-workloads", "grpc-unary:200:small,grpc-stream:200:small", "-capacity", ""},
-			modes:     []string{"baseline", "agent", "proxy"},
+			modes:     []string{"baseline", "agent", `agent\+policy`, "proxy"},
 			workloads: []string{`gRPC unary 200 calls/s, 128 B`, `gRPC stream 200 calls/s, 128 B`},
 		}
 	} else if os.Getenv("CI") == "true" {
@@ -78,7 +78,10 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	for name, run := range runs {
 		t.Run(name, func(t *testing.T) {
-			cmd := exec.Command(bench, append([]string{"-short"}, run.args...)...)
+			// In a cgroup of its own, its agents scoped to it: the other
+			// packages' tests running beside it are not its load.
+			cg := testbed.NewCgroup(t, "bench-"+name)
+			cmd := cg.Command(bench, append([]string{"-short", "-own-cgroup"}, run.args...)...)
 			cmd.Dir = root
 			out, err := cmd.CombinedOutput()
 			t.Logf("bench -short %v:\n%s", run.args, out)

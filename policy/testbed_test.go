@@ -186,24 +186,7 @@ func newTestNetns(t testing.TB) *testbed.Netns { return testbed.NewNetns(t) }
 // proc is a helper process.
 type proc struct {
 	cmd *exec.Cmd
-	out *lineBuffer
-}
-
-type lineBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *lineBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lineBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+	out *testbed.Output
 }
 
 // where says where a helper runs: a cgroup, a netns, both or neither.
@@ -259,7 +242,7 @@ func startRole(t testing.TB, w where, name, arg string) *proc {
 
 func startCmd(t testing.TB, cmd *exec.Cmd, name, readyAddr string) *proc {
 	t.Helper()
-	p := &proc{cmd: cmd, out: &lineBuffer{}}
+	p := &proc{cmd: cmd, out: &testbed.Output{}}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -341,7 +324,7 @@ func newRig(t testing.TB, audit bool) *rig {
 	}
 	r := &rig{t: t, dir: t.TempDir(), pin: filepath.Join("/sys/fs/bpf", uniq("sextant-test-"))}
 	r.endpoints = filepath.Join(t.TempDir(), "endpoints.yaml")
-	logs := &lineBuffer{}
+	logs := &testbed.Output{}
 	r.cfg = Config{PolicyDir: r.dir, EndpointsFile: r.endpoints, PinPath: r.pin, Audit: audit, Node: "test-node", KernelStats: true,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	t.Cleanup(func() {

@@ -22,7 +22,8 @@ import (
 // Two instances side by side, one scoped to a cgroup the test makes: the
 // scoped one tracks and counts only the traffic of processes in it (curl
 // and nghttpd, both ends), none of this process's, whose traffic fills a
-// small ring and breaks a frame: drops the unscoped instance counts.
+// small ring and breaks a frame: drops the unscoped instance counts, and
+// the scoped one does not.
 func TestCgroupScope(t *testing.T) {
 	forEachCapture(t, testCgroupScope)
 }
@@ -110,11 +111,9 @@ func testCgroupScope(t *testing.T, capture Capture) {
 		t.Errorf("scoped walked %d chunks, unscoped %d", sst.Chunks, ast.Chunks)
 	}
 
-	// The unscoped instance saw the same inside traffic (first in its
-	// ring) and counted the drops outside.
-	if c, s := conns(all, inside); c != 2 || s < 2 {
-		t.Errorf("unscoped: %d curl and %d nghttpd connections, want 2 and at least 2", c, s)
-	}
+	// The unscoped instance counted the drops outside. (Whether the inside
+	// connections are in its ring depends on the rest of the host: under a
+	// parallel test suite, other processes fill its 16 KiB first.)
 	if ast.Drops[DropRingBufFull] == 0 || ast.Drops[DropParseStopped] == 0 {
 		t.Errorf("unscoped: drops %v: the outside traffic should have filled the ring and stopped a direction", ast.Drops)
 	}

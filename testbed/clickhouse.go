@@ -25,7 +25,7 @@ type ClickHouse struct {
 
 	tb     testing.TB
 	dir    string
-	logs   *logBuffer
+	logs   *Output
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -67,7 +67,7 @@ func StartClickHouseWithUsers(tb testing.TB, usersD string) *ClickHouse {
 		}
 	}
 	p := freePorts(tb, 2)
-	c := &ClickHouse{TCPPort: p[0], HTTPPort: p[1], tb: tb, dir: dir, logs: &logBuffer{}}
+	c := &ClickHouse{TCPPort: p[0], HTTPPort: p[1], tb: tb, dir: dir, logs: &Output{}}
 	config := fmt.Sprintf(`<yandex>
   <logger><level>warning</level><log>%[1]s/server.log</log><errorlog>%[1]s/error.log</errorlog></logger>
   <listen_host>127.0.0.1</listen_host>

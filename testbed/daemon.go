@@ -101,7 +101,7 @@ type Daemon struct {
 	tb     testing.TB
 	Name   string
 	Cmd    *exec.Cmd
-	logs   logBuffer
+	logs   Output
 	exited chan struct{}
 	err    error
 }

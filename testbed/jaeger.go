@@ -117,7 +117,7 @@ func StartJaeger(tb testing.TB) *Jaeger {
 		Query:    fmt.Sprintf("http://127.0.0.1:%d", query),
 		Metrics:  fmt.Sprintf("http://127.0.0.1:%d/metrics", prom),
 	}
-	logs := &logBuffer{}
+	logs := &Output{}
 	cmd := exec.Command(bin, "--config", "file:"+cfg)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

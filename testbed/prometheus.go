@@ -57,7 +57,7 @@ scrape_configs:
 		tb.Fatal(err)
 	}
 	addr := FreeAddr(tb)
-	logs := &logBuffer{}
+	logs := &Output{}
 	cmd := exec.Command(bin,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),

@@ -91,20 +91,20 @@ func repoRoot(tb testing.TB) string {
 	}
 }
 
-// logBuffer collects a server's output; it is written by the process's
-// pipes while a failing test reads it.
-type logBuffer struct {
+// Output collects a process's output: its pipes write it while a
+// failing test reads it.
+type Output struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
+func (l *Output) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.Write(p)
 }
 
-func (l *logBuffer) String() string {
+func (l *Output) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
