@@ -140,7 +140,6 @@ func desc(name, help string, labels ...string) *prom.Desc {
 var (
 	probeRecordsDesc = desc("probe_records_total", "Records read from the kernel ring buffer (rate() is the agent's events/s).")
 	probeDropsDesc   = desc("probe_drops_total", "Traffic the kernel saw but could not deliver, by reason (ringbuf_full: the ring buffer was full). Input the probes stopped parsing is a decode error (sextant_decode_errors_total), not a drop.", "reason")
-	probeLateDesc    = desc("probe_mirror_late_total", "Loopback connections whose reader closed before its writer's records (which carry what the reader read) arrived within a second: what those records still carried is lost for the reader, without a sequence gap.")
 	probeInvalidDesc = desc("probe_invalid_records_total", "Records user space could not decode (a bug if ever non-zero).")
 	probeRunDesc     = desc("probe_program_run_seconds_total", "CPU time spent in each eBPF program (only with BPF run-time statistics enabled).", "program")
 	probeRunsDesc    = desc("probe_program_runs_total", "Runs of each eBPF program (only with BPF run-time statistics enabled).", "program")
@@ -160,7 +159,7 @@ var (
 
 func (s *selfMetrics) Describe(ch chan<- *prom.Desc) {
 	for _, d := range []*prom.Desc{
-		probeRecordsDesc, probeDropsDesc, probeLateDesc, probeInvalidDesc, probeRunDesc, probeRunsDesc,
+		probeRecordsDesc, probeDropsDesc, probeInvalidDesc, probeRunDesc, probeRunsDesc,
 		collRecordsDesc, collFlowsDesc, collConnsDesc, collStreamsDesc, collEvictedDesc, collOrphanDesc, collSeqGapsDesc,
 		decodeErrorsDesc, hpackUnknownDesc, h2StreamsDesc, h1EventsDesc,
 	} {
@@ -179,7 +178,6 @@ func (s *selfMetrics) Collect(ch chan<- prom.Metric) {
 	ps := s.probes.Stats()
 	counter(probeRecordsDesc, ps.Events)
 	counter(probeInvalidDesc, ps.Invalid)
-	counter(probeLateDesc, ps.MirrorLate)
 	for reason, n := range dropsByName(ps.Drops[:]) {
 		counter(probeDropsDesc, n, reason)
 	}
