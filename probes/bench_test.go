@@ -7,6 +7,7 @@ import (
 
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -17,7 +18,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
 	"github.com/sextant/sextant/testbed"
@@ -27,12 +27,7 @@ import (
 //
 //	go test -run XXX -bench . -benchtime 3x ./probes
 //
-// Every benchmark runs the capture paths side by side in one run. To
-// measure a change of the kernel side against the build before it, in the
-// same run (interleaved with -count), name the earlier object:
-//
-//	git show HEAD:probes/sextant_x86_bpfel.o > /tmp/prev.o
-//	SEXTANT_BENCH_PREV=/tmp/prev.o go test -run XXX -bench 'H2Load/(socket|prev)$' -benchtime 20000x -count 4 ./probes
+// Every benchmark runs the capture paths side by side in one run.
 
 // BenchmarkLoad measures Load (verification included) + Close per capture
 // and reports the instructions the verifier processed per program.
@@ -405,19 +400,15 @@ func BenchmarkH2Load(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(dir, "small"), bytes.Repeat([]byte{'s'}, 128), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	// Both peers in a cgroup of their own: SEXTANT_BENCH_SCOPED=1 scopes
-	// this branch's probes to it, so that other processes' HTTP traffic on
-	// a shared host stays out of the figures (the scope check is in them).
-	cg := testbed.NewCgroup(b, "bench-h2load")
-	addr := startNghttpdWith(b, cg.Command, nghttpd, dir)
-	for _, mode := range tracedModes(b, cg.Dir) {
+	addr := startNghttpd(b, nghttpd, dir)
+	for _, mode := range tracedModes(b) {
 		b.Run(mode.name, func(b *testing.B) {
 			stats := mode.start(b)
 			const clients = 4
 			n := max(b.N, clients)
 			before := stats()
 			b.ResetTimer()
-			out, err := cg.Command(h2load, "-n", fmt.Sprint(n), "-c", fmt.Sprint(clients), "-m", "8", "-t", "1",
+			out, err := exec.Command(h2load, "-n", fmt.Sprint(n), "-c", fmt.Sprint(clients), "-m", "8", "-t", "1",
 				"--rps", fmt.Sprint(h2cRate/clients), "http://"+addr+"/small").CombinedOutput()
 			if err != nil || !bytes.Contains(out, []byte(fmt.Sprintf("%d succeeded", n))) {
 				b.Fatalf("h2load: %v\n%s", err, out)
@@ -438,26 +429,19 @@ type tracedMode struct {
 	start func(b *testing.B) (stats func() Stats) // loads, attaches, reads; undone at cleanup
 }
 
-// tracedModes: cgroup is where the workload runs (SEXTANT_BENCH_SCOPED=1
-// scopes this branch's probes to it; main's have no scope).
-func tracedModes(b *testing.B, cgroup string) []tracedMode {
-	if os.Getenv("SEXTANT_BENCH_SCOPED") != "1" {
-		cgroup = ""
-	}
+func tracedModes(b *testing.B) []tracedMode {
 	var modes []tracedMode
 	for _, c := range captures(b) {
 		modes = append(modes, tracedMode{c.String(), func(b *testing.B) func() Stats {
-			return startTraced(b, Options{KernelStats: true, Capture: c, Cgroup: cgroup}, "")
-		}})
-	}
-	// The reader of each traced loopback connection walks its bytes too
-	// (no mirroring): what mirroring saves, in the same run.
-	modes = append(modes, tracedMode{"socket-walked", func(b *testing.B) func() Stats {
-		return startTraced(b, Options{KernelStats: true, Capture: CaptureSocket, Cgroup: cgroup, noMirror: true}, "")
-	}})
-	if prev := os.Getenv("SEXTANT_BENCH_PREV"); prev != "" {
-		modes = append(modes, tracedMode{"prev", func(b *testing.B) func() Stats {
-			return startTraced(b, Options{KernelStats: true, Capture: CaptureSocket, Cgroup: cgroup}, prev)
+			p, err := Load(Options{KernelStats: true, Capture: c})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { p.Run(ctx, func(ev *Event) { ev.Release() }); close(done) }()
+			b.Cleanup(func() { cancel(); <-done; p.Close() })
+			return p.Stats
 		}})
 	}
 	modes = append(modes, tracedMode{"main", func(b *testing.B) func() Stats {
@@ -471,32 +455,6 @@ func tracedModes(b *testing.B, cgroup string) []tracedMode {
 		return m.stats
 	}})
 	return modes
-}
-
-// startTraced loads the probes (from object, an earlier build, when set:
-// SEXTANT_BENCH_PREV compares it with this one in one run) and reads them
-// until the benchmark ends.
-func startTraced(b *testing.B, opts Options, object string) func() Stats {
-	if object != "" {
-		spec, err := ebpf.LoadCollectionSpec(object)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, ok := spec.Variables[sextantVarMirrorOn]; !ok {
-			opts.noMirror = true // an object from before mirroring
-		}
-		loadSpec = func() (*ebpf.CollectionSpec, error) { return spec.Copy(), nil }
-		defer func() { loadSpec = loadSextant }()
-	}
-	p, err := Load(opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.Run(ctx, func(ev *Event) { ev.Release() }); close(done) }()
-	b.Cleanup(func() { cancel(); <-done; p.Close() })
-	return p.Stats
 }
 
 // reportBPF reports kernel program time per request, in total and per
@@ -516,7 +474,6 @@ func reportBPF(b *testing.B, before, after Stats, n float64) {
 	b.ReportMetric(float64(after.Records-before.Records)/n, "records/req")
 	b.ReportMetric(float64(after.UserReads-before.UserReads)/n, "reads/req")
 	b.ReportMetric(float64(after.Chunks-before.Chunks)/n, "chunks/req")
-	b.ReportMetric(float64(after.Mirrored-before.Mirrored)/n, "mirrored/req")
 	for i, d := range after.Drops {
 		if d != before.Drops[i] {
 			b.Logf("drops[%s] = %d", DropReason(i), d-before.Drops[i])
@@ -607,90 +564,4 @@ func (m *mainProbes) stats() Stats {
 		s.Programs = append(s.Programs, ps)
 	}
 	return s
-}
-
-// BenchmarkWalk isolates the send side's walk: one write of reqs HTTP/2
-// responses (HEADERS of 6 bytes + DATA of 128 with END_STREAM each, as
-// nghttpd answers h2load) on a recognised connection, read by the other
-// end (traced too: mirrored), bpf_stats per write, per frame. "warm"
-// writes back to back; "cold" evicts the caches (a 8 MiB sweep) before
-// each write, as the bench's 5000 req/s on a shared host does.
-func BenchmarkWalk(b *testing.B) {
-	testbed.RequireRoot(b)
-	cg := testbed.NewCgroup(b, "bench-walk")
-	cg.Join(b)
-	objects := map[string]string{"socket": ""}
-	if prev := os.Getenv("SEXTANT_BENCH_PREV"); prev != "" {
-		objects["prev"] = prev
-	}
-	for _, cache := range []string{"warm", "cold"} {
-		for _, reqs := range []int{1, 6} {
-			for _, mode := range []string{"socket", "prev"} {
-				object, ok := objects[mode]
-				if !ok {
-					continue
-				}
-				b.Run(fmt.Sprintf("%s/reqs=%d/%s", cache, reqs, mode), func(b *testing.B) {
-					stats := startTraced(b, Options{TraceSelf: true, KernelStats: true, Capture: CaptureSocket, Cgroup: cg.Dir}, object)
-					benchWalk(b, stats, reqs, cache == "cold")
-				})
-			}
-		}
-	}
-}
-
-func benchWalk(b *testing.B, stats func() Stats, reqs int, cold bool) {
-	w, r := tcpPair(b)
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	exchange := func(from, to int, msg []byte) {
-		if _, err := unix.Write(from, msg); err != nil {
-			b.Fatal(err)
-		}
-		buf := make([]byte, len(msg))
-		for got := 0; got < len(msg); {
-			n, err := unix.Read(to, buf[got:])
-			if err != nil || n == 0 {
-				b.Fatal(err)
-			}
-			got += n
-		}
-	}
-	var hello bytes.Buffer
-	hello.WriteString(http2.ClientPreface)
-	http2.NewFramer(&hello, nil).WriteSettings()
-	exchange(w, r, hello.Bytes()) // w is the client: r, the server, answers
-	hello.Reset()
-	http2.NewFramer(&hello, nil).WriteSettings()
-	exchange(r, w, hello.Bytes())
-	var block bytes.Buffer
-	fr := http2.NewFramer(&block, nil)
-	body := bytes.Repeat([]byte{'s'}, 128)
-	for i := range reqs {
-		sid := uint32(2*i + 1)
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: sid, BlockFragment: []byte{0x88, 0x5f, 0x87, 0x49, 0x7c, 0xa5}, EndHeaders: true})
-		fr.WriteData(sid, true, body)
-	}
-	sweep := make([]byte, 8<<20)
-	before := stats()
-	var bpfNs uint64
-	for b.Loop() {
-		if cold {
-			b.StopTimer()
-			for i := 0; i < len(sweep); i += 64 {
-				sweep[i]++
-			}
-			b.StartTimer()
-		}
-		exchange(r, w, block.Bytes()) // the server's responses
-	}
-	after := stats()
-	for i, ps := range after.Programs {
-		if ps.Name == sextantProgSockSend {
-			bpfNs = ps.RunTimeNs - before.Programs[i].RunTimeNs
-		}
-	}
-	b.ReportMetric(float64(bpfNs)/float64(b.N), "send-ns/write")
-	b.ReportMetric(float64(bpfNs)/float64(b.N*reqs), "send-ns/req")
-	b.ReportMetric(float64(after.Records-before.Records)/float64(b.N), "records/write")
 }

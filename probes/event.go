@@ -29,11 +29,6 @@ const (
 	// kindChunk is the ring record of one read/write; Run hands out the
 	// events it carries, never the record itself.
 	kindChunk = Kind(sextantEvKindEV_CHUNK)
-	// kindPeer: a reader claimed a writer's egress (mirror.go); Run hands
-	// out the writer's events as the reader's instead.
-	kindPeer = Kind(sextantEvKindEV_PEER)
-
-	chunkOffered = uint16(sextantChunkFlagCHUNK_OFFERED)
 )
 
 func (k Kind) String() string {
@@ -134,10 +129,6 @@ type Event struct {
 	TID    uint32
 	Seq    uint32
 	Dir    Direction
-	// Mirrored: an ingress event made from the egress record of the other
-	// end of a loopback connection, both ends traced (the kernel walked
-	// the bytes once): its Seq, Time and content are the writer's.
-	Mirrored bool
 
 	// KindConn
 	Conn *ConnInfo
@@ -179,7 +170,6 @@ const (
 	sizeConn   = int(unsafe.Sizeof(sextantEvConn{}))
 	sizeChunk  = int(unsafe.Sizeof(sextantEvChunk{}))
 	sizeEntry  = int(unsafe.Sizeof(sextantEvEntry{}))
-	sizePeer   = int(unsafe.Sizeof(sextantEvPeer{}))
 )
 
 var (
@@ -195,7 +185,7 @@ var le = binary.LittleEndian
 // hdr.seq + i, so the numbering is the kernel's per direction). It
 // returns how many it handed over. Offsets follow the C structs in
 // events.h (bpf2go's mirrors give the sizes).
-func decode(b []byte, monoToRT int64, m *mirror, sink func(*Event)) (int, error) {
+func decode(b []byte, monoToRT int64, sink func(*Event)) (int, error) {
 	if len(b) < sizeHeader {
 		return 0, errShort
 	}
@@ -221,26 +211,8 @@ func decode(b []byte, monoToRT int64, m *mirror, sink func(*Event)) (int, error)
 		sink(ev)
 		return 1, nil
 	case KindClose, KindProcExit:
-		ev := newEvent(&hdr)
-		ev.Seq = 0
-		if m != nil && hdr.Kind == KindClose {
-			taken, n := m.closed(ev, hdr.Seq, sink)
-			if taken {
-				return n, nil
-			}
-			sink(ev)
-			return n + 1, nil
-		}
-		sink(ev)
+		sink(newEvent(&hdr))
 		return 1, nil
-	case kindPeer:
-		if len(b) < sizePeer {
-			return 0, errShort
-		}
-		if m == nil {
-			return 0, errBadRecord
-		}
-		return m.claim(hdr.ConnID, hdr.PID, le.Uint64(b[sizeHeader:]), sink), nil
 	case kindChunk:
 	default:
 		return 0, fmt.Errorf("unknown record kind %d", b[30])
@@ -248,15 +220,9 @@ func decode(b []byte, monoToRT int64, m *mirror, sink func(*Event)) (int, error)
 	if len(b) < sizeChunk || len(b) < sizeChunk+dataLen {
 		return 0, errShort
 	}
-	entries := int(le.Uint16(b[32:]))
+	entries := int(le.Uint32(b[32:]))
 	p := b[sizeChunk : sizeChunk+dataLen]
 	n := 0
-	var l *peerLink
-	var firstOnly, hold bool
-	if m != nil && hdr.Dir == Egress {
-		l, firstOnly, hold = m.egressRecord(hdr.ConnID, le.Uint16(b[34:])&chunkOffered != 0,
-			le.Uint32(b[36:]), le.Uint32(b[40:]), le.Uint32(b[44:]))
-	}
 	for i := 0; i < entries; i++ {
 		if len(p) < sizeEntry {
 			return n, errShort
@@ -271,24 +237,9 @@ func decode(b []byte, monoToRT int64, m *mirror, sink func(*Event)) (int, error)
 			ev.Release()
 			return n, err
 		}
-		// The sink owns ev: copies first.
-		var turned *Event
-		switch {
-		case l != nil && (i == 0 || !firstOnly):
-			turned = l.turn(copyEvent(ev))
-		case hold:
-			m.hold(ev)
-		}
 		sink(ev)
 		n++
-		if turned != nil {
-			sink(turned)
-			n++
-		}
 		p = p[sizeEntry+dl:]
-	}
-	if m != nil && hdr.Dir == Egress {
-		n += m.egressDone(hdr.ConnID, sink)
 	}
 	if len(p) != 0 {
 		return n, errBadRecord

@@ -54,10 +54,6 @@ var attachPoints = map[Capture][]string{
 	CaptureSyscall: {sextantProgSysExit, sextantProgSysEnter, sextantProgProcessExit},
 }
 
-// loadSpec is the object Load loads: the committed one (benchmarks swap in
-// an earlier build to compare the two in one run).
-var loadSpec = loadSextant
-
 // Options configure Load.
 type Options struct {
 	// ExcludePIDs are tgids that are never traced.
@@ -75,9 +71,6 @@ type Options struct {
 	// Capture selects the hooks (default CaptureAuto: socket capture where
 	// the kernel has it).
 	Capture Capture
-	// noMirror: the reader of a traced loopback connection walks its
-	// bytes itself (tests compare it with the mirrored events).
-	noMirror bool
 	// Cgroup, when set, limits the capture to tasks in this cgroup v2
 	// subtree: its directory (e.g. /sys/fs/cgroup/sextant/node1) or its id
 	// (the directory's inode number, as in ConnInfo.CgroupID). The kernel
@@ -95,12 +88,7 @@ type Stats struct {
 	Invalid   uint64          // records user space could not decode (a bug if ever non-zero)
 	Chunks    uint64          // reads/writes of HTTP connections the kernel walked
 	UserReads uint64          // bpf_probe_read_user calls the walkers made for them
-	Mirrored  uint64          // chunks not walked: the other end's records carry them (loopback)
-	// MirrorLate counts readers' closes handed out before the writer's
-	// records reached the reader's last read position (after a second):
-	// what such a record still carried is not the reader's.
-	MirrorLate uint64
-	Programs   []ProgramStats // per program; run time only with Options.KernelStats
+	Programs  []ProgramStats  // per program; run time only with Options.KernelStats
 }
 
 // ProgramStats describe one kernel program.
@@ -176,8 +164,7 @@ type Probes struct {
 	stats    io.Closer // BPF_ENABLE_STATS, nil unless Options.KernelStats
 	progs    []string  // sorted program names
 	insns    map[string]uint32
-	monoToRT int64   // add to bpf_ktime_get_ns() to get Unix ns
-	mirror   *mirror // nil unless the kernel side mirrors loopback peers
+	monoToRT int64 // add to bpf_ktime_get_ns() to get Unix ns
 	loadTime time.Duration
 
 	records atomic.Uint64
@@ -204,7 +191,7 @@ func Load(opts Options) (_ *Probes, err error) {
 		}
 		defer scope.Close() // the map holds the cgroup once filled
 	}
-	spec, err := loadSpec()
+	spec, err := loadSextant()
 	if err != nil {
 		return nil, err
 	}
@@ -225,19 +212,8 @@ func Load(opts Options) (_ *Probes, err error) {
 			return nil, fmt.Errorf("set %s: %w", sextantVarScopeOn, err)
 		}
 	}
-	// Socket capture: the two ends of a traced loopback connection walk
-	// its bytes once (bpf/mirror.h, mirror.go).
-	mirrored := capture == CaptureSocket && !opts.noMirror
-	if mirrored {
-		if err := spec.Variables[sextantVarMirrorOn].Set(uint32(1)); err != nil {
-			return nil, fmt.Errorf("set %s: %w", sextantVarMirrorOn, err)
-		}
-	}
 
 	p := &Probes{capture: capture, insns: map[string]uint32{}}
-	if mirrored {
-		p.mirror = newMirror()
-	}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -326,7 +302,6 @@ func (p *Probes) Run(ctx context.Context, sink func(*Event)) error {
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// Everything queued without a wakeup has been read.
-			p.expireMirror(sink)
 			if read {
 				poll = pollInterval
 			} else {
@@ -342,32 +317,18 @@ func (p *Probes) Run(ctx context.Context, sink func(*Event)) error {
 		}
 		p.records.Add(1)
 		read = true
-		n, err := decode(rec.RawSample, p.monoToRT, p.mirror, sink)
+		n, err := decode(rec.RawSample, p.monoToRT, sink)
 		p.events.Add(uint64(n))
 		if err != nil {
 			p.invalid.Add(1)
-		}
-		if p.records.Load()%1024 == 0 {
-			p.expireMirror(sink)
 		}
 	}
 	return nil
 }
 
-// expireMirror hands out the readers' closes that waited long enough for
-// their writers' records (mirror.go).
-func (p *Probes) expireMirror(sink func(*Event)) {
-	if p.mirror != nil {
-		p.events.Add(uint64(p.mirror.expire(time.Now(), sink)))
-	}
-}
-
 // Stats returns the drop counters, record counts and program statistics.
 func (p *Probes) Stats() Stats {
 	s := Stats{Records: p.records.Load(), Events: p.events.Load(), Invalid: p.invalid.Load()}
-	if p.mirror != nil {
-		s.MirrorLate = p.mirror.late.Load()
-	}
 	if p.coll == nil {
 		return s
 	}
@@ -386,7 +347,6 @@ func (p *Probes) Stats() Stats {
 		}
 		s.UserReads = sum(int(sextantStatCounterSTAT_USER_READS))
 		s.Chunks = sum(int(sextantStatCounterSTAT_CHUNKS))
-		s.Mirrored = sum(int(sextantStatCounterSTAT_MIRRORED))
 	}
 	for _, name := range p.progs {
 		ps := ProgramStats{Name: name, Instructions: p.insns[name]}

@@ -149,24 +149,21 @@ func readAll(t *testing.T, p *Probes) []*Event {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, func(ev *Event) { mu.Lock(); evs = append(evs, ev); mu.Unlock() }) }()
-	settle(func() int { mu.Lock(); defer mu.Unlock(); return len(evs) })
+	for n := -1; ; {
+		time.Sleep(4 * pollInterval)
+		mu.Lock()
+		now := len(evs)
+		mu.Unlock()
+		if now == n {
+			break
+		}
+		n = now
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	return evs
-}
-
-// settle waits until count stops growing: the records queued are read.
-func settle(count func() int) {
-	for n := -1; ; {
-		time.Sleep(4 * pollInterval)
-		now := count()
-		if now == n {
-			return
-		}
-		n = now
-	}
 }
 
 // Options.Cgroup names a cgroup v2 directory or id; anything else is a

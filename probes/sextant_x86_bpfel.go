@@ -13,12 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type sextantChunkFlag uint32
-
-const (
-	sextantChunkFlagCHUNK_OFFERED sextantChunkFlag = 1
-)
-
 type sextantConnKey struct {
 	_    structs.HostLayout
 	Tgid uint32
@@ -50,19 +44,14 @@ type sextantConnState struct {
 	H1HeadBits uint64
 	_          [8]byte
 	D          [2]struct {
-		_         structs.HostLayout
-		Seq       uint32
-		NextTcp   uint32
-		LastTs    uint64
-		TcpKnown  uint8
-		Status    uint8
-		Offer     uint8
-		OfferRecs uint8
-		Mirrored  uint8
-		Pad       [3]uint8
-		PendTcp   uint32
-		_         [4]byte
-		H2        struct {
+		_        structs.HostLayout
+		Seq      uint32
+		NextTcp  uint32
+		LastTs   uint64
+		TcpKnown uint8
+		Status   uint8
+		Pad      [6]uint8
+		H2       struct {
 			_           structs.HostLayout
 			InPayload   uint8
 			Type        uint8
@@ -89,7 +78,7 @@ type sextantConnState struct {
 			Pfx         [8]uint8
 			Val         [8]uint8
 		}
-		_ [16]byte
+		_ [24]byte
 	}
 }
 
@@ -107,13 +96,10 @@ const (
 )
 
 type sextantEvChunk struct {
-	_        structs.HostLayout
-	Hdr      sextantEvHeader
-	Entries  uint16
-	Flags    uint16
-	TcpStart uint32
-	TcpEnd   uint32
-	FirstTcp uint32
+	_       structs.HostLayout
+	Hdr     sextantEvHeader
+	Entries uint32
+	Pad     uint32
 }
 
 type sextantEvConn struct {
@@ -177,14 +163,7 @@ const (
 	sextantEvKindEV_PARSE_ERR sextantEvKind = 5
 	sextantEvKindEV_PROC_EXIT sextantEvKind = 6
 	sextantEvKindEV_CHUNK     sextantEvKind = 7
-	sextantEvKindEV_PEER      sextantEvKind = 8
 )
-
-type sextantEvPeer struct {
-	_          structs.HostLayout
-	Hdr        sextantEvHeader
-	PeerConnId uint64
-}
 
 type sextantGrpcState struct {
 	_       structs.HostLayout
@@ -213,22 +192,6 @@ const (
 	sextantParseErrPERR_LOST      sextantParseErr = 3
 )
 
-type sextantPeerKey struct {
-	_     structs.HostLayout
-	Netns uint32
-	Lport uint16
-	Rport uint16
-	Laddr [16]uint8
-	Raddr [16]uint8
-}
-
-type sextantPeerOffer struct {
-	_       structs.HostLayout
-	Word    uint64
-	FromSeq uint32
-	Pad     uint32
-}
-
 type sextantRecBuf struct {
 	_    structs.HostLayout
 	H    sextantEvChunk
@@ -240,8 +203,7 @@ type sextantStatCounter uint32
 const (
 	sextantStatCounterSTAT_USER_READS sextantStatCounter = 7
 	sextantStatCounterSTAT_CHUNKS     sextantStatCounter = 8
-	sextantStatCounterSTAT_MIRRORED   sextantStatCounter = 9
-	sextantStatCounterSTAT_MAX        sextantStatCounter = 10
+	sextantStatCounterSTAT_MAX        sextantStatCounter = 9
 )
 
 type sextantStreamKey struct {
@@ -254,19 +216,14 @@ type sextantStreamKey struct {
 type sextantWork struct {
 	_  structs.HostLayout
 	St struct {
-		_         structs.HostLayout
-		Seq       uint32
-		NextTcp   uint32
-		LastTs    uint64
-		TcpKnown  uint8
-		Status    uint8
-		Offer     uint8
-		OfferRecs uint8
-		Mirrored  uint8
-		Pad       [3]uint8
-		PendTcp   uint32
-		_         [4]byte
-		H2        struct {
+		_        structs.HostLayout
+		Seq      uint32
+		NextTcp  uint32
+		LastTs   uint64
+		TcpKnown uint8
+		Status   uint8
+		Pad      [6]uint8
+		H2       struct {
 			_           structs.HostLayout
 			InPayload   uint8
 			Type        uint8
@@ -293,55 +250,53 @@ type sextantWork struct {
 			Pfx         [8]uint8
 			Val         [8]uint8
 		}
-		_ [16]byte
+		_ [24]byte
 	}
-	Ts          uint64
-	ConnId      uint64
-	Sk          uint64
-	Buf         uint64
-	SegBase     uint64
-	Shipped     uint64
-	Pid         uint32
-	Tid         uint32
-	Dir         uint32
-	Len         uint32
-	Pos         uint32
-	WinStart    uint32
-	WinEnd      uint32
-	Iovcnt      uint32
-	SegIdx      uint32
-	SegStart    uint32
-	SegLen      uint32
-	IovFirst    uint32
-	IovHave     uint32
-	Fd          uint32
-	KnownFd     uint32
-	RecLen      uint32
-	RecEntries  uint32
-	RecSeq0     uint32
-	RecFirstTcp uint32
-	EntOff      uint32
-	RecFlags    uint32
-	TcpBase     uint32
-	Src         uint8
-	Vectored    uint8
-	SegValid    uint8
-	EntOpen     uint8
-	EntData     uint8
-	SocketPath  uint8
-	H1Upgraded  uint8
-	H1ReqDir    uint8
-	Peek        [32]uint8
-	H1Reqs      uint32
-	H1Resps     uint32
-	H1HeadBits  uint64
-	Iov         [32]struct {
+	Ts         uint64
+	ConnId     uint64
+	Sk         uint64
+	Buf        uint64
+	SegBase    uint64
+	Shipped    uint64
+	Pid        uint32
+	Tid        uint32
+	Dir        uint32
+	Len        uint32
+	Pos        uint32
+	WinStart   uint32
+	WinEnd     uint32
+	Iovcnt     uint32
+	SegIdx     uint32
+	SegStart   uint32
+	SegLen     uint32
+	IovFirst   uint32
+	IovHave    uint32
+	Fd         uint32
+	KnownFd    uint32
+	RecLen     uint32
+	RecEntries uint32
+	RecSeq0    uint32
+	EntOff     uint32
+	Src        uint8
+	Vectored   uint8
+	SegValid   uint8
+	EntOpen    uint8
+	EntData    uint8
+	SocketPath uint8
+	H1Upgraded uint8
+	H1ReqDir   uint8
+	Peek       [32]uint8
+	H1Reqs     uint32
+	H1Resps    uint32
+	_          [4]byte
+	H1HeadBits uint64
+	Iov        [32]struct {
 		_    structs.HostLayout
 		Base uint64
 		Len  uint64
 	}
-	Win [8208]uint8
-	_   [48]byte
+	Win [8192]uint8
+	_   [8]byte
 }
 
 // Names of all BPF objects in the ELF.
@@ -355,7 +310,6 @@ const (
 	sextantMapExcluded          = "excluded"
 	sextantMapHttpProcs         = "http_procs"
 	sextantMapIoArgs            = "io_args"
-	sextantMapPeers             = "peers"
 	sextantMapRecMap            = "rec_map"
 	sextantMapScope             = "scope"
 	sextantMapSkConns           = "sk_conns"
@@ -367,10 +321,8 @@ const (
 	sextantProgSockSend         = "sock_send"
 	sextantProgSysEnter         = "sys_enter"
 	sextantProgSysExit          = "sys_exit"
-	sextantVarMirrorOn          = "mirror_on"
 	sextantVarNextConnId        = "next_conn_id"
 	sextantVarScopeOn           = "scope_on"
-	sextantVarUnusedChunkFlag   = "unused_chunk_flag"
 	sextantVarUnusedConnProto   = "unused_conn_proto"
 	sextantVarUnusedDropReason  = "unused_drop_reason"
 	sextantVarUnusedEvChunk     = "unused_ev_chunk"
@@ -379,7 +331,6 @@ const (
 	sextantVarUnusedEvEntry     = "unused_ev_entry"
 	sextantVarUnusedEvHeader    = "unused_ev_header"
 	sextantVarUnusedEvKind      = "unused_ev_kind"
-	sextantVarUnusedEvPeer      = "unused_ev_peer"
 	sextantVarUnusedParseErr    = "unused_parse_err"
 	sextantVarUnusedStatCounter = "unused_stat_counter"
 	sextantVarWakeupShift       = "wakeup_shift"
@@ -446,7 +397,6 @@ type sextantMapSpecs struct {
 	Excluded  *ebpf.MapSpec `ebpf:"excluded"`
 	HttpProcs *ebpf.MapSpec `ebpf:"http_procs"`
 	IoArgs    *ebpf.MapSpec `ebpf:"io_args"`
-	Peers     *ebpf.MapSpec `ebpf:"peers"`
 	RecMap    *ebpf.MapSpec `ebpf:"rec_map"`
 	Scope     *ebpf.MapSpec `ebpf:"scope"`
 	SkConns   *ebpf.MapSpec `ebpf:"sk_conns"`
@@ -458,10 +408,8 @@ type sextantMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sextantVariableSpecs struct {
-	MirrorOn          *ebpf.VariableSpec `ebpf:"mirror_on"`
 	NextConnId        *ebpf.VariableSpec `ebpf:"next_conn_id"`
 	ScopeOn           *ebpf.VariableSpec `ebpf:"scope_on"`
-	UnusedChunkFlag   *ebpf.VariableSpec `ebpf:"unused_chunk_flag"`
 	UnusedConnProto   *ebpf.VariableSpec `ebpf:"unused_conn_proto"`
 	UnusedDropReason  *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
 	UnusedEvChunk     *ebpf.VariableSpec `ebpf:"unused_ev_chunk"`
@@ -470,7 +418,6 @@ type sextantVariableSpecs struct {
 	UnusedEvEntry     *ebpf.VariableSpec `ebpf:"unused_ev_entry"`
 	UnusedEvHeader    *ebpf.VariableSpec `ebpf:"unused_ev_header"`
 	UnusedEvKind      *ebpf.VariableSpec `ebpf:"unused_ev_kind"`
-	UnusedEvPeer      *ebpf.VariableSpec `ebpf:"unused_ev_peer"`
 	UnusedParseErr    *ebpf.VariableSpec `ebpf:"unused_parse_err"`
 	UnusedStatCounter *ebpf.VariableSpec `ebpf:"unused_stat_counter"`
 	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
@@ -503,7 +450,6 @@ type sextantMaps struct {
 	Excluded  *ebpf.Map `ebpf:"excluded"`
 	HttpProcs *ebpf.Map `ebpf:"http_procs"`
 	IoArgs    *ebpf.Map `ebpf:"io_args"`
-	Peers     *ebpf.Map `ebpf:"peers"`
 	RecMap    *ebpf.Map `ebpf:"rec_map"`
 	Scope     *ebpf.Map `ebpf:"scope"`
 	SkConns   *ebpf.Map `ebpf:"sk_conns"`
@@ -520,7 +466,6 @@ func (m *sextantMaps) Close() error {
 		m.Excluded,
 		m.HttpProcs,
 		m.IoArgs,
-		m.Peers,
 		m.RecMap,
 		m.Scope,
 		m.SkConns,
@@ -533,10 +478,8 @@ func (m *sextantMaps) Close() error {
 //
 // It can be passed to loadSextantObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sextantVariables struct {
-	MirrorOn          *ebpf.Variable `ebpf:"mirror_on"`
 	NextConnId        *ebpf.Variable `ebpf:"next_conn_id"`
 	ScopeOn           *ebpf.Variable `ebpf:"scope_on"`
-	UnusedChunkFlag   *ebpf.Variable `ebpf:"unused_chunk_flag"`
 	UnusedConnProto   *ebpf.Variable `ebpf:"unused_conn_proto"`
 	UnusedDropReason  *ebpf.Variable `ebpf:"unused_drop_reason"`
 	UnusedEvChunk     *ebpf.Variable `ebpf:"unused_ev_chunk"`
@@ -545,7 +488,6 @@ type sextantVariables struct {
 	UnusedEvEntry     *ebpf.Variable `ebpf:"unused_ev_entry"`
 	UnusedEvHeader    *ebpf.Variable `ebpf:"unused_ev_header"`
 	UnusedEvKind      *ebpf.Variable `ebpf:"unused_ev_kind"`
-	UnusedEvPeer      *ebpf.Variable `ebpf:"unused_ev_peer"`
 	UnusedParseErr    *ebpf.Variable `ebpf:"unused_parse_err"`
 	UnusedStatCounter *ebpf.Variable `ebpf:"unused_stat_counter"`
 	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`

@@ -9,7 +9,6 @@
 
 #include "h2.h"
 #include "h1.h"
-#include "mirror.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -86,10 +85,7 @@ __noinline int emit_conn(__u32 slot, __u32 proto_dir)
 
 static long h2_cb(__u64 index, void *ctx)
 {
-	__u32 slot = *(__u32 *)ctx;
-	if (h2_whole(slot) == 0)
-		return 0;
-	int stop = h2_step(slot);
+	int stop = h2_step(*(__u32 *)ctx);
 	barrier_var(stop);
 	return stop ? 1 : 0;
 }
@@ -101,6 +97,19 @@ static long h1_cb(__u64 index, void *ctx)
 	return stop ? 1 : 0;
 }
 
+static __always_inline void dir_reset(struct dir_state *d, __u8 status)
+{
+	__u32 seq = d->seq;
+	__u32 next_tcp = d->next_tcp;
+	__u8 known = d->tcp_known;
+	__u8 used = d->h2.streams_used;
+	__builtin_memset(d, 0, sizeof(*d));
+	d->seq = seq;
+	d->next_tcp = next_tcp;
+	d->tcp_known = known;
+	d->h2.streams_used = used;
+	d->status = status;
+}
 
 /* Walks the span w->len bytes long of an HTTP/2 direction. */
 static __always_inline int h2_span(struct work *w, __u32 slot)
@@ -182,9 +191,8 @@ __noinline int decide(__u32 slot)
 	return p | preface_dir << 8 | (fresh_server | fresh_client) << 9;
 }
 
-/* Sets up a connection recognised on this chunk, which starts at TCP
- * sequence number start. */
-static __always_inline void conn_begin(struct conn_state *c, struct work *w, __u32 slot, int pd, __u32 start)
+/* Sets up a connection recognised on this chunk. */
+static __always_inline void conn_begin(struct conn_state *c, struct work *w, __u32 slot, int pd)
 {
 	__u8 p = pd & 0xff;
 	__u32 preface_dir = (pd >> 8) & 1;
@@ -212,11 +220,6 @@ static __always_inline void conn_begin(struct conn_state *c, struct work *w, __u
 	}
 	if (conn_name(c)) {
 		w->conn_id = c->conn_id;
-		/* Exact from byte 0: the egress walk begins at this chunk, or
-		 * at the next byte written. */
-		__u32 from = w->dir == DIR_EGRESS ? start : tcp_of(w->sk)->write_seq;
-		if (mirror_on && p == PROTO_H2 && offer_egress(slot, from))
-			c->d[DIR_EGRESS].offer = 1;
 		emit_conn(slot, pd & 0x1ff);
 	}
 }
@@ -229,7 +232,6 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 	__u32 len = w->len;
 	struct dir_state *d = &c->d[dir];
 	__u32 start = chunk_tcp_start(w->sk, dir, len);
-	__u8 first = !d->tcp_known;
 	__u32 gap = d->tcp_known ? start - d->next_tcp : 0;
 	d->next_tcp = start + len;
 	d->tcp_known = 1;
@@ -245,35 +247,17 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 				c->proto = PROTO_NOT_HTTP;
 			return 0;
 		}
-		conn_begin(c, w, slot, pd, start);
+		conn_begin(c, w, slot, pd);
 		gap = 0;
 	}
 	if (c->proto == PROTO_NOT_HTTP)
 		return 0;
-	w->conn_id = c->conn_id;
-	if (mirror_on && first && dir == DIR_INGRESS && c->proto == PROTO_H2 && c->d[1].seq == 0 &&
-	    claim_ingress(slot, start)) {
-		c->d[1].mirrored = 1;
-		count_drop(STAT_MIRRORED);
-		return 0;
-	}
 	count_drop(STAT_CHUNKS);
+	w->conn_id = c->conn_id;
 	if (dir)
 		w->st = c->d[1];
 	else
 		w->st = c->d[0];
-	/* An offered egress: its records say so until the offer closes,
-	 * which happens before any record of the chunk that closes it. */
-	w->rec_flags = 0;
-	if (w->st.offer) {
-		if (w->st.offer_recs >= OFFER_RECORDS - 1) {
-			offer_close(slot);
-			w->st.offer = 0;
-		} else {
-			w->rec_flags = CHUNK_OFFERED;
-		}
-	}
-	__u64 shipped = w->shipped;
 	w->h1_upgraded = c->h1_upgraded;
 	w->h1_req_dir = c->h1_req_dir;
 	w->h1_reqs = c->h1_reqs;
@@ -287,7 +271,6 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 		 * a DATA payload or a body they are only counted. */
 		__u8 src = w->src;
 		w->src = SRC_NONE;
-		w->tcp_base = start - gap;
 		if (gap < (1u << 30))
 			walk_span(w, slot, proto, gap);
 		else if (proto == PROTO_H1)
@@ -296,12 +279,9 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 			h2_lose(slot);
 		w->src = src;
 	}
-	w->tcp_base = start;
 	walk_span(w, slot, proto, len);
 	if (w->rec_entries)
 		rec_flush(slot);
-	if (w->st.offer && w->shipped != shipped)
-		w->st.offer_recs++;
 	if (proto == PROTO_H1 ? w->st.h1.hidden != 0 : w->st.h2.acc_on)
 		w->st.last_ts = chunk_time(w);
 
@@ -337,10 +317,6 @@ __noinline int flush_pending(__u32 slot, __u32 proto)
 	w->rec_len = w->rec_entries = 0;
 	w->ent_open = w->ent_data = 0;
 	w->ts = w->st.last_ts;
-	/* What is held back ends where the direction's walk did, and (DATA
-	 * summed) begins at the first frame summed. */
-	w->pos = proto == PROTO_H1 ? 0 : w->st.next_tcp - w->st.pend_tcp;
-	w->tcp_base = w->st.next_tcp - w->pos;
 	if (proto == PROTO_H1) {
 		h1_end(slot);
 	} else if (w->st.h2.acc_on) {
@@ -358,11 +334,6 @@ static __always_inline void conn_end(struct conn_state *c, struct work *w, __u32
 	w->conn_id = c->conn_id;
 	w->pid = c->pid;
 	w->tid = 0;
-	w->rec_flags = 0;
-	if (c->d[DIR_EGRESS].offer) {
-		offer_close(slot);
-		c->d[DIR_EGRESS].offer = 0;
-	}
 	for (__u32 dir = 0; dir < 2; dir++) {
 		if (c->proto == PROTO_H1 ? !c->d[dir].h1.hidden : !c->d[dir].h2.acc_on)
 			continue;
@@ -371,5 +342,5 @@ static __always_inline void conn_end(struct conn_state *c, struct work *w, __u32
 		flush_pending(slot, c->proto);
 		c->d[dir] = w->st;
 	}
-	emit_conn_event(c->conn_id, c->pid, EV_CLOSE, w->socket_path ? read_pos(w->sk) : 0);
+	emit_conn_event(c->conn_id, c->pid, EV_CLOSE);
 }

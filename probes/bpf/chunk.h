@@ -70,10 +70,7 @@ struct work {
 	__u32 rec_len;     /* entry bytes in the record */
 	__u32 rec_entries;
 	__u32 rec_seq0;    /* seq of the record's first entry */
-	__u32 rec_first_tcp; /* ev_chunk.first_tcp of the record */
 	__u32 ent_off;     /* HTTP/1: the open entry's offset in the record */
-	__u32 rec_flags;   /* ev_chunk.flags of the chunk's records */
-	__u32 tcp_base;    /* TCP sequence number of the span's first byte */
 	__u8 src;          /* enum src_state */
 	__u8 vectored;
 	__u8 seg_valid;
@@ -87,7 +84,7 @@ struct work {
 	__u32 h1_resps;
 	__u64 h1_head_bits;
 	struct user_iov iov[IOV_BATCH];
-	__u8 win[2 * WIN + 16]; /* 2x: a masked offset plus a bounded length always fits; +16: a few bytes read past a masked offset */
+	__u8 win[2 * WIN]; /* 2x: a masked offset plus a bounded length always fits */
 };
 
 struct rec_buf {
@@ -442,10 +439,7 @@ __noinline int rec_flush(__u32 slot)
 	r->h.hdr.kind = EV_CHUNK;
 	r->h.hdr.dir = w->dir;
 	r->h.entries = w->rec_entries;
-	r->h.flags = w->rec_flags;
-	r->h.tcp_start = w->tcp_base;
-	r->h.tcp_end = w->tcp_base + w->pos;
-	r->h.first_tcp = w->rec_first_tcp;
+	r->h._pad = 0;
 	__u32 size = sizeof(struct ev_chunk) + n;
 	/* Wakeups by what this CPU (slot) shipped, not by querying the ring:
 	 * its positions are cache lines the reader and every CPU write, and
@@ -466,9 +460,6 @@ __noinline int rec_flush(__u32 slot)
  * so that appending never has to (the verifier's call depth). */
 #define STEP_ROOM (WIN + 4 * sizeof(struct ev_entry) + 64)
 
-/* Header block pieces up to this long are copied with plain moves. */
-#define SMALL_COPY 128
-
 static __always_inline void rec_reserve(struct work *w, __u32 slot)
 {
 	if (w->rec_len > RMAX - STEP_ROOM)
@@ -482,10 +473,8 @@ static __always_inline struct ev_entry *rec_entry(struct work *w, struct rec_buf
 	struct ev_entry *e = (void *)&r->data[off];
 	__builtin_memset(e, 0, sizeof(*e));
 	e->kind = kind;
-	if (w->rec_entries == 0) {
+	if (w->rec_entries == 0)
 		w->rec_seq0 = w->st.seq;
-		w->rec_first_tcp = w->tcp_base;
-	}
 	w->st.seq++;
 	w->rec_entries++;
 	w->rec_len = off + sizeof(struct ev_entry);
@@ -502,26 +491,11 @@ static __always_inline void rec_bytes(struct work *w, struct rec_buf *r, __u32 e
 	__u32 at = w->rec_len;
 	barrier_var(at);
 	at &= RMAX - 1;
-	if (!n)
-		return;
-	if (n <= SMALL_COPY) {
-		/* Plain 8-byte moves: a helper call costs more than the copy. The
-		 * bytes past n land past the record's end (the next entry
-		 * overwrites them, or they are not shipped). */
-		__u8 *dst = &r->data[at];
-		const __u8 *src = &w->win[woff & (WIN - 1)];
-#pragma unroll
-		for (int i = 0; i < SMALL_COPY / 8; i++) {
-			if (i * 8 >= n)
-				break;
-			*(__u64 *)(dst + i * 8) = *(const __u64 *)(src + i * 8);
-		}
-	} else if (bpf_probe_read_kernel(&r->data[at], n, &w->win[woff & (WIN - 1)])) {
-		return;
+	if (n && bpf_probe_read_kernel(&r->data[at], n, &w->win[woff & (WIN - 1)]) == 0) {
+		struct ev_entry *e = (void *)&r->data[eoff & (RMAX - 1)];
+		e->data_len += n;
+		w->rec_len += n;
 	}
-	struct ev_entry *e = (void *)&r->data[eoff & (RMAX - 1)];
-	e->data_len += n;
-	w->rec_len += n;
 }
 
 /* The direction lost its place: bytes it needed were moved where the

@@ -13,6 +13,7 @@
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 #define SOCK_STREAM 1
+#define RCV_SHUTDOWN 1
 
 #define PROTO_NOT_HTTP 0xff /* negative cache: never look at this socket again */
 #define DETECT_TRIES 4      /* chunks tried for protocol detection before giving up */
@@ -81,11 +82,7 @@ struct dir_state {
 	__u64 last_ts;  /* time of the last chunk that left something pending */
 	__u8 tcp_known; /* next_tcp is set */
 	__u8 status;    /* enum dir_status (HTTP/2) */
-	__u8 offer;     /* egress: offered to the other end (mirror.h), not decided yet */
-	__u8 offer_recs; /* egress: chunks with records shipped while offered */
-	__u8 mirrored;  /* ingress: the other end's egress records carry it (mirror.h) */
-	__u8 _pad[3];
-	__u32 pend_tcp; /* HTTP/2: TCP sequence number of the first DATA frame summed (acc_on) */
+	__u8 _pad[6];
 	union {
 		struct h2_dir h2;
 		struct h1_dir h1;
@@ -133,27 +130,17 @@ static __always_inline int sk_is_tcp(__u64 sk)
 /* The TCP sequence number a chunk of len bytes started at: the stream
  * position of the chunk. The sender's write_seq and the receiver's
  * copied_seq have moved past it when the hooks run. */
-/* The TCP sequence number after the last byte the process read. */
-static __always_inline __u32 read_pos(__u64 sk)
-{
-	struct tcp_sock *tp = tcp_of(sk);
-	/* A read that takes the last data and the FIN with it moves
-	 * copied_seq one further, over the FIN (tcp_recvmsg). A FIN came when
-	 * SOCK_DONE is set: a reset also shuts the receive side down
-	 * (RCV_SHUTDOWN), with no FIN in rcv_nxt (grpc-go's client closes
-	 * with unread bytes: the server reads its last frames after a reset). */
-	__u32 copied = tp->copied_seq;
-	__u64 done = 1ull << bpf_core_enum_value(enum sock_flags, SOCK_DONE);
-	if ((tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags & done) && copied == tp->rcv_nxt)
-		copied--;
-	return copied;
-}
-
 static __always_inline __u32 chunk_tcp_start(__u64 sk, __u32 dir, __u32 len)
 {
+	struct tcp_sock *tp = tcp_of(sk);
 	if (dir == DIR_EGRESS)
-		return tcp_of(sk)->write_seq - len;
-	return read_pos(sk) - len;
+		return tp->write_seq - len;
+	/* A read that takes the last data and the FIN with it moves
+	 * copied_seq one further, over the FIN (tcp_recvmsg). */
+	__u32 copied = tp->copied_seq;
+	if ((tp->inet_conn.icsk_inet.sk.sk_shutdown & RCV_SHUTDOWN) && copied == tp->rcv_nxt)
+		copied--;
+	return copied - len;
 }
 
 /* When the bytes of a write left: the hook runs after the copy, and a

@@ -71,9 +71,8 @@ static __always_inline __u64 rb_flags_reserved(__u32 size)
 	return rb_wake(after >= fp ? after - fp : 0, after);
 }
 
-/* A per-connection record (EV_CLOSE, EV_PROC_EXIT), not counted; seq: see
- * ev_header. */
-static __always_inline int emit_conn_event(__u64 conn_id, __u32 pid, __u32 kind, __u32 seq)
+/* A per-connection record (EV_CLOSE, EV_PROC_EXIT): seq 0, not counted. */
+static __always_inline int emit_conn_event(__u64 conn_id, __u32 pid, __u32 kind)
 {
 	struct ev_header *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -84,7 +83,7 @@ static __always_inline int emit_conn_event(__u64 conn_id, __u32 pid, __u32 kind,
 	e->conn_id = conn_id;
 	e->pid = pid;
 	e->tid = (__u32)bpf_get_current_pid_tgid();
-	e->seq = seq;
+	e->seq = 0;
 	e->data_len = 0;
 	e->kind = kind;
 	e->dir = 0;

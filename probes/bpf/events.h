@@ -22,17 +22,6 @@ enum ev_kind {
 	EV_CHUNK = 7,     /* what one read/write (chunk) of a connection direction
 	                     carries that user space needs: struct ev_chunk, then
 	                     `entries` entries (struct ev_entry + its bytes) */
-	EV_PEER = 8,      /* struct ev_peer: the ingress direction of hdr.conn_id is,
-	                     from its first byte, what the egress records of
-	                     peer_conn_id (the other end of a loopback connection)
-	                     say; it ships nothing itself (mirror.h) */
-};
-
-/* ev_chunk.flags */
-enum chunk_flag {
-	CHUNK_OFFERED = 1, /* egress: the other end may still claim this direction
-	                      (EV_PEER); user space keeps these entries until it
-	                      does or a record without the flag comes */
 };
 
 enum ev_dir {
@@ -71,8 +60,7 @@ enum drop_reason {
 enum stat_counter {
 	STAT_USER_READS = DROP_MAX, /* bpf_probe_read_user calls for chunk bytes */
 	STAT_CHUNKS = DROP_MAX + 1, /* chunks of HTTP connections walked */
-	STAT_MIRRORED = DROP_MAX + 2, /* chunks not walked: the peer's records carry them */
-	STAT_MAX = DROP_MAX + 3,
+	STAT_MAX = DROP_MAX + 2,
 };
 
 struct ev_header {
@@ -82,9 +70,7 @@ struct ev_header {
 	__u32 tid;
 	__u32 seq;     /* EV_CHUNK: seq of its first entry; entries of one connection
 	                  direction are numbered 0, 1, 2, ...: a gap means entries were
-	                  lost (a failed ring write still consumes its numbers).
-	                  EV_CLOSE (socket capture): the TCP sequence number the
-	                  process had read up to */
+	                  lost (a failed ring write still consumes its numbers) */
 	__u16 data_len; /* bytes following the fixed struct */
 	__u8 kind;     /* enum ev_kind */
 	__u8 dir;      /* enum ev_dir */
@@ -109,17 +95,8 @@ struct ev_conn {
 
 struct ev_chunk {
 	struct ev_header hdr; /* data_len: bytes of entries that follow */
-	__u16 entries;
-	__u16 flags;          /* enum chunk_flag */
-	__u32 tcp_start;      /* TCP sequence numbers of the bytes walked for it: from */
-	__u32 tcp_end;        /* the chunk's first byte to after the last one */
-	__u32 first_tcp;      /* where the bytes of the first entry begin: before
-	                         tcp_start when it sums DATA of earlier chunks */
-};
-
-struct ev_peer {
-	struct ev_header hdr; /* conn_id: the receiving end; dir: DIR_INGRESS */
-	__u64 peer_conn_id;   /* the sending end, whose egress records stand for it */
+	__u32 entries;
+	__u32 _pad;
 };
 
 /* One entry of an EV_CHUNK: user space turns each into one event. */

@@ -198,8 +198,6 @@ __noinline int acc_flush(__u32 slot)
 	if (!w || !r || !w->st.h2.acc_on)
 		return 0;
 	struct ev_entry *e = rec_entry(w, r, slot, EV_H2_FRAME);
-	if (w->rec_entries == 1)
-		w->rec_first_tcp = w->st.pend_tcp; /* its bytes began there */
 	e->type = F_DATA;
 	e->flags = w->st.h2.acc_flags;
 	e->stream_id = w->st.h2.acc_stream;
@@ -293,30 +291,6 @@ __noinline int h2_stop(__u32 slot, __u32 reason)
 	return 1;
 }
 
-/* A fresh walker state for a direction: what spans every state (entry
- * numbers, stream position, gRPC state in use, the offer) is kept. */
-static __always_inline void dir_reset(struct dir_state *d, __u8 status)
-{
-	__u32 seq = d->seq;
-	__u32 next_tcp = d->next_tcp;
-	__u32 pend_tcp = d->pend_tcp;
-	__u64 last = d->last_ts;
-	__u8 known = d->tcp_known;
-	__u8 used = d->h2.streams_used;
-	__u8 offer = d->offer;
-	__u8 offer_recs = d->offer_recs;
-	__builtin_memset(d, 0, sizeof(*d));
-	d->seq = seq;
-	d->next_tcp = next_tcp;
-	d->pend_tcp = pend_tcp;
-	d->last_ts = last;
-	d->tcp_known = known;
-	d->h2.streams_used = used;
-	d->offer = offer;
-	d->offer_recs = offer_recs;
-	d->status = status;
-}
-
 /* Bytes that held frame boundaries could not be read: report the DATA
  * summed so far, skip a sequence number and look for a frame boundary
  * again (like a connection joined midstream). */
@@ -328,28 +302,19 @@ __noinline int h2_lose(__u32 slot)
 	if (w->st.h2.acc_on)
 		acc_flush(slot);
 	lose(slot);
-	dir_reset(&w->st, DS_UNALIGNED);
+	__u32 seq = w->st.seq;
+	__u32 used = w->st.h2.streams_used;
+	__u32 next_tcp = w->st.next_tcp;
+	__u8 known = w->st.tcp_known;
+	__u64 last = w->st.last_ts;
+	__builtin_memset(&w->st, 0, sizeof(w->st));
+	w->st.seq = seq;
+	w->st.h2.streams_used = used;
+	w->st.next_tcp = next_tcp;
+	w->st.tcp_known = known;
+	w->st.last_ts = last;
+	w->st.status = DS_UNALIGNED;
 	return 1;
-}
-
-/* A DATA frame of the current frame's stream, starting at span offset
- * at, ends: its data bytes and the gRPC messages that began in it join
- * the stream's summary, which goes out at END_STREAM (or with the next
- * entry of the direction, another stream's DATA, the connection's end). */
-static __always_inline void data_sum(struct work *w, __u32 slot, __u32 at, __u32 bytes, __u32 msgs)
-{
-	if (w->st.h2.acc_on && w->st.h2.acc_stream != w->st.h2.stream)
-		acc_flush(slot);
-	if (!w->st.h2.acc_on)
-		w->st.pend_tcp = w->tcp_base + at;
-	w->st.h2.acc_on = 1;
-	w->st.h2.acc_stream = w->st.h2.stream;
-	w->st.h2.acc_bytes += bytes;
-	w->st.h2.acc_msgs += msgs;
-	if (w->st.h2.flags & FL_END_STREAM) {
-		w->st.h2.acc_flags = FL_END_STREAM;
-		acc_flush(slot);
-	}
 }
 
 /* Completes the current frame. */
@@ -362,9 +327,16 @@ __noinline int frame_end(__u32 slot)
 	stream_key_of(&k, w, w->dir);
 	switch (w->st.h2.type) {
 	case F_DATA: {
+		if (w->st.h2.acc_on && w->st.h2.acc_stream != w->st.h2.stream)
+			acc_flush(slot);
 		__u32 pad = (w->st.h2.flags & FL_PADDED) ? 1 + w->st.h2.pad_len : 0;
-		data_sum(w, slot, w->pos - w->st.h2.flen - 9, w->st.h2.flen - pad, w->st.h2.grpc_msgs);
+		w->st.h2.acc_on = 1;
+		w->st.h2.acc_stream = w->st.h2.stream;
+		w->st.h2.acc_bytes += w->st.h2.flen - pad;
+		w->st.h2.acc_msgs += w->st.h2.grpc_msgs;
 		if (w->st.h2.flags & FL_END_STREAM) {
+			w->st.h2.acc_flags = FL_END_STREAM;
+			acc_flush(slot);
 			if (w->st.h2.stream_known)
 				bpf_map_delete_elem(&streams, &k);
 		} else if (w->st.h2.msg_left || w->st.h2.pfx_have) {
@@ -600,118 +572,4 @@ __noinline int h2_step(__u32 slot)
 	if (w->st.h2.in_payload && w->pos < w->len)
 		return payload_step(w, slot);
 	return 0;
-}
-
-/* ---------------------------------------------------------------------
- * Whole frames: the common case, a read or write of complete frames.
- * One frame per call, from the window with plain loads, no per-frame
- * state but the DATA summary; the stepper above (h2_step) takes every
- * frame this declines. Measured on the target VM (BenchmarkWalk): the
- * stepper costs ~85 ns per frame with warm caches and ~175 ns cold, most
- * of it instructions and code that a frame which is all there does not
- * need.
- */
-
-#define WHOLE_GRPC_MSGS 4 /* gRPC messages one DATA frame may begin here */
-
-/* Walks the frame at w->pos if it lies whole in the span (and, where its
- * bytes are needed, in the window) and needs no state across frames.
- * Returns 0 when it did, 1 when the stepper must take it. */
-__noinline int h2_whole(__u32 slot)
-{
-	struct work *w = work_get(slot);
-	if (!w)
-		return 1;
-	if (w->st.status != DS_OK || w->st.h2.skip || w->st.h2.in_payload || w->st.h2.hdr_have ||
-	    w->pos >= w->len)
-		return 1;
-	__u32 a = fetch(w, slot);
-	if (a < 9)
-		return 1;
-	__u32 o = (w->pos - w->win_start) & (WIN - 1);
-	const __u8 *h = &w->win[o];
-	__u32 len, type, flags, sid;
-	hdr_fields(h, &len, &type, &flags, &sid);
-	if (!frame_ok(len, type, flags, sid, 0) || w->pos + 9 + len > w->len)
-		return 1; /* an error to report, or a frame the next chunk ends */
-	__u32 in_win = 9 + len <= a;
-	rec_reserve(w, slot);
-	w->st.h2.type = type;
-	w->st.h2.flags = flags;
-	w->st.h2.stream = sid & 0x7fffffff;
-	w->st.h2.flen = len;
-	w->st.h2.off = 0;
-	switch (type) {
-	case F_HEADERS:
-	case F_CONTINUATION:
-	case F_PUSH_PROMISE:
-		if (!in_win)
-			return 1;
-		w->pos += 9;
-		h2_emit_bytes(w, slot, len);
-		w->pos += len;
-		return 0;
-	case F_SETTINGS:
-		/* A payload the stepper might still read in (its window ends
-		 * within): the stepper's, which ships it then. */
-		if (!in_win && len <= MAX_SETTINGS)
-			return 1;
-		w->pos += 9;
-		if (len <= MAX_SETTINGS)
-			h2_emit_bytes(w, slot, len);
-		else
-			h2_emit(slot, 0, 0);
-		w->pos += len;
-		return 0;
-	case F_DATA: {
-		/* gRPC state across frames lives in `streams`: the stepper's. */
-		if (w->st.h2.streams_used)
-			return 1;
-		__u32 start = 0, data_end = len;
-		if (flags & FL_PADDED) {
-			if (a < 10 || h[9] > len - 1)
-				return 1;
-			start = 1;
-			data_end = len - h[9];
-		}
-		/* The gRPC messages that begin in it; one that goes on past
-		 * it would leave state for the next frame (unless the stream
-		 * ends here). Prefix bytes are read where the window has them. */
-		__u32 msgs = 0, off = start;
-		for (int i = 0; i < WHOLE_GRPC_MSGS; i++) {
-			if (off >= data_end)
-				break;
-			if (data_end - off < 5 || 9 + off + 5 > a)
-				return 1;
-			__u32 mlen = be32(&w->win[(o + 9 + off + 1) & (2 * WIN - 1)]);
-			msgs++;
-			if (mlen > data_end - off - 5) {
-				if (!(flags & FL_END_STREAM))
-					return 1;
-				off = data_end;
-				break;
-			}
-			off += 5 + mlen;
-		}
-		if (off < data_end)
-			return 1;
-		data_sum(w, slot, w->pos, data_end - start, msgs);
-		w->pos += 9 + len;
-		return 0;
-	}
-	case F_RST_STREAM:
-	case F_GOAWAY:
-		if (!in_win || w->st.h2.streams_used)
-			return 1;
-		if (type == F_RST_STREAM)
-			h2_emit(slot, be32(&w->win[(o + 9) & (2 * WIN - 1)]), 0);
-		else
-			h2_emit(slot, be32(&w->win[(o + 13) & (2 * WIN - 1)]),
-				be32(&w->win[(o + 9) & (2 * WIN - 1)]) & 0x7fffffff);
-		w->pos += 9 + len;
-		return 0;
-	default: /* PING, WINDOW_UPDATE, PRIORITY, extensions: no entry */
-		w->pos += 9 + len;
-		return 0;
-	}
 }

@@ -22,9 +22,7 @@
 // Files: events.h (the wire format), emit.h (ring buffer, drops), conn.h
 // (connection state, TCP socket facts), chunk.h (a chunk's bytes, its
 // window and record), h2.h (HTTP/2 walker), h1.h (HTTP/1 framing),
-// capture.h (detection and the walk of one chunk), mirror.h (the two ends
-// of a loopback connection: the reader does not walk what the writer
-// walked), scope.h (the cgroup the capture is limited to).
+// capture.h (detection and the walk of one chunk).
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -44,8 +42,6 @@ const struct ev_header *unused_ev_header __attribute__((unused));
 const struct ev_conn *unused_ev_conn __attribute__((unused));
 const struct ev_chunk *unused_ev_chunk __attribute__((unused));
 const struct ev_entry *unused_ev_entry __attribute__((unused));
-const struct ev_peer *unused_ev_peer __attribute__((unused));
-const enum chunk_flag *unused_chunk_flag __attribute__((unused));
 const enum ev_kind *unused_ev_kind __attribute__((unused));
 const enum ev_dir *unused_ev_dir __attribute__((unused));
 const enum conn_proto *unused_conn_proto __attribute__((unused));
@@ -85,10 +81,6 @@ static __always_inline int on_sock_chunk(struct sock *sk, int ret, __u32 dir, __
 	}
 	if (c->proto == PROTO_NOT_HTTP)
 		return 0;
-	if (dir == DIR_INGRESS && c->d[DIR_INGRESS].mirrored) {
-		count_drop(STAT_MIRRORED);
-		return 0;
-	}
 	struct work *w = work_get(slot);
 	if (!w)
 		return 0;
@@ -133,7 +125,6 @@ int BPF_PROG(sock_destroy, struct sock *sk)
 	if (!c || !w)
 		return 0;
 	w->sk = (__u64)sk;
-	w->socket_path = 1;
 	conn_end(c, w, SLOT_CLOSE);
 	return 0;
 }
@@ -201,7 +192,6 @@ static __always_inline void conn_gone(struct conn_key *k, struct conn_state *c)
 	struct work *w = work_get(SLOT_CLOSE);
 	if (w) {
 		w->sk = file_sk(c->file);
-		w->socket_path = 0;
 		conn_end(c, w, SLOT_CLOSE);
 	}
 	bpf_map_delete_elem(&conns, k);
@@ -433,6 +423,6 @@ int BPF_PROG(process_exit, struct task_struct *p)
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0; /* other threads still run */
 	bpf_map_delete_elem(&http_procs, &tgid);
-	emit_conn_event(0, tgid, EV_PROC_EXIT, 0);
+	emit_conn_event(0, tgid, EV_PROC_EXIT);
 	return 0;
 }
