@@ -540,6 +540,33 @@ func (e *Engine) Revision() uint64 {
 }
 
 // deliver turns a kernel record into a Verdict.
+// verdictPeers are the two sides of a decision of this revision (on a
+// nil revision, one no longer kept: identities only) and the policies
+// behind it: allowed for an allow, denied for a deny rule (none for
+// default deny). They share the revision's slices (read-only).
+func (rev *revision) verdictPeers(epID, localID, remoteID, cookie uint32, reason DropReason) (local, remote Peer, allowed, denied []PolicyRef) {
+	local = Peer{Identity: localID, EpID: epID}
+	remote = Peer{Identity: remoteID}
+	if rev == nil {
+		return
+	}
+	local = rev.local[epID]
+	local.Identity, local.EpID = localID, epID
+	if p, ok := rev.peers[ipcache.ID(remoteID)]; ok {
+		remote = p
+		remote.Identity = remoteID
+	}
+	if int(cookie) < len(rev.refs) {
+		switch reason {
+		case PolicyDeny:
+			denied = rev.refs[cookie]
+		case NoDrop:
+			allowed = rev.refs[cookie]
+		}
+	}
+	return
+}
+
 func (e *Engine) deliver(r datapath.Record) {
 	e.mu.RLock()
 	rev := e.history[r.Revision]
@@ -560,23 +587,9 @@ func (e *Engine) deliver(r datapath.Record) {
 	case 2:
 		v.DropReason = PolicyDeny
 	}
-	local := Peer{Identity: r.Identity, EpID: r.EpID}
-	remote := Peer{Identity: r.RemoteIdentity}
-	if rev != nil {
-		local = rev.local[r.EpID]
-		if p, ok := rev.peers[ipcache.ID(r.RemoteIdentity)]; ok {
-			remote = p
-		}
-		if int(r.Cookie) < len(rev.refs) {
-			if r.Reason == 2 {
-				v.DeniedBy = rev.refs[r.Cookie]
-			} else if r.Reason == 0 {
-				v.AllowedBy = rev.refs[r.Cookie]
-			}
-		}
-	}
-	local.Identity, local.EpID, local.Addr = r.Identity, r.EpID, r.Local
-	remote.Identity, remote.Addr = r.RemoteIdentity, r.Remote
+	local, remote, allowed, denied := rev.verdictPeers(r.EpID, r.Identity, r.RemoteIdentity, r.Cookie, v.DropReason)
+	v.AllowedBy, v.DeniedBy = allowed, denied
+	local.Addr, remote.Addr = r.Local, r.Remote
 	if v.Direction == resolve.Egress {
 		v.Source, v.Destination = local, remote
 	} else {
@@ -588,7 +601,7 @@ func (e *Engine) deliver(r datapath.Record) {
 		v.Process = e.procs.Lookup(r.PID, r.CgroupID, "")
 		e.procMu.Unlock()
 	}
-	e.conns.record(&v)
+	e.conns.record(&r, v.Outcome, v.DropReason)
 	select {
 	case e.verdicts <- v:
 	default:

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/sextant/sextant/flow"
+	"github.com/sextant/sextant/policy/datapath"
 	"github.com/sextant/sextant/policy/endpoint"
 	"github.com/sextant/sextant/policy/ipcache"
 	"github.com/sextant/sextant/policy/l7"
@@ -43,7 +44,17 @@ func (e *Engine) Enrich(f *flow.Flow) {
 		return
 	}
 	client, server := unmapped(f.Source), unmapped(f.Destination)
-	in, eg := e.conns.lookup(client, server, f.Process.PID, f.Observer == flow.SideClient)
+	inV, egV, inOK, egOK := e.conns.lookup(client, server, f.Process.PID, f.Observer == flow.SideClient)
+	var in, eg *connSide
+	var inS, egS connSide // on the stack: judge keeps no pointer to them
+	if inOK {
+		inS = e.side(inV)
+		in = &inS
+	}
+	if egOK {
+		egS = e.side(egV)
+		eg = &egS
+	}
 
 	var dir resolve.Direction
 	var local, remote netip.AddrPort
@@ -265,81 +276,125 @@ func unmapped(ap netip.AddrPort) netip.AddrPort {
 // hooks), and (client pid, server address) for connect(), where the
 // client's port is not bound yet. Bounded: two generations of maxConns
 // entries each; the older is dropped when the newer fills.
+//
+// Keys and values hold no pointers: recording allocates nothing and the
+// tables cost the GC no scanning. An entry of pointers (peers, labels,
+// policy references) made recording ≈ 40 % of the agent's cost per
+// verdict (BenchmarkDeliver); they are rebuilt from the revision's tables
+// when an exchange asks (connVerdict.side).
 type conns struct {
 	mu       sync.Mutex
 	cur, old connMaps
 }
 
-type connMaps struct {
-	ingress, egress map[connKey]*connSide
-	byPID           map[pidKey]*connSide
+// connVerdict is what a reported verdict says about one direction of a
+// connection.
+type connVerdict struct {
+	revision  uint64
+	epID      uint32
+	localID   uint32
+	remoteID  uint32
+	cookie    uint32
+	reason    DropReason
+	outcome   Outcome
+	matchType resolve.MatchType
 }
 
-type connKey struct{ client, server netip.AddrPort }
+type connMaps struct {
+	ingress, egress map[connKey]connVerdict
+	byPID           map[pidKey]connVerdict
+}
+
+// addrKey is an address and port without netip's zone pointer.
+type addrKey struct {
+	addr [16]byte
+	port uint16
+}
+
+func keyOf(ap netip.AddrPort) addrKey {
+	return addrKey{addr: ap.Addr().Unmap().As16(), port: ap.Port()}
+}
+
+type connKey struct{ client, server addrKey }
 
 type pidKey struct {
 	pid    uint32
-	server netip.AddrPort
+	server addrKey
 }
 
 const maxConns = 1 << 15
 
 func newConnMaps() connMaps {
-	return connMaps{ingress: map[connKey]*connSide{}, egress: map[connKey]*connSide{}, byPID: map[pidKey]*connSide{}}
+	return connMaps{ingress: map[connKey]connVerdict{}, egress: map[connKey]connVerdict{}, byPID: map[pidKey]connVerdict{}}
+}
+
+// nextGeneration is sized like the one it follows: growing a map to
+// 2^15 entries was a quarter of the cost of recording (rehashes).
+func (m connMaps) nextGeneration() connMaps {
+	return connMaps{
+		ingress: make(map[connKey]connVerdict, len(m.ingress)),
+		egress:  make(map[connKey]connVerdict, len(m.egress)),
+		byPID:   make(map[pidKey]connVerdict, len(m.byPID)),
+	}
 }
 
 func (m connMaps) len() int { return len(m.ingress) + len(m.egress) + len(m.byPID) }
 
 // record keeps a reported TCP verdict of a connection that went through.
-func (c *conns) record(v *Verdict) {
-	if v.Proto != resolve.ProtoTCP || v.Outcome == Dropped {
+func (c *conns) record(r *datapath.Record, outcome Outcome, reason DropReason) {
+	if r.Proto != resolve.ProtoTCP || outcome == Dropped {
 		return
 	}
-	s := &connSide{outcome: v.Outcome, matchType: v.MatchType, revision: v.Revision, allowedBy: v.AllowedBy, deniedBy: v.DeniedBy}
-	client, server := unmapped(v.Source.Addr), unmapped(v.Destination.Addr)
-	if v.Direction == resolve.Egress {
-		s.local, s.remote = v.Source, v.Destination
-	} else {
-		s.local, s.remote = v.Destination, v.Source
-	}
+	v := connVerdict{revision: r.Revision, epID: r.EpID, localID: r.Identity, remoteID: r.RemoteIdentity,
+		cookie: r.Cookie, reason: reason, outcome: outcome, matchType: resolve.MatchType(r.MatchType)}
+	local, remote := keyOf(r.Local), keyOf(r.Remote)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cur.ingress == nil {
 		c.cur, c.old = newConnMaps(), newConnMaps()
 	}
 	if c.cur.len() >= maxConns {
-		c.old, c.cur = c.cur, newConnMaps()
+		c.old, c.cur = c.cur, c.cur.nextGeneration()
 	}
 	switch {
-	case v.Direction == resolve.Ingress:
-		c.cur.ingress[connKey{client, server}] = s
-	case client.Port() != 0:
-		c.cur.egress[connKey{client, server}] = s
+	case r.Dir == uint8(resolve.Ingress):
+		c.cur.ingress[connKey{remote, local}] = v
+	case local.port != 0:
+		c.cur.egress[connKey{local, remote}] = v
 	}
-	if v.Direction == resolve.Egress && v.Process.PID != 0 {
-		c.cur.byPID[pidKey{v.Process.PID, server}] = s
+	if r.Dir == uint8(resolve.Egress) && r.PID != 0 {
+		c.cur.byPID[pidKey{r.PID, remote}] = v
 	}
 }
 
-// lookup returns the reported verdicts of a connection's two directions;
-// pid is the observed process's, which is the client's when isClient.
-func (c *conns) lookup(client, server netip.AddrPort, pid uint32, isClient bool) (in, eg *connSide) {
+// lookup returns the reported verdicts of a connection's two directions
+// (ok false: none); pid is the observed process's, which is the client's
+// when isClient.
+func (c *conns) lookup(client, server netip.AddrPort, pid uint32, isClient bool) (in, eg connVerdict, inOK, egOK bool) {
+	k := connKey{keyOf(client), keyOf(server)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cur.ingress == nil {
-		return nil, nil
-	}
-	k := connKey{client, server}
-	for _, m := range []connMaps{c.cur, c.old} {
-		if in == nil {
-			in = m.ingress[k]
+	for _, m := range [2]*connMaps{&c.cur, &c.old} {
+		if !inOK {
+			in, inOK = m.ingress[k]
 		}
-		if eg == nil {
-			eg = m.egress[k]
+		if !egOK {
+			eg, egOK = m.egress[k]
 		}
-		if eg == nil && isClient && pid != 0 {
-			eg = m.byPID[pidKey{pid, server}]
+		if !egOK && isClient && pid != 0 {
+			eg, egOK = m.byPID[pidKey{pid, k.server}]
 		}
 	}
-	return in, eg
+	return in, eg, inOK, egOK
+}
+
+// side is the verdict as judge reads it, with its revision's peers and
+// policies (identities only when that revision is no longer kept).
+func (e *Engine) side(v connVerdict) connSide {
+	e.mu.RLock()
+	rev := e.history[v.revision]
+	e.mu.RUnlock()
+	s := connSide{outcome: v.outcome, matchType: v.matchType, revision: v.revision}
+	s.local, s.remote, s.allowedBy, s.deniedBy = rev.verdictPeers(v.epID, v.localID, v.remoteID, v.cookie, v.reason)
+	return s
 }

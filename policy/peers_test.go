@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -71,7 +72,7 @@ spec:
 `, httpPort, grpcPort))
 	r.start()
 	r.waitRevision(0)
-	start(t, where{cgroup: web}, fmt.Sprintf("127.0.0.1:%d", httpPort), "nghttpd", "--no-tls", "-a", "127.0.0.1", fmt.Sprint(httpPort))
+	webProc := start(t, where{cgroup: web}, fmt.Sprintf("127.0.0.1:%d", httpPort), "nghttpd", "--no-tls", "-a", "127.0.0.1", fmt.Sprint(httpPort))
 	startRole(t, where{cgroup: grpcSrv}, "grpc-server", fmt.Sprintf("127.0.0.1:%d", grpcPort))
 	url := fmt.Sprintf("http://127.0.0.1:%d/", httpPort)
 
@@ -154,6 +155,22 @@ spec:
 	if hf := hubble.Request(denied, "l7"); hf.GetVerdict().String() != "AUDIT" || hf.GetL7().GetHttp().GetUrl() != "/grpc.health.v1.Health/Watch" ||
 		len(hf.GetIngressDeniedBy()) != 1 || hf.GetDestination().GetIdentity() != g.Destination.Identity {
 		t.Errorf("L7 hubble flow: %v", hf)
+	}
+
+	// The bound socket names its endpoint while it lives (post_bind), and
+	// is forgotten when it is released (sock_release): a later server on
+	// that port must not inherit web's identity.
+	webAddr := netip.MustParseAddr("127.0.0.1")
+	if id := r.eng.dp.ServerIdentity(r.eng.hostNetns, webAddr, uint16(httpPort), resolve.ProtoTCP); id != v.Destination.Identity {
+		t.Errorf("listening web server: identity %d, want web's %d", id, v.Destination.Identity)
+	}
+	syscall.Kill(-webProc.cmd.Process.Pid, syscall.SIGKILL)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.eng.dp.ServerIdentity(r.eng.hostNetns, webAddr, uint16(httpPort), resolve.ProtoTCP) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the web server exited, its bound socket still names it after 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

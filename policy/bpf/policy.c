@@ -99,13 +99,14 @@ struct {
 	PINNED;
 } listeners SEC(".maps");
 
-/* socket cookie → its `listeners` key, for sock_release. A plain hash:
- * its misses (every released socket that was never bound) are cheaper
- * than an LRU's; entries live as long as their sockets. */
+/* A bound socket's `listeners` key, for sock_release, in the socket's
+ * own storage: freed with it, and a socket that was never bound (every
+ * client's) costs sock_release one pointer test instead of a socket
+ * cookie and a hash miss. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct listen_key);
 	PINNED;
 } bound SEC(".maps");
@@ -511,8 +512,9 @@ static __always_inline int post_bind(struct bpf_sock *sk, int family)
 	}
 	struct listen_val lv = {.identity = ep->identity, .ep_id = ep->ep_id};
 	bpf_map_update_elem(&listeners, &lk, &lv, BPF_ANY);
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	bpf_map_update_elem(&bound, &cookie, &lk, BPF_ANY);
+	struct listen_key *b = bpf_sk_storage_get(&bound, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (b)
+		*b = lk;
 	return 1;
 }
 
@@ -526,13 +528,11 @@ int sextant_post_bind6(struct bpf_sock *sk) { return post_bind(sk, AF_INET6); }
 SEC("cgroup/sock_release")
 int sextant_sock_release(struct bpf_sock *sk)
 {
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	struct listen_key *lk = bpf_map_lookup_elem(&bound, &cookie);
+	struct listen_key *lk = bpf_sk_storage_get(&bound, sk, 0, 0);
 	if (!lk)
 		return 1;
 	struct listen_key k = *lk;
 	bpf_map_delete_elem(&listeners, &k);
-	bpf_map_delete_elem(&bound, &cookie);
 	return 1;
 }
 

@@ -128,7 +128,7 @@ func CheckKernel() error {
 	for _, pt := range []ebpf.ProgramType{ebpf.CGroupSockAddr, ebpf.CGroupSock, ebpf.CGroupSKB, ebpf.SchedCLS} {
 		check("program type "+pt.String(), features.HaveProgramType(pt))
 	}
-	for _, mt := range []ebpf.MapType{ebpf.LPMTrie, ebpf.LRUHash, ebpf.RingBuf, ebpf.PerCPUArray} {
+	for _, mt := range []ebpf.MapType{ebpf.LPMTrie, ebpf.LRUHash, ebpf.RingBuf, ebpf.PerCPUArray, ebpf.SkStorage} {
 		check("map type "+mt.String(), features.HaveMapType(mt))
 	}
 	check("bounded loops", features.HaveBoundedLoops())
@@ -140,6 +140,7 @@ func CheckKernel() error {
 		{ebpf.CGroupSockAddr, asm.FnGetCurrentAncestorCgroupId},
 		{ebpf.CGroupSockAddr, asm.FnGetSocketCookie},
 		{ebpf.CGroupSock, asm.FnGetNetnsCookie},
+		{ebpf.CGroupSock, asm.FnSkStorageGet},
 		{ebpf.CGroupSKB, asm.FnSkbAncestorCgroupId},
 		{ebpf.CGroupSKB, asm.FnRingbufReserve},
 	}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -291,14 +292,15 @@ func (r *Reader) Run(ctx context.Context, sink func(Record)) error {
 // Close stops Run.
 func (r *Reader) Close() error { return r.rd.Close() }
 
+// decode reads a record in place: policyVerdictRec has the C layout
+// (structs.HostLayout, explicit padding), so a length check and a cast do
+// what binary.Decode did by reflection at ≈40 % of the reader's CPU time
+// (perf, BenchmarkDecision).
 func (r *Reader) decode(b []byte) (Record, bool) {
-	var v policyVerdictRec
-	if len(b) < binary.Size(v) {
+	if len(b) < int(unsafe.Sizeof(policyVerdictRec{})) {
 		return Record{}, false
 	}
-	if _, err := binary.Decode(b, binary.NativeEndian, &v); err != nil {
-		return Record{}, false
-	}
+	v := (*policyVerdictRec)(unsafe.Pointer(&b[0]))
 	return Record{
 		Time:           time.Unix(0, int64(v.TsNs)+r.monoToRT),
 		CgroupID:       v.CgroupId,
