@@ -77,10 +77,11 @@ spec:
 // endpoint (moved back out when the benchmark ends), and an engine
 // enforcing rulesDoc(rules).
 type benchSetup struct {
-	r    *rig
-	addr string
-	port int
-	ns   *testbed.Netns
+	r      *rig
+	addr   string
+	port   int
+	ns     *testbed.Netns
+	server *proc
 }
 
 func newBenchSetup(b *testing.B, rules int, serverRole string, kernelStats bool) *benchSetup {
@@ -91,7 +92,7 @@ func newBenchSetup(b *testing.B, rules int, serverRole string, kernelStats bool)
 	s.r.cfg.KernelStats = kernelStats
 	s.r.discard = true
 	s.addr = hostPort(s.ns.Addr, s.port)
-	startRole(b, where{netns: s.ns.Name}, serverRole, s.addr)
+	s.server = startRole(b, where{netns: s.ns.Name}, serverRole, s.addr)
 	cg := testCgroup(b)
 	s.r.writeEndpoints(fmt.Sprintf("endpoints:\n- {name: server, netns: %s, labels: {app: server}}\n- {name: client, cgroup: %s, labels: {app: client}}\n", s.ns.Name, cg))
 	s.r.writePolicy("bench.yaml", rulesDoc(max(rules, 0), s.ns.Addr, s.port, true))
@@ -125,12 +126,41 @@ var benchRules = []int{10, 100, 1000}
 
 func benchName(rules int) string { return fmt.Sprintf("rules=%d", rules) }
 
+// cpuNs is the CPU time used so far by the benchmark's processes: this
+// one (the client, the agent's engine) and the server, summed over their
+// threads' schedstat (nanoseconds). This kernel has no IRQ time
+// accounting, so the softirq work of their packets is counted in it too.
+func (s *benchSetup) cpuNs(b *testing.B) float64 {
+	var total float64
+	for _, pid := range []int{os.Getpid(), s.server.cmd.Process.Pid} {
+		stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+		if err != nil || len(stats) == 0 {
+			b.Fatalf("schedstat of %d: %v", pid, err)
+		}
+		for _, f := range stats {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				continue // a thread that just exited
+			}
+			ns, err := strconv.ParseFloat(strings.Fields(string(raw))[0], 64)
+			if err != nil {
+				b.Fatalf("%s: %v", f, err)
+			}
+			total += ns
+		}
+	}
+	return total
+}
+
 // interleave measures rate() (operations per second) in alternating
 // blocks without and with enforcement on the same setup (the endpoints'
 // programs detached, then attached again: milliseconds), and reports the
 // median rates and the median of the blocks' pairwise loss. On a shared
 // 2-core host the rate drifts by tens of percent within seconds: short
-// adjacent blocks compare like with like.
+// adjacent blocks compare like with like. The CPU time the benchmark's
+// processes spend per operation is reported the same way (cpu-ns/op and
+// the median pairwise increase, cpu-%): it does not depend on what else
+// the host runs, the rate does.
 func interleave(b *testing.B, s *benchSetup, unit string, rate func(n int) float64) {
 	const rounds = 21
 	eng := s.r.eng
@@ -145,31 +175,38 @@ func interleave(b *testing.B, s *benchSetup, unit string, rate func(n int) float
 			b.Fatal(err)
 		}
 	}
-	var off, on, loss []float64
 	n := max(b.N/(2*rounds), 1)
+	block := func(on bool) (ops, cpuPerOp float64) {
+		attach(on)
+		before := s.cpuNs(b)
+		ops = rate(n)
+		return ops, (s.cpuNs(b) - before) / float64(n)
+	}
+	var off, on, loss, cpuOff, cpuOn, cpuMore []float64
 	for i := range rounds {
 		// Alternate which goes first, so that neither always follows the other.
-		var rOff, rOn float64
+		var rOff, rOn, cOff, cOn float64
 		if i%2 == 0 {
-			attach(false)
-			rOff = rate(n)
-			attach(true)
-			rOn = rate(n)
+			rOff, cOff = block(false)
+			rOn, cOn = block(true)
 		} else {
-			attach(true)
-			rOn = rate(n)
-			attach(false)
-			rOff = rate(n)
+			rOn, cOn = block(true)
+			rOff, cOff = block(false)
 		}
 		off, on, loss = append(off, rOff), append(on, rOn), append(loss, 100*(rOff-rOn)/rOff)
+		cpuOff, cpuOn, cpuMore = append(cpuOff, cOff), append(cpuOn, cOn), append(cpuMore, 100*(cOn-cOff)/cOff)
 	}
 	attach(true)
-	for _, xs := range [][]float64{off, on, loss} {
+	median := func(xs []float64) float64 {
 		slices.Sort(xs)
+		return xs[len(xs)/2]
 	}
-	b.ReportMetric(off[rounds/2], unit+"-off")
-	b.ReportMetric(on[rounds/2], unit+"-on")
-	b.ReportMetric(loss[rounds/2], "loss-%")
+	b.ReportMetric(median(off), unit+"-off")
+	b.ReportMetric(median(on), unit+"-on")
+	b.ReportMetric(median(loss), "loss-%")
+	b.ReportMetric(median(cpuOff), "cpu-ns/op-off")
+	b.ReportMetric(median(cpuOn), "cpu-ns/op-on")
+	b.ReportMetric(median(cpuMore), "cpu-%")
 }
 
 // BenchmarkConnect: TCP connection setup (connect, the server's "ok",
