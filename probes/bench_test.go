@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -299,6 +299,67 @@ func BenchmarkNonHTTPSocket(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDetect measures what a new TCP connection that is not HTTP
+// costs while the probes look for a protocol: detectTries writes of 1 KiB
+// (TLS-like bytes) and their reads on a fresh connection, bpf_stats per
+// connection. Every connection of the host pays this once.
+func BenchmarkDetect(b *testing.B) {
+	testbed.RequireRoot(b)
+	buf := bytes.Repeat([]byte{0x16, 0x03, 0x01, 0x02}, 256)
+	for _, capture := range captures(b) {
+		b.Run(capture.String(), func(b *testing.B) {
+			p, err := Load(Options{TraceSelf: true, KernelStats: true, Capture: capture})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var ns uint64
+			for b.Loop() {
+				b.StopTimer()
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := ln.Accept()
+				if err != nil {
+					b.Fatal(err)
+				}
+				w, r := rawFD(b, c), rawFD(b, s)
+				before := p.Stats()
+				b.StartTimer()
+				for range detectTries {
+					if _, err := unix.Write(w, buf); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(fdReader(r), make([]byte, len(buf))); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				for i, ps := range p.Stats().Programs {
+					ns += ps.RunTimeNs - before.Programs[i].RunTimeNs
+				}
+				c.Close()
+				s.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(ns)/float64(b.N), "bpf-ns/conn")
+		})
+	}
+}
+
+// fdReader reads a raw fd.
+type fdReader int
+
+func (f fdReader) Read(p []byte) (int, error) { return unix.Read(int(f), p) }
 
 // BenchmarkScope measures what Options.Cgroup costs per 64-byte TCP
 // write + read (a socket that is not HTTP, past detection), bpf_stats per
