@@ -322,24 +322,20 @@ func BenchmarkDetect(b *testing.B) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			var ns uint64
+			got := make([]byte, len(buf))
 			for b.Loop() {
 				b.StopTimer()
-				c, err := net.Dial("tcp", ln.Addr().String())
-				if err != nil {
-					b.Fatal(err)
-				}
-				s, err := ln.Accept()
-				if err != nil {
-					b.Fatal(err)
-				}
-				w, r := rawFD(b, c), rawFD(b, s)
+				c, s := acceptedPair(b, ln)
+				w, r := blockingFile(b, c), blockingFile(b, s)
+				c.Close()
+				s.Close()
 				before := p.Stats()
 				b.StartTimer()
 				for range detectTries {
-					if _, err := unix.Write(w, buf); err != nil {
+					if _, err := w.Write(buf); err != nil {
 						b.Fatal(err)
 					}
-					if _, err := io.ReadFull(fdReader(r), make([]byte, len(buf))); err != nil {
+					if _, err := io.ReadFull(r, got); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -347,19 +343,14 @@ func BenchmarkDetect(b *testing.B) {
 				for i, ps := range p.Stats().Programs {
 					ns += ps.RunTimeNs - before.Programs[i].RunTimeNs
 				}
-				c.Close()
-				s.Close()
+				w.Close()
+				r.Close()
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(ns)/float64(b.N), "bpf-ns/conn")
 		})
 	}
 }
-
-// fdReader reads a raw fd.
-type fdReader int
-
-func (f fdReader) Read(p []byte) (int, error) { return unix.Read(int(f), p) }
 
 // BenchmarkScope measures what Options.Cgroup costs per 64-byte TCP
 // write + read (a socket that is not HTTP, past detection), bpf_stats per
@@ -420,32 +411,43 @@ func tcpPair(b *testing.B) (w, r int) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
+	c, s := acceptedPair(b, ln)
+	b.Cleanup(func() { c.Close(); s.Close() })
+	return rawFD(b, c), rawFD(b, s)
+}
+
+// acceptedPair dials ln and accepts: both ends of a new connection.
+func acceptedPair(b *testing.B, ln net.Listener) (c, s net.Conn) {
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := ln.Accept()
+	s, err = ln.Accept()
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { c.Close(); s.Close() })
-	return rawFD(b, c), rawFD(b, s)
+	return c, s
 }
 
 // rawFD is the fd of a TCP connection, switched to blocking mode so the
 // benchmark's reads wait for data instead of returning EAGAIN. (A dup:
 // syscall capture sees it as its own socket, which is fine here.)
 func rawFD(b *testing.B, c net.Conn) int {
+	f := blockingFile(b, c)
+	b.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}
+
+// blockingFile is a dup of a TCP connection's fd in blocking mode.
+func blockingFile(b *testing.B, c net.Conn) *os.File {
 	f, err := c.(*net.TCPConn).File()
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { f.Close() })
-	fd := int(f.Fd())
-	if err := unix.SetNonblock(fd, false); err != nil {
+	if err := unix.SetNonblock(int(f.Fd()), false); err != nil {
 		b.Fatal(err)
 	}
-	return fd
+	return f
 }
 
 // BenchmarkH2Load is the bench's workload (go run ./bench): h2load drives
