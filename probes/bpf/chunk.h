@@ -256,9 +256,9 @@ __noinline int src_from_regs(__u32 slot)
 	}
 	/* Proven once per fd, by the fd's file being the socket's own: the
 	 * syscall has just walked the same fd table, socket and file, so
-	 * these loads hit the cache (the inode and private_data of
-	 * file_sk() did not: ~30 % of a detection chunk's time, measured
-	 * with perf on the lead's connection benchmark). */
+	 * these loads hit the cache. file_sk()'s inode and private_data did
+	 * not: src_from_regs was 23 % of the BPF time spent on a neighbour's
+	 * new connections (perf, 2026-12-03), most of it those two loads. */
 	if (fd + 1 != w->known_fd) {
 		__u64 f = sk_file(w->sk);
 		if (!f || fd_file(fd) != f)
@@ -403,6 +403,8 @@ __noinline int gather(__u32 slot, __u32 at, __u32 n)
 	struct work *w = work_get(slot);
 	if (!w)
 		return 0;
+	if (n > 32)
+		n = 32;
 	/* All n bytes in the window (the common case, one read): a plain
 	 * copy of 32 bytes; bytes past n are never looked at. */
 	w->pos = at;
@@ -518,14 +520,11 @@ static __always_inline void rec_bytes(struct work *w, struct rec_buf *r, __u32 e
 	__u32 at = w->rec_len;
 	barrier_var(at);
 	at &= RMAX - 1;
-	/* A plain-load copy of up to 128 bytes (unrolled) instead of the
-	 * helper call showed no difference at the bench's workload and cost
-	 * the verifier 95k more instructions per program (179k -> 275k). */
-	if (n == 0 || bpf_probe_read_kernel(&r->data[at], n, &w->win[woff & (WIN - 1)]))
-		return;
-	struct ev_entry *e = (void *)&r->data[eoff & (RMAX - 1)];
-	e->data_len += n;
-	w->rec_len += n;
+	if (n && bpf_probe_read_kernel(&r->data[at], n, &w->win[woff & (WIN - 1)]) == 0) {
+		struct ev_entry *e = (void *)&r->data[eoff & (RMAX - 1)];
+		e->data_len += n;
+		w->rec_len += n;
+	}
 }
 
 /* The direction lost its place: bytes it needed were moved where the
