@@ -357,6 +357,23 @@ func BenchmarkReload(b *testing.B) {
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-to-enforced")
 }
 
+// decidedConnection opens one connection and waits for its ingress
+// verdict: the client's address and that verdict. Verdicts are kept
+// (s.r.discard false) until the caller discards them again.
+func (s *benchSetup) decidedConnection(b *testing.B) (netip.AddrPort, Verdict) {
+	s.r.discard = false
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := netip.MustParseAddrPort(c.LocalAddr().String())
+	c.Close()
+	in := s.r.waitVerdict("the connection's ingress verdict", func(v *Verdict) bool {
+		return v.Direction == resolve.Ingress && v.Source.Addr == client
+	})
+	return client, in
+}
+
 // BenchmarkEnrich: the agent's per-exchange cost of the policy enricher
 // (on the collector's goroutine) for an exchange of the client endpoint
 // to the netns server: "reported" finds the connection's verdicts in the
@@ -365,17 +382,8 @@ func BenchmarkReload(b *testing.B) {
 // tables), "no-endpoint" is an exchange of a process no policy selects.
 func BenchmarkEnrich(b *testing.B) {
 	s := newBenchSetup(b, 10, "serve", false)
-	s.r.discard = false
-	c, err := net.Dial("tcp", s.addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	client := netip.MustParseAddrPort(c.LocalAddr().String())
-	c.Close()
+	client, _ := s.decidedConnection(b)
 	server := netip.MustParseAddrPort(s.addr)
-	s.r.waitVerdict("the connection's ingress verdict", func(v *Verdict) bool {
-		return v.Direction == resolve.Ingress && v.Source.Addr == client
-	})
 	var st syscall.Stat_t
 	if err := syscall.Stat(filepath.Join(endpoint.CgroupRoot(), strings.TrimPrefix(readCgroup(b), "/")), &st); err != nil {
 		b.Fatal(err)
@@ -429,16 +437,7 @@ func readCgroup(b *testing.B) string {
 // the client port moved on for each connection.
 func BenchmarkDeliver(b *testing.B) {
 	s := newBenchSetup(b, 10, "serve", false)
-	s.r.discard = false
-	c, err := net.Dial("tcp", s.addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	client := netip.MustParseAddrPort(c.LocalAddr().String())
-	c.Close()
-	in := s.r.waitVerdict("the connection's ingress verdict", func(v *Verdict) bool {
-		return v.Direction == resolve.Ingress && v.Source.Addr == client
-	})
+	_, in := s.decidedConnection(b)
 	eg := s.r.waitVerdict("the connection's connect verdict", func(v *Verdict) bool {
 		return v.Direction == resolve.Egress && v.Process.PID == uint32(os.Getpid())
 	})
