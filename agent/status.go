@@ -75,6 +75,9 @@ func logStatus(ctx context.Context, log *slog.Logger, every time.Duration, statu
 				"flows", cur.FlowsSeen,
 				"probe_drops", drops,
 				"parse_stops", cur.Collector.ParseErrors,
+				"conns", cur.Collector.Conns,
+				"conns_evicted", cur.Collector.ConnsEvicted,
+				"orphan_records", cur.Collector.OrphanRecords,
 				"follower_lost", cur.Ring.Lost,
 				"followers", cur.Ring.Subscribers,
 			)

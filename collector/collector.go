@@ -339,7 +339,10 @@ func inScope(p, scope string) bool {
 var endOfTime = time.Unix(1<<50, 0)
 
 // sweepEvery is how often connections are checked for a process that is
-// gone: a process that exits closes its sockets without a close() call.
+// gone: under syscall capture, a process that exits closes its sockets
+// without a close() call. Socket capture reports every socket's end, and
+// a socket may outlive the process that first used it (inherited across
+// fork, passed with SCM_RIGHTS): those connections are never swept.
 const sweepEvery = 5 * time.Second
 
 func (c *Collector) sweep(now time.Time) {
@@ -348,7 +351,7 @@ func (c *Collector) sweep(now time.Time) {
 	}
 	c.lastSweep = now
 	for _, cn := range c.conns {
-		if now.Sub(cn.lastActive) > sweepEvery && !c.ids.Alive(cn.pid) {
+		if !cn.info.EndReported && now.Sub(cn.lastActive) > sweepEvery && !c.ids.Alive(cn.pid) {
 			c.stats.ConnsEvicted++
 			c.close(cn, now)
 		}

@@ -2,7 +2,7 @@ package collector
 
 import (
 	"net/netip"
-
+	"os/exec"
 	"testing"
 	"time"
 
@@ -103,5 +103,35 @@ func TestProcExitClosesItsConnections(t *testing.T) {
 		if f.Path != "/open" || f.Outcome != flow.OutcomeClosed {
 			t.Errorf("flow %+v: want /open, outcome closed", f)
 		}
+	}
+}
+
+// A connection idle while its process is gone is closed, unless the
+// kernel reports the connection's end itself (socket capture): the socket
+// may live on in another process.
+func TestSweepTrustsReportedEnds(t *testing.T) {
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(gone.Process.Pid) // exited and reaped: no /proc entry
+	var flows []*flow.Flow
+	c := New(Config{}, func(f *flow.Flow) { flows = append(flows, f) })
+	t0 := time.Now()
+	for id, reported := range map[uint64]bool{1: false, 2: true} {
+		c.Handle(&probes.Event{Kind: probes.KindConn, ConnID: id, PID: pid, Time: t0, Conn: &probes.ConnInfo{Proto: probes.ProtoH1, EndReported: reported}})
+		req := []byte("GET /idle HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.Handle(&probes.Event{Kind: probes.KindH1Data, ConnID: id, PID: pid, Dir: probes.Egress, Time: t0, Data: req, Len: uint32(len(req))})
+	}
+	c.Tick(t0.Add(time.Second))
+	if got := c.Stats().Conns; got != 2 {
+		t.Fatalf("%d connections after 1 s idle, want both", got)
+	}
+	c.Tick(t0.Add(2 * sweepEvery))
+	if got := c.Stats(); got.Conns != 1 || got.ConnsEvicted != 1 {
+		t.Fatalf("after %v idle: %d connections, %d evicted; want 1 and 1", 2*sweepEvery, got.Conns, got.ConnsEvicted)
+	}
+	if len(flows) != 1 || flows[0].ConnID != 1 || flows[0].Outcome != flow.OutcomeClosed {
+		t.Fatalf("flows %+v: want connection 1's open exchange, closed", flows)
 	}
 }

@@ -104,6 +104,11 @@ type ConnInfo struct {
 	// PrefaceDir (ProtoH2) is the direction the client preface travels in:
 	// Egress means the observed process is the client.
 	PrefaceDir Direction
+	// EndReported: the kernel reports the connection's end (KindClose when
+	// its socket is destroyed), whichever process holds the socket by then
+	// (socket capture). Otherwise (syscall capture) a connection also ends
+	// unannounced with the process that holds it.
+	EndReported bool
 }
 
 // eventPool recycles Events: the agent decodes about a million records a
@@ -185,7 +190,7 @@ var le = binary.LittleEndian
 // hdr.seq + i, so the numbering is the kernel's per direction). It
 // returns how many it handed over. Offsets follow the C structs in
 // events.h (bpf2go's mirrors give the sizes).
-func decode(b []byte, monoToRT int64, sink func(*Event)) (int, error) {
+func decode(b []byte, monoToRT int64, endReported bool, sink func(*Event)) (int, error) {
 	if len(b) < sizeHeader {
 		return 0, errShort
 	}
@@ -208,6 +213,7 @@ func decode(b []byte, monoToRT int64, sink func(*Event)) (int, error) {
 		}
 		ev := newEvent(&hdr)
 		ev.Conn = decodeConn(b)
+		ev.Conn.EndReported = endReported
 		sink(ev)
 		return 1, nil
 	case KindClose, KindProcExit:

@@ -55,5 +55,8 @@ func TestProcessExitCloses(t *testing.T) {
 		if n := g.close[clients[0]]; n != wantCloses {
 			t.Errorf("child's connection: %d close records, want %d", n, wantCloses)
 		}
+		if got, want := g.conns[clients[0]].EndReported, capture == CaptureSocket; got != want {
+			t.Errorf("child's connection: EndReported %v, want %v (the collector sweeps by pid only without it)", got, want)
+		}
 	})
 }

@@ -317,7 +317,7 @@ func (p *Probes) Run(ctx context.Context, sink func(*Event)) error {
 		}
 		p.records.Add(1)
 		read = true
-		n, err := decode(rec.RawSample, p.monoToRT, sink)
+		n, err := decode(rec.RawSample, p.monoToRT, p.capture == CaptureSocket, sink)
 		p.events.Add(uint64(n))
 		if err != nil {
 			p.invalid.Add(1)

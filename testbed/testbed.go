@@ -35,16 +35,36 @@ func RequireRoot(tb testing.TB) {
 
 // FreePort returns a loopback port nobody listens on right now, for
 // servers that cannot listen on :0 and report their port. The small race
-// with other binders is acceptable on a test machine.
+// with other binders is acceptable on a test machine. It never returns a
+// port twice in one process: the kernel may hand the same free port to two
+// calls in a row, and a test that picks an agent's and a relay's ports
+// before starting either then had both bind one (a CI failure,
+// 2026-12-03).
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("find free port: %v", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("find free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	tb.Fatal("find free port: every port the kernel offered was handed out before")
+	return 0
 }
+
+// handedOut are the ports FreePort returned in this process.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 // FreeAddr is FreePort as host:port.
 func FreeAddr(tb testing.TB) string {
@@ -52,22 +72,12 @@ func FreeAddr(tb testing.TB) string {
 	return fmt.Sprintf("127.0.0.1:%d", FreePort(tb))
 }
 
-// freePorts returns n distinct free ports (all held open until every one
-// is found, so that none is returned twice).
+// freePorts returns n distinct free ports.
 func freePorts(tb testing.TB, n int) []int {
 	tb.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatalf("find free port: %v", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = FreePort(tb)
 	}
 	return ports
 }
