@@ -239,8 +239,14 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 	span_reset(w, len);
 	w->rec_len = w->rec_entries = 0;
 	w->known_fd = c->fd;
+	w->win_max = WIN;
 	if (c->proto == 0) {
+		/* Detection looks at a few bytes at the start of a frame or
+		 * two: it reads DETECT_WIN, not the chunk (most chunks seen
+		 * here are other protocols' first ones, up to 16 KiB of TLS). */
+		w->win_max = DETECT_WIN;
 		int pd = decide(slot);
+		w->win_max = WIN;
 		if (!pd) {
 			c->fd = w->known_fd;
 			if (++c->tries >= DETECT_TRIES)
