@@ -177,10 +177,16 @@ __noinline int decide(__u32 slot)
 	 * with the preface still to come in. */
 	int fresh_server = p == PROTO_H2_MIDSTREAM && w->dir == DIR_EGRESS && bytes_consumed(w->sk) == 0;
 	/* Likewise a client that reads the server's SETTINGS before it
-	 * writes its preface (h2load, nghttp do): an HTTP/2 client always
-	 * writes first on an established connection, so frames read while
-	 * nothing was ever written begin a new one. */
-	int fresh_client = p == PROTO_H2_MIDSTREAM && w->dir == DIR_INGRESS && nothing_written(w->sk);
+	 * writes its preface (h2load, nghttp do): an HTTP/2 client's first
+	 * bytes are its preface, so frames read while no more than the
+	 * preface was written begin a new connection. Not "nothing
+	 * written": grpc-go reads the server's SETTINGS on one thread while
+	 * another writes the preface, and this read's program may run after
+	 * that write and before the write's own program has decided (about
+	 * 2 % of such connections were h2-midstream). The preface, if it was
+	 * written, is then still to be walked: want_preface checks it. */
+	int fresh_client = p == PROTO_H2_MIDSTREAM && w->dir == DIR_INGRESS &&
+			   written_at_most(w->sk, H2_PREFACE_LEN);
 	if (fresh_server || fresh_client)
 		p = PROTO_H2;
 	if (!p)
