@@ -272,6 +272,7 @@ type sextantWork struct {
 	IovFirst   uint32
 	IovHave    uint32
 	Fd         uint32
+	WinMax     uint32
 	KnownFd    uint32
 	RecLen     uint32
 	RecEntries uint32
@@ -288,7 +289,6 @@ type sextantWork struct {
 	Peek       [32]uint8
 	H1Reqs     uint32
 	H1Resps    uint32
-	_          [4]byte
 	H1HeadBits uint64
 	Iov        [32]struct {
 		_    structs.HostLayout

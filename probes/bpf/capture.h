@@ -177,10 +177,16 @@ __noinline int decide(__u32 slot)
 	 * with the preface still to come in. */
 	int fresh_server = p == PROTO_H2_MIDSTREAM && w->dir == DIR_EGRESS && bytes_consumed(w->sk) == 0;
 	/* Likewise a client that reads the server's SETTINGS before it
-	 * writes its preface (h2load, nghttp do): an HTTP/2 client always
-	 * writes first on an established connection, so frames read while
-	 * nothing was ever written begin a new one. */
-	int fresh_client = p == PROTO_H2_MIDSTREAM && w->dir == DIR_INGRESS && nothing_written(w->sk);
+	 * writes its preface (h2load, nghttp do): an HTTP/2 client's first
+	 * bytes are its preface, so frames read while no more than the
+	 * preface was written begin a new connection. Not "nothing
+	 * written": grpc-go reads the server's SETTINGS on one thread while
+	 * another writes the preface, and this read's program may run after
+	 * that write and before the write's own program has decided (about
+	 * 2 % of such connections were h2-midstream). The preface, if it was
+	 * written, is then still to be walked: want_preface checks it. */
+	int fresh_client = p == PROTO_H2_MIDSTREAM && w->dir == DIR_INGRESS &&
+			   written_at_most(w->sk, H2_PREFACE_LEN);
 	if (fresh_server || fresh_client)
 		p = PROTO_H2;
 	if (!p)
@@ -239,8 +245,14 @@ static __always_inline int capture_chunk(struct conn_state *c, struct work *w, _
 	span_reset(w, len);
 	w->rec_len = w->rec_entries = 0;
 	w->known_fd = c->fd;
+	w->win_max = WIN;
 	if (c->proto == 0) {
+		/* Detection looks at a few bytes at the start of a frame or
+		 * two: it reads DETECT_WIN, not the chunk (most chunks seen
+		 * here are other protocols' first ones, up to 16 KiB of TLS). */
+		w->win_max = DETECT_WIN;
 		int pd = decide(slot);
+		w->win_max = WIN;
 		if (!pd) {
 			c->fd = w->known_fd;
 			if (++c->tries >= DETECT_TRIES)

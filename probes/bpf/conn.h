@@ -165,11 +165,15 @@ static __always_inline __u64 bytes_consumed(__u64 sk)
 	return tp->bytes_received - (__u32)(tp->rcv_nxt - tp->copied_seq);
 }
 
-/* Nothing was ever written on the socket: no byte sent nor queued. */
-static __always_inline int nothing_written(__u64 sk)
+/* At most n bytes were ever written on the socket: sent (a retransmission
+ * counts again, so never fewer) and queued, each at most n. Not their sum:
+ * while a write is being transmitted on another CPU, bytes_sent already
+ * counts bytes that write_seq - snd_nxt still does (a 24-byte preface was
+ * seen as 48 written). */
+static __always_inline int written_at_most(__u64 sk, __u32 n)
 {
 	struct tcp_sock *tp = tcp_of(sk);
-	return tp->bytes_sent == 0 && tp->write_seq == tp->snd_nxt;
+	return tp->bytes_sent <= n && (__u32)(tp->write_seq - tp->snd_nxt) <= n;
 }
 
 /* Global connection id counter. */

@@ -469,6 +469,13 @@ static __always_inline int data_step(struct work *w, __u32 slot, __u32 n)
 	if (w->st.h2.pfx_have >= 5) {
 		w->st.h2.msg_left = be32(w->st.h2.pfx + 1);
 		w->st.h2.pfx_have = 0;
+		/* The message's bytes in the same step, skipped by count: a
+		 * DATA frame that holds one message (or a body that is no gRPC
+		 * at all) is one walker step, not two. */
+		__u32 rest = min32(min32(n - k, data_end - w->st.h2.off), w->st.h2.msg_left);
+		w->st.h2.msg_left -= rest;
+		w->st.h2.off += rest;
+		w->pos += rest;
 	}
 	return 0;
 }
