@@ -85,7 +85,7 @@ type benchSetup struct {
 	server *proc
 }
 
-func newBenchSetup(b *testing.B, rules int, serverRole string, kernelStats bool) *benchSetup {
+func newBenchSetup(b testing.TB, rules int, serverRole string, kernelStats bool) *benchSetup {
 	b.Helper()
 	s := &benchSetup{r: newRig(b, false), ns: newTestNetns(b), port: 18700}
 	// Run-time statistics cost two clock reads per program run: only the

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sextant/sextant/flow"
 	"github.com/sextant/sextant/policy/datapath"
@@ -24,8 +25,8 @@ import (
 //     with the peer identity the kernel learnt; PolicyRef.Revision says
 //     which revision) for the observed endpoint's own direction and, when
 //     the peer is a netns endpoint of this node, for the peer's. Verdicts
-//     are read every 50 ms, so an exchange that ends sooner after its
-//     connect usually meets no reported verdict yet;
+//     are read every 50 ms; an exchange of an enforced endpoint that ends
+//     sooner after its connect has the ring drained first (awaitVerdict);
 //   - the L7 audit: when the HTTP rules that cover the connection deny the
 //     request, verdict AUDIT, drop reason POLICY_DENIED and the rules'
 //     policies in denied_by, hook "l7", although no proxy is in the path.
@@ -44,18 +45,6 @@ func (e *Engine) Enrich(f *flow.Flow) {
 		return
 	}
 	client, server := unmapped(f.Source), unmapped(f.Destination)
-	inV, egV, inOK, egOK := e.conns.lookup(client, server, f.Process.PID, f.Observer == flow.SideClient)
-	var in, eg *connSide
-	var inS, egS connSide // on the stack: judge keeps no pointer to them
-	if inOK {
-		inS = e.side(inV)
-		in = &inS
-	}
-	if egOK {
-		egS = e.side(egV)
-		eg = &egS
-	}
-
 	var dir resolve.Direction
 	var local, remote netip.AddrPort
 	switch f.Observer {
@@ -65,6 +54,21 @@ func (e *Engine) Enrich(f *flow.Flow) {
 		dir, local, remote = resolve.Egress, client, server
 	default:
 		return
+	}
+	isClient := f.Observer == flow.SideClient
+	inV, egV, inOK, egOK := e.conns.lookup(client, server, f.Process.PID, isClient)
+	if !(inOK && dir == resolve.Ingress || egOK && dir == resolve.Egress) && e.awaitVerdict(rev, f, dir, local, client, server) {
+		inV, egV, inOK, egOK = e.conns.lookup(client, server, f.Process.PID, isClient)
+	}
+	var in, eg *connSide
+	var inS, egS connSide // on the stack: judge keeps no pointer to them
+	if inOK {
+		inS = e.side(inV)
+		in = &inS
+	}
+	if egOK {
+		egS = e.side(egV)
+		eg = &egS
 	}
 	j := e.judge(rev, f, dir, local, remote, in, eg)
 	if j == nil {
@@ -168,6 +172,45 @@ func (e *Engine) judge(rev *revision, f *flow.Flow, dir resolve.Direction, local
 	}
 	return p
 }
+
+// awaitVerdict reads the verdicts the kernel has reported and not yet
+// delivered (datapath.Reader.Drain) when the observed endpoint enforces
+// dir: its connection's decision was then reported before the exchange
+// began. It is needed, not an optimisation: the ingress program forgets
+// a local client's identity once its decision is reported (see
+// pkt_ingress), so replay could no longer learn it. One drain serves
+// every exchange that began before it; a connection a drain found no
+// verdict for (older than the agent, or its record lost) is not drained
+// for again. true: a drain ran.
+func (e *Engine) awaitVerdict(rev *revision, f *flow.Flow, dir resolve.Direction, local, client, server netip.AddrPort) bool {
+	if e.reader == nil {
+		return false
+	}
+	epID, ep := rev.endpointOf(e.cgroupRoot, f.Process, local.Addr())
+	if ep == nil || !rev.result.Endpoints[epID].Tables[dir].Enforced {
+		return false
+	}
+	k := connKey{keyOf(client), keyOf(server)}
+	e.drainMu.Lock()
+	defer e.drainMu.Unlock()
+	if _, ok := e.undrained[k]; ok || e.lastDrain.After(f.Time) {
+		return false
+	}
+	start := time.Now()
+	if !e.reader.Drain(drainTimeout) {
+		return false
+	}
+	e.lastDrain = start
+	if len(e.undrained) >= maxConns {
+		clear(e.undrained)
+	}
+	e.undrained[k] = struct{}{} // looked up again by the caller; if found, the entry is never read
+	return true
+}
+
+// drainTimeout bounds the wait of an exchange for the verdict reader (it
+// answers in microseconds unless the host is saturated).
+const drainTimeout = 20 * time.Millisecond
 
 // replay decides the connection of an exchange with the revision in
 // force, as the kernel would: endpoint epID's table for dir, the peer's

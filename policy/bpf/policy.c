@@ -339,8 +339,10 @@ static __always_inline void decide(__u32 slot, const struct policy_config *cfg, 
 		d->verdict = (ep->flags & EP_AUDIT) || cfg->audit_all ? VERDICT_AUDIT : VERDICT_DROPPED;
 }
 
-static __always_inline void emit(const struct policy_config *cfg, __u32 slot, const struct ep_info *ep,
-				 const struct flow *f, const struct decision *d)
+/* emit reports a decision. 1: a record went out (UDP: or the decision
+ * was counted into one). */
+static __always_inline int emit(const struct policy_config *cfg, __u32 slot, const struct ep_info *ep,
+				const struct flow *f, const struct decision *d)
 {
 	struct report_key rk = {
 		.sock_cookie = f->sock_cookie,
@@ -364,7 +366,7 @@ static __always_inline void emit(const struct policy_config *cfg, __u32 slot, co
 	} else if (rv) {
 		if (now - rv->last_ns < REPORT_INTERVAL_NS) {
 			__sync_fetch_and_add(&rv->suppressed, 1);
-			return;
+			return 1;
 		}
 		n += rv->suppressed;
 		rv->last_ns = now;
@@ -376,7 +378,7 @@ static __always_inline void emit(const struct policy_config *cfg, __u32 slot, co
 	struct verdict_rec *r = bpf_ringbuf_reserve(&verdicts, sizeof(*r), 0);
 	if (!r) {
 		count(CNT_RINGBUF_FULL);
-		return;
+		return 0;
 	}
 	r->ts_ns = now;
 	r->cgroup_id = f->cgroup_id;
@@ -400,6 +402,7 @@ static __always_inline void emit(const struct policy_config *cfg, __u32 slot, co
 	r->hook = f->hook;
 	__builtin_memset(r->_pad, 0, sizeof(r->_pad));
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP); /* the reader polls: a wakeup per record costs more than the record */
+	return 1;
 }
 
 static __always_inline int is_reply(const __u8 *peer, __u16 peer_port, __u16 local_port, __u8 proto, __u32 ep_id, int need_ep)
@@ -642,8 +645,15 @@ static __always_inline int pkt_ingress(const struct policy_config *cfg, __u32 sl
 	f.remote_identity = fv && fv->client_identity ? fv->client_identity : ipcache(slot, p->saddr);
 	struct decision d;
 	decide(slot, cfg, ep, &f, &d);
-	if (d.report)
-		emit(cfg, slot, ep, &f, &d);
+	int reported = d.report && emit(cfg, slot, ep, &f, &d);
+	/* A local client's TCP entry has served once its decision is
+	 * reported: the record carries the identity on to user space (which
+	 * drains the ring rather than look the entry up), and a retransmitted
+	 * SYN records it again. Left to the LRU, every new connection paid
+	 * for evicting an old one: the client's SYN cost skb_egress ≈ 1.5 µs
+	 * more in a full map (BenchmarkConnect). */
+	if (fv && reported && p->proto == IPPROTO_TCP)
+		bpf_map_delete_elem(&flows, &fk);
 	if (d.verdict == VERDICT_DROPPED)
 		return 0;
 	/* UDP: the server's replies (sendmsg, TCX egress) are recognised by it. */

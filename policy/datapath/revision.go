@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -242,6 +243,9 @@ func (h Hook) String() string {
 type Reader struct {
 	rd       *ringbuf.Reader
 	monoToRT int64
+
+	mu      sync.Mutex
+	waiters []chan struct{} // Drain calls waiting for Run to empty the ring
 }
 
 // NewReader opens the verdict ring buffer. Only one agent should read it.
@@ -275,7 +279,11 @@ func (r *Reader) Run(ctx context.Context, sink func(Record)) error {
 		r.rd.SetDeadline(time.Now().Add(pollInterval))
 		err := r.rd.ReadInto(&rec)
 		switch {
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+			// The ring was empty a moment ago: release the Drain calls.
+			if err := r.release(&rec, sink); err != nil {
+				return err
+			}
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
@@ -287,6 +295,63 @@ func (r *Reader) Run(ctx context.Context, sink func(Record)) error {
 		}
 	}
 	return nil
+}
+
+// Drain waits until Run has handed sink every record committed before
+// the call, or until timeout (false). The ring is otherwise read every
+// pollInterval: a caller that needs a decision the kernel took a moment
+// ago (the verdict of a connection whose first exchange it sees) asks
+// for it instead of guessing.
+func (r *Reader) Drain(timeout time.Duration) bool {
+	done := make(chan struct{})
+	r.mu.Lock()
+	r.waiters = append(r.waiters, done)
+	r.mu.Unlock()
+	if err := r.rd.Flush(); err != nil {
+		return false
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// release reads the ring empty once more for the waiters registered so
+// far (the read that woke Run may have found it empty before they came),
+// then lets them go.
+func (r *Reader) release(rec *ringbuf.Record, sink func(Record)) error {
+	for {
+		r.mu.Lock()
+		waiters := r.waiters
+		r.waiters = nil
+		r.mu.Unlock()
+		if len(waiters) == 0 {
+			return nil
+		}
+		for {
+			r.rd.SetDeadline(time.Now()) // records, then ErrDeadlineExceeded (or a newer Drain's ErrFlushed)
+			err := r.rd.ReadInto(rec)
+			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
+				break
+			}
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read ring buffer verdicts: %w", err)
+			}
+			if out, ok := r.decode(rec.RawSample); ok {
+				sink(out)
+			}
+		}
+		for _, w := range waiters {
+			close(w)
+		}
+	}
 }
 
 // Close stops Run.
