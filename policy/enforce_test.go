@@ -35,8 +35,8 @@ func hasPolicy(refs []PolicyRef, name string) bool {
 func TestEgressCIDRAndPorts(t *testing.T) {
 	r := newRig(t, false)
 	ns := newTestNetns(t)
-	p1, p2, p3 := 18001, 18002, 18100
-	startRole(t, where{netns: ns.Name}, "serve", fmt.Sprintf("%s,%s,%s", hostPort(ns.Addr, p1), hostPort(ns.Addr, p2), hostPort(ns.Addr, p3)))
+	p1, p2, p3, p4 := 18001, 18002, 18100, 18004
+	startRole(t, where{netns: ns.Name}, "serve", fmt.Sprintf("%s,%s,%s,%s", hostPort(ns.Addr, p1), hostPort(ns.Addr, p2), hostPort(ns.Addr, p3), hostPort(ns.Addr, p4)))
 	cg := testCgroup(t)
 	r.writeEndpoints(fmt.Sprintf("endpoints:\n- name: client\n  cgroup: %s\n  labels: {app: client}\n", cg))
 	r.writePolicy("client.yaml", egressPolicy("client-egress", "app: client", fmt.Sprintf(`  egress:
@@ -48,7 +48,9 @@ func TestEgressCIDRAndPorts(t *testing.T) {
   - toCIDR: [%s/32]
     toPorts:
     - ports: [{port: "%d", protocol: UDP}]
-`, ns.Addr, ns.HostAddr, p1, ns.Addr, p2)))
+  - toPorts:
+    - ports: [{port: "%d", protocol: TCP}]
+`, ns.Addr, ns.HostAddr, p1, ns.Addr, p2, p4)))
 	r.start()
 	r.waitRevision(0)
 	client := where{cgroup: cg}
@@ -68,6 +70,7 @@ func TestEgressCIDRAndPorts(t *testing.T) {
 		{"tcp", hostPort(ns.Addr, p3), resOK},        // in the ANY range
 		{"udp", hostPort(ns.Addr, p3), resOK},        // in the ANY range
 		{"tcp", hostPort(ns.HostAddr, p1), resEPERM}, // CIDR except
+		{"tcp", hostPort(ns.Addr, p4), resOK},        // an L4-only rule: any remote identity
 	}
 	for _, c := range cases {
 		if got := role(t, client, c.probe, c.addr); got != c.want {
@@ -112,8 +115,8 @@ func TestEgressCIDRAndPorts(t *testing.T) {
 func TestIngressLabelsAndDeny(t *testing.T) {
 	r := newRig(t, false)
 	ns := newTestNetns(t)
-	port, sshPort := 18201, 18222
-	startRole(t, where{netns: ns.Name}, "serve", hostPort(ns.Addr, port)+","+hostPort(ns.Addr, sshPort))
+	port, sshPort, openPort := 18201, 18222, 18233
+	startRole(t, where{netns: ns.Name}, "serve", hostPort(ns.Addr, port)+","+hostPort(ns.Addr, sshPort)+","+hostPort(ns.Addr, openPort))
 	web, other := testCgroup(t), testCgroup(t)
 	r.writeEndpoints(fmt.Sprintf(`endpoints:
 - name: db
@@ -128,6 +131,7 @@ func TestIngressLabelsAndDeny(t *testing.T) {
 `, ns.Name, web, other))
 	r.writePolicy("db.yaml", egressPolicy("db-ingress", "app: db", `  ingress:
   - fromEndpoints: [{matchLabels: {app: web}}]
+  - toPorts: [{ports: [{port: "18233", protocol: TCP}]}]
   ingressDeny:
   - fromEndpoints: [{matchLabels: {app: web}}]
     toPorts: [{ports: [{port: "18222", protocol: TCP}]}]
@@ -143,6 +147,8 @@ func TestIngressLabelsAndDeny(t *testing.T) {
 		{where{cgroup: web}, hostPort(ns.Addr, sshPort), resTimeout}, // deny rule beats the L3 allow
 		{where{cgroup: other}, hostPort(ns.Addr, port), resTimeout},  // default deny
 		{where{}, hostPort(ns.Addr, port), resTimeout},               // the host is not allowed either
+		{where{cgroup: other}, hostPort(ns.Addr, openPort), resOK},   // an L4-only rule: any remote identity
+		{where{}, hostPort(ns.Addr, openPort), resOK},
 	}
 	for _, c := range cases {
 		if got := role(t, c.from, "tcp", c.addr); got != c.want {

@@ -498,6 +498,12 @@ func (e *Engine) build(policies []*source.Policy, specs []endpoint.Spec) (*revis
 			EnforceEgress:  pol.Tables[resolve.Egress].Enforced,
 			Audit:          ep.Audit,
 		}
+		for k := range pol.Tables[resolve.Ingress].Entries {
+			info.AnyRemoteIngress = info.AnyRemoteIngress || k.Remote == 0
+		}
+		for k := range pol.Tables[resolve.Egress].Entries {
+			info.AnyRemoteEgress = info.AnyRemoteEgress || k.Remote == 0
+		}
 		if ep.IsNetns() {
 			drev.NetnsEndpoints[ep.NetnsCookie] = info
 		} else {

@@ -304,8 +304,11 @@ static __always_inline void decide(__u32 slot, const struct policy_config *cfg, 
 		.dport = bpf_htons(f->dir == DIR_EGRESS ? f->remote_port : f->local_port),
 	};
 	struct pol_val *spec = slot ? bpf_map_lookup_elem(&pol_b, &k) : bpf_map_lookup_elem(&pol_a, &k);
-	k.remote = 0;
-	struct pol_val *any = slot ? bpf_map_lookup_elem(&pol_b, &k) : bpf_map_lookup_elem(&pol_a, &k);
+	struct pol_val *any = 0;
+	if (ep->flags & (f->dir == DIR_INGRESS ? EP_ANY_REMOTE_INGRESS : EP_ANY_REMOTE_EGRESS)) {
+		k.remote = 0;
+		any = slot ? bpf_map_lookup_elem(&pol_b, &k) : bpf_map_lookup_elem(&pol_a, &k);
+	}
 	struct pol_val *hit = 0;
 	if (spec && spec->deny)
 		hit = spec;

@@ -31,9 +31,11 @@ const (
 type policyEpFlags uint32
 
 const (
-	policyEpFlagsEP_ENFORCE_INGRESS policyEpFlags = 1
-	policyEpFlagsEP_ENFORCE_EGRESS  policyEpFlags = 2
-	policyEpFlagsEP_AUDIT           policyEpFlags = 4
+	policyEpFlagsEP_ENFORCE_INGRESS    policyEpFlags = 1
+	policyEpFlagsEP_ENFORCE_EGRESS     policyEpFlags = 2
+	policyEpFlagsEP_AUDIT              policyEpFlags = 4
+	policyEpFlagsEP_ANY_REMOTE_INGRESS policyEpFlags = 8
+	policyEpFlagsEP_ANY_REMOTE_EGRESS  policyEpFlags = 16
 )
 
 type policyEpInfo struct {

@@ -23,6 +23,10 @@ type EndpointInfo struct {
 	EnforceIngress bool
 	EnforceEgress  bool
 	Audit          bool
+	// AnyRemoteIngress, AnyRemoteEgress: the direction's table has
+	// entries for any remote identity (PolicyKey.Remote 0).
+	AnyRemoteIngress bool
+	AnyRemoteEgress  bool
 }
 
 // PolicyKey is one prefix of an endpoint's table: remote identity (0:
@@ -167,6 +171,12 @@ func epInfo(e EndpointInfo) policyEpInfo {
 	}
 	if e.Audit {
 		v.Flags |= uint32(policyEpFlagsEP_AUDIT)
+	}
+	if e.AnyRemoteIngress {
+		v.Flags |= uint32(policyEpFlagsEP_ANY_REMOTE_INGRESS)
+	}
+	if e.AnyRemoteEgress {
+		v.Flags |= uint32(policyEpFlagsEP_ANY_REMOTE_EGRESS)
 	}
 	return v
 }
