@@ -196,15 +196,15 @@ func (e *Engine) awaitVerdict(rev *revision, f *flow.Flow, dir resolve.Direction
 	if _, ok := e.undrained[k]; ok || e.lastDrain.After(f.Time) {
 		return false
 	}
-	start := time.Now()
-	if !e.reader.Drain(drainTimeout) {
-		return false
-	}
-	e.lastDrain = start
 	if len(e.undrained) >= maxConns {
 		clear(e.undrained)
 	}
 	e.undrained[k] = struct{}{} // looked up again by the caller; if found, the entry is never read
+	start := time.Now()
+	if !e.reader.Drain(drainTimeout) {
+		return false // a starved reader: this connection does not wait again
+	}
+	e.lastDrain = start
 	return true
 }
 
