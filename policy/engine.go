@@ -92,9 +92,9 @@ type Engine struct {
 	conns    conns // reported TCP verdicts, for Enrich
 	// awaitVerdict's state: when the last drain began, and the
 	// connections a drain already ran for.
-	drainMu   sync.Mutex
-	lastDrain time.Time
-	undrained map[connKey]struct{}
+	drainMu    sync.Mutex
+	lastDrain  time.Time
+	drainedFor map[connKey]struct{}
 	// revisions is signalled after each revision applied (Revisions).
 	revisions chan struct{}
 	metrics   *Metrics
@@ -187,7 +187,7 @@ func New(cfg Config) (*Engine, error) {
 		dir:        source.NewDir(cfg.PolicyDir),
 		alloc:      ipcache.NewAllocator(),
 		epIDs:      map[string]uint32{},
-		undrained:  map[connKey]struct{}{},
+		drainedFor: map[connKey]struct{}{},
 		history:    map[uint64]*revision{},
 		verdicts:   make(chan Verdict, cfg.VerdictBuffer),
 		revisions:  make(chan struct{}, 1),

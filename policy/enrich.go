@@ -193,13 +193,13 @@ func (e *Engine) awaitVerdict(rev *revision, f *flow.Flow, dir resolve.Direction
 	k := connKey{keyOf(client), keyOf(server)}
 	e.drainMu.Lock()
 	defer e.drainMu.Unlock()
-	if _, ok := e.undrained[k]; ok || e.lastDrain.After(f.Time) {
+	if _, ok := e.drainedFor[k]; ok || e.lastDrain.After(f.Time) {
 		return false
 	}
-	if len(e.undrained) >= maxConns {
-		clear(e.undrained)
+	if len(e.drainedFor) >= maxConns {
+		clear(e.drainedFor)
 	}
-	e.undrained[k] = struct{}{} // looked up again by the caller; if found, the entry is never read
+	e.drainedFor[k] = struct{}{} // looked up again by the caller; if found, the entry is never read
 	start := time.Now()
 	if !e.reader.Drain(drainTimeout) {
 		return false // a starved reader: this connection does not wait again
