@@ -497,12 +497,9 @@ func (e *Engine) build(policies []*source.Policy, specs []endpoint.Spec) (*revis
 			EnforceIngress: pol.Tables[resolve.Ingress].Enforced,
 			EnforceEgress:  pol.Tables[resolve.Egress].Enforced,
 			Audit:          ep.Audit,
-		}
-		for k := range pol.Tables[resolve.Ingress].Entries {
-			info.AnyRemoteIngress = info.AnyRemoteIngress || k.Remote == 0
-		}
-		for k := range pol.Tables[resolve.Egress].Entries {
-			info.AnyRemoteEgress = info.AnyRemoteEgress || k.Remote == 0
+
+			AnyRemoteIngress: pol.Tables[resolve.Ingress].AnyRemote(),
+			AnyRemoteEgress:  pol.Tables[resolve.Egress].AnyRemote(),
 		}
 		if ep.IsNetns() {
 			drev.NetnsEndpoints[ep.NetnsCookie] = info

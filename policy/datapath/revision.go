@@ -285,15 +285,26 @@ const pollInterval = 50 * time.Millisecond
 // Run hands each record to sink until ctx is done or the reader is closed.
 func (r *Reader) Run(ctx context.Context, sink func(Record)) error {
 	var rec ringbuf.Record
+	var released []chan struct{} // Drain calls the current pass reads for
 	for ctx.Err() == nil {
-		r.rd.SetDeadline(time.Now().Add(pollInterval))
+		deadline := time.Now().Add(pollInterval)
+		if len(released) > 0 {
+			deadline = time.Now() // a pass that only empties the ring
+		}
+		r.rd.SetDeadline(deadline)
 		err := r.rd.ReadInto(&rec)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
-			// The ring was empty a moment ago: release the Drain calls.
-			if err := r.release(&rec, sink); err != nil {
-				return err
+			// The ring was empty a moment ago: the Drain calls taken
+			// before this pass have their records. Those that came since
+			// get one more pass (the read that woke Run may have found
+			// the ring empty before they came).
+			for _, w := range released {
+				close(w)
 			}
+			r.mu.Lock()
+			released, r.waiters = r.waiters, nil
+			r.mu.Unlock()
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
@@ -327,40 +338,6 @@ func (r *Reader) Drain(timeout time.Duration) bool {
 		return true
 	case <-t.C:
 		return false
-	}
-}
-
-// release reads the ring empty once more for the waiters registered so
-// far (the read that woke Run may have found it empty before they came),
-// then lets them go.
-func (r *Reader) release(rec *ringbuf.Record, sink func(Record)) error {
-	for {
-		r.mu.Lock()
-		waiters := r.waiters
-		r.waiters = nil
-		r.mu.Unlock()
-		if len(waiters) == 0 {
-			return nil
-		}
-		for {
-			r.rd.SetDeadline(time.Now()) // records, then ErrDeadlineExceeded (or a newer Drain's ErrFlushed)
-			err := r.rd.ReadInto(rec)
-			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
-				break
-			}
-			if errors.Is(err, ringbuf.ErrClosed) {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("read ring buffer verdicts: %w", err)
-			}
-			if out, ok := r.decode(rec.RawSample); ok {
-				sink(out)
-			}
-		}
-		for _, w := range waiters {
-			close(w)
-		}
 	}
 }
 

@@ -153,6 +153,17 @@ type Table struct {
 	L7         []L7Rule
 }
 
+// AnyRemote: the table has entries for any remote identity (Key.Remote
+// 0); without one, the kernel skips that lookup.
+func (t *Table) AnyRemote() bool {
+	for k := range t.Entries {
+		if k.Remote == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // EndpointPolicy is one endpoint's tables.
 type EndpointPolicy struct {
 	Endpoint Endpoint
