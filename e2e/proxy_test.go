@@ -193,22 +193,30 @@ spec:
 	// The allowed calls are FORWARDED by the proxy with the policy in
 	// allowed_by; the client's own flows show the backend's address (the
 	// original destination), not the forwarder's.
-	forwarded := observe(t, sock, "--verdict", "FORWARDED", "--http-path", "/grpc.testing.TestService/UnaryCall")
-	var byProxy, clientSide bool
+	// The two come by different paths (the proxy's access records, the
+	// client's captured socket): wait for both.
+	var forwarded []*flowpb.Flow
+	agent.Await("forwarded UnaryCall flows by the proxy and from the client", 30*time.Second, func() error {
+		forwarded = observe(t, sock, "--verdict", "FORWARDED", "--http-path", "/grpc.testing.TestService/UnaryCall")
+		var byProxy, clientSide bool
+		for _, f := range forwarded {
+			if hasRef(f.GetIngressAllowedBy(), "backend-l7") && f.GetDestination().GetPodName() == "" && f.GetL4() == nil {
+				byProxy = true // the access record: no connection of its own
+			}
+			if f.GetTrafficDirection() == flowpb.TrafficDirection_EGRESS && f.GetL4().GetTCP().GetDestinationPort() == uint32(port) {
+				clientSide = true
+			}
+		}
+		if !byProxy || !clientSide {
+			return fmt.Errorf("by the proxy %v, client side to the backend's port %v (%d flows)", byProxy, clientSide, len(forwarded))
+		}
+		return nil
+	})
 	for _, f := range forwarded {
-		if hasRef(f.GetIngressAllowedBy(), "backend-l7") && f.GetDestination().GetPodName() == "" && f.GetL4() == nil {
-			byProxy = true // the access record: no connection of its own
-		}
-		if f.GetTrafficDirection() == flowpb.TrafficDirection_EGRESS && f.GetL4().GetTCP().GetDestinationPort() == uint32(port) {
-			clientSide = true
-		}
 		if f.GetTrafficDirection() == flowpb.TrafficDirection_EGRESS && f.GetL4().GetTCP() != nil &&
 			f.GetIP().GetDestination()+":"+fmt.Sprint(f.GetL4().GetTCP().GetDestinationPort()) == forwarder {
 			t.Errorf("a client-side flow shows the forwarder, not the original destination: %v", f)
 		}
-	}
-	if !byProxy || !clientSide {
-		t.Errorf("forwarded UnaryCall flows: by the proxy %v, client side to the backend's port %v (%d flows)", byProxy, clientSide, len(forwarded))
 	}
 
 	// `sextant proxy status` from the running agent.
