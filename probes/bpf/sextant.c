@@ -71,6 +71,8 @@ static __always_inline int on_sock_chunk(struct sock *sk, int ret, __u32 dir, __
 		 * state is created once; an excluded process's socket is never
 		 * looked at again. */
 		c = bpf_sk_storage_get(&sk_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!c) /* another thread created it a moment ago (-EEXIST): use that */
+			c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
 		if (!c) {
 			count_drop(DROP_CONN_TABLE);
 			return 0;
@@ -226,8 +228,12 @@ __noinline int track_fd(__u32 tgid, __u32 fd)
 	__u32 zero = 0;
 	struct conn_state *init = bpf_map_lookup_elem(&conn_zero, &zero);
 	struct conn_state *z = NULL;
-	if (init && bpf_map_update_elem(&conns, &k, init, BPF_NOEXIST) == 0)
-		z = bpf_map_lookup_elem(&conns, &k);
+	/* A failed insert is most often another thread of the process that
+	 * created the entry a moment ago (a reader and a writer racing on a
+	 * connection's first I/O): the lookup finds that one. */
+	if (init)
+		bpf_map_update_elem(&conns, &k, init, BPF_NOEXIST);
+	z = bpf_map_lookup_elem(&conns, &k);
 	if (!z) {
 		count_drop(DROP_CONN_TABLE);
 		return 0;
