@@ -88,6 +88,7 @@ type Engine struct {
 	revNext   uint64
 
 	verdicts chan Verdict
+	pass     []Verdict // deliver's buffer, reused (only Run's goroutine calls deliver)
 	lost     atomic.Uint64
 	conns    conns // reported TCP verdicts, for Enrich
 	// awaitVerdict's state: when the last drain began, and the
@@ -548,7 +549,6 @@ func (e *Engine) Revision() uint64 {
 	return e.cur.number
 }
 
-// deliver turns a kernel record into a Verdict.
 // verdictPeers are the two sides of a decision of this revision (on a
 // nil revision, one no longer kept: identities only) and the policies
 // behind it: allowed for an allow, denied for a deny rule (none for
@@ -576,13 +576,48 @@ func (rev *revision) verdictPeers(epID, localID, remoteID, cookie uint32, reason
 	return
 }
 
-func (e *Engine) deliver(r datapath.Record) {
-	e.mu.RLock()
-	rev := e.history[r.Revision]
-	e.mu.RUnlock()
+// deliver turns one pass's kernel records into Verdicts, taking the
+// engine's locks once for the pass.
+func (e *Engine) deliver(records []datapath.Record) {
+	vs := e.pass[:0]
+	var rev *revision
+	revNumber := ^uint64(0)
+	e.procMu.Lock()
+	for i := range records {
+		r := &records[i]
+		if r.Revision != revNumber {
+			e.mu.RLock()
+			rev, revNumber = e.history[r.Revision], r.Revision
+			e.mu.RUnlock()
+		}
+		v := rev.verdict(r)
+		v.Node = e.cfg.Node
+		if r.PID != 0 {
+			v.Process = e.procs.Lookup(r.PID, r.CgroupID, "")
+		}
+		vs = append(vs, v)
+	}
+	e.procMu.Unlock()
+	e.conns.record(records, vs)
+	for i := range vs {
+		select {
+		case e.verdicts <- vs[i]:
+		default:
+			e.lost.Add(1)
+			e.metrics.lost.Inc()
+		}
+	}
+	clear(vs) // the pass's Verdicts are the channel's now; keep no references
+	e.pass = vs
+}
+
+// verdict is what a record of this revision says (a nil revision, no
+// longer kept: identities only).
+func (rev *revision) verdict(r *datapath.Record) Verdict {
 	v := Verdict{
-		Time: r.Time, Node: e.cfg.Node, Direction: resolve.Direction(r.Dir), MatchType: resolve.MatchType(r.MatchType),
+		Time: r.Time, Direction: resolve.Direction(r.Dir), MatchType: resolve.MatchType(r.MatchType),
 		Proto: r.Proto, Count: r.Count, Revision: r.Revision, Hook: r.Hook.String(),
+		Process: flow.Process{PID: r.PID, CgroupID: r.CgroupID},
 	}
 	switch r.Verdict {
 	case 1:
@@ -604,19 +639,7 @@ func (e *Engine) deliver(r datapath.Record) {
 	} else {
 		v.Source, v.Destination = remote, local
 	}
-	v.Process = flow.Process{PID: r.PID, CgroupID: r.CgroupID}
-	if r.PID != 0 {
-		e.procMu.Lock()
-		v.Process = e.procs.Lookup(r.PID, r.CgroupID, "")
-		e.procMu.Unlock()
-	}
-	e.conns.record(&r, v.Outcome, v.DropReason)
-	select {
-	case e.verdicts <- v:
-	default:
-		e.lost.Add(1)
-		e.metrics.lost.Inc()
-	}
+	return v
 }
 
 // Stats are the datapath's counters.

@@ -383,30 +383,34 @@ func (m connMaps) nextGeneration() connMaps {
 
 func (m connMaps) len() int { return len(m.ingress) + len(m.egress) + len(m.byPID) }
 
-// record keeps a reported TCP verdict of a connection that went through.
-func (c *conns) record(r *datapath.Record, outcome Outcome, reason DropReason) {
-	if r.Proto != resolve.ProtoTCP || outcome == Dropped {
-		return
-	}
-	v := connVerdict{revision: r.Revision, epID: r.EpID, localID: r.Identity, remoteID: r.RemoteIdentity,
-		cookie: r.Cookie, reason: reason, outcome: outcome, matchType: resolve.MatchType(r.MatchType)}
-	local, remote := keyOf(r.Local), keyOf(r.Remote)
+// record keeps the reported TCP verdicts of connections that went
+// through (vs[i] is records[i]'s verdict).
+func (c *conns) record(records []datapath.Record, vs []Verdict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cur.ingress == nil {
 		c.cur, c.old = newConnMaps(), newConnMaps()
 	}
-	if c.cur.len() >= maxConns {
-		c.old, c.cur = c.cur, c.cur.nextGeneration()
-	}
-	switch {
-	case r.Dir == uint8(resolve.Ingress):
-		c.cur.ingress[connKey{remote, local}] = v
-	case local.port != 0:
-		c.cur.egress[connKey{local, remote}] = v
-	}
-	if r.Dir == uint8(resolve.Egress) && r.PID != 0 {
-		c.cur.byPID[pidKey{r.PID, remote}] = v
+	for i := range records {
+		r, v := &records[i], &vs[i]
+		if r.Proto != resolve.ProtoTCP || v.Outcome == Dropped {
+			continue
+		}
+		if c.cur.len() >= maxConns {
+			c.old, c.cur = c.cur, c.cur.nextGeneration()
+		}
+		cv := connVerdict{revision: r.Revision, epID: r.EpID, localID: r.Identity, remoteID: r.RemoteIdentity,
+			cookie: r.Cookie, reason: v.DropReason, outcome: v.Outcome, matchType: resolve.MatchType(r.MatchType)}
+		local, remote := keyOf(r.Local), keyOf(r.Remote)
+		switch {
+		case r.Dir == uint8(resolve.Ingress):
+			c.cur.ingress[connKey{remote, local}] = cv
+		case local.port != 0:
+			c.cur.egress[connKey{local, remote}] = cv
+		}
+		if r.Dir == uint8(resolve.Egress) && r.PID != 0 {
+			c.cur.byPID[pidKey{r.PID, remote}] = cv
+		}
 	}
 }
 

@@ -282,29 +282,53 @@ func (d *Datapath) NewReader() (*Reader, error) {
 // holds ~100 ms of 128-byte verdicts at 300k decisions/s.
 const pollInterval = 50 * time.Millisecond
 
-// Run hands each record to sink until ctx is done or the reader is closed.
-func (r *Reader) Run(ctx context.Context, sink func(Record)) error {
+// maxBatch bounds the records Run hands over at once (a full ring holds
+// ≈ 30,000): the first of them need not wait for the last.
+const maxBatch = 1024
+
+// Run hands the records to sink, in batches of one pass over the ring
+// (at most maxBatch records; sink must not keep the slice), until ctx is
+// done or the reader is closed. A pass waits pollInterval, reads what
+// the ring holds and ends at the first empty read; its deadline is set
+// once: set per record, its clock read and the poller's lock cost
+// ≈ 0.25 µs per connection (two records) under BenchmarkConnect (perf
+// cpu-clock, blocks with the policy on against blocks without). A batch
+// lets the engine take its locks once per pass.
+func (r *Reader) Run(ctx context.Context, sink func([]Record)) error {
 	var rec ringbuf.Record
-	var released []chan struct{} // Drain calls the current pass reads for
-	for ctx.Err() == nil {
-		deadline := time.Now().Add(pollInterval)
-		if len(released) > 0 {
-			deadline = time.Now() // a pass that only empties the ring
+	batch := make([]Record, 0, maxBatch)
+	flush := func() {
+		if len(batch) > 0 {
+			sink(batch)
+			batch = batch[:0]
 		}
-		r.rd.SetDeadline(deadline)
+	}
+	defer flush()
+	var released []chan struct{} // Drain calls the current pass reads for
+	for pass := false; ctx.Err() == nil; {
+		if !pass {
+			deadline := time.Now().Add(pollInterval)
+			if len(released) > 0 {
+				deadline = time.Now() // a pass that only empties the ring
+			}
+			r.rd.SetDeadline(deadline)
+			pass = true
+		}
 		err := r.rd.ReadInto(&rec)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			// The ring was empty a moment ago: the Drain calls taken
-			// before this pass have their records. Those that came since
-			// get one more pass (the read that woke Run may have found
-			// the ring empty before they came).
+			// before this pass have their records, once sink has them.
+			// Those that came since get one more pass (the read that
+			// woke Run may have found the ring empty before they came).
+			flush()
 			for _, w := range released {
 				close(w)
 			}
 			r.mu.Lock()
 			released, r.waiters = r.waiters, nil
 			r.mu.Unlock()
+			pass = false
 			continue
 		case errors.Is(err, ringbuf.ErrClosed):
 			return nil
@@ -312,7 +336,9 @@ func (r *Reader) Run(ctx context.Context, sink func(Record)) error {
 			return fmt.Errorf("read ring buffer verdicts: %w", err)
 		}
 		if out, ok := r.decode(rec.RawSample); ok {
-			sink(out)
+			if batch = append(batch, out); len(batch) == maxBatch {
+				flush()
+			}
 		}
 	}
 	return nil
