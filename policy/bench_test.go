@@ -211,7 +211,9 @@ func interleave(b *testing.B, s *benchSetup, unit string, rate func(n int) float
 	block := func(on bool) (ops, cpuPerOp float64) {
 		attach(on)
 		before := s.cpuNs(b)
+		profile := perfBlock(b, on)
 		ops = rate(n)
+		profile()
 		return ops, (s.cpuNs(b) - before) / float64(n)
 	}
 	var off, on, loss, cpuOff, cpuOn, cpuMore []float64
@@ -239,6 +241,40 @@ func interleave(b *testing.B, s *benchSetup, unit string, rate func(n int) float
 	b.ReportMetric(median(cpuOff), "cpu-ns/op-off")
 	b.ReportMetric(median(cpuOn), "cpu-ns/op-on")
 	b.ReportMetric(median(cpuMore), "cpu-%")
+}
+
+// perfBlock lets two perf record sessions, one for the blocks with the
+// programs attached and one for those without, each profile the same
+// number of operations: with SEXTANT_BENCH_PERF=DIR, DIR/on and DIR/off
+// are their control fifos (perf record -D -1
+// --control=fifo:DIR/on,DIR/on.ack), enabled for the block, disabled
+// by the returned func.
+func perfBlock(b *testing.B, on bool) (stop func()) {
+	dir := os.Getenv("SEXTANT_BENCH_PERF")
+	if dir == "" {
+		return func() {}
+	}
+	fifo := filepath.Join(dir, "off")
+	if on {
+		fifo = filepath.Join(dir, "on")
+	}
+	command := func(cmd string) {
+		if err := os.WriteFile(fifo, []byte(cmd+"\n"), 0); err != nil {
+			b.Fatalf("perf control %s: %v", fifo, err)
+		}
+		// perf keeps the ack fifo open: read its one reply, not to EOF.
+		f, err := os.Open(fifo + ".ack")
+		if err != nil {
+			b.Fatalf("perf control %s: %v", fifo, err)
+		}
+		defer f.Close()
+		ack := make([]byte, 5)
+		if n, err := f.Read(ack); err != nil || !strings.HasPrefix(string(ack[:n]), "ack") {
+			b.Fatalf("perf control %s: ack %q, %v", fifo, ack[:n], err)
+		}
+	}
+	command("enable")
+	return func() { command("disable") }
 }
 
 // BenchmarkConnect: the connection setup rate (connect, the server's
