@@ -45,12 +45,15 @@ func TestEgressCIDRAndPorts(t *testing.T) {
       except: [%s/32]
     toPorts:
     - ports: [{port: "%d", protocol: TCP}, {port: "18090", endPort: 18110, protocol: ANY}]
-  - toCIDR: [%s/32]
+  - toCIDR: [%s/31]
     toPorts:
     - ports: [{port: "%d", protocol: UDP}]
   - toPorts:
     - ports: [{port: "%d", protocol: TCP}]
 `, ns.Addr, ns.HostAddr, p1, ns.Addr, p2, p4)))
+	// No rule names ns.Addr as a /32: the kernel finds its identity in the
+	// ipcache's trie, where the host's address (the except) is an exact
+	// entry, found in the hash map looked up first.
 	r.start()
 	r.waitRevision(0)
 	client := where{cgroup: cg}

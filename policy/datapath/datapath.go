@@ -86,6 +86,7 @@ func (d *Datapath) mapsByName() map[string]*ebpf.Map {
 		policyMapEpsNsA: m.EpsNsA, policyMapEpsNsB: m.EpsNsB, policyMapFlows: m.Flows, policyMapIpcA: m.IpcA, policyMapIpcB: m.IpcB,
 		policyMapListeners: m.Listeners, policyMapBound: m.Bound, policyMapPolA: m.PolA, policyMapPolB: m.PolB,
 		policyMapReported: m.Reported, policyMapVerdicts: m.Verdicts,
+		policyMapPolExactA: m.PolExactA, policyMapPolExactB: m.PolExactB, policyMapIpcExactA: m.IpcExactA, policyMapIpcExactB: m.IpcExactB,
 	}
 }
 

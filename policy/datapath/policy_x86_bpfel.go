@@ -194,9 +194,13 @@ const (
 	policyMapFlows               = "flows"
 	policyMapIpcA                = "ipc_a"
 	policyMapIpcB                = "ipc_b"
+	policyMapIpcExactA           = "ipc_exact_a"
+	policyMapIpcExactB           = "ipc_exact_b"
 	policyMapListeners           = "listeners"
 	policyMapPolA                = "pol_a"
 	policyMapPolB                = "pol_b"
+	policyMapPolExactA           = "pol_exact_a"
+	policyMapPolExactB           = "pol_exact_b"
 	policyMapReported            = "reported"
 	policyMapVerdicts            = "verdicts"
 	policyProgSextantConnect4    = "sextant_connect4"
@@ -289,9 +293,13 @@ type policyMapSpecs struct {
 	Flows     *ebpf.MapSpec `ebpf:"flows"`
 	IpcA      *ebpf.MapSpec `ebpf:"ipc_a"`
 	IpcB      *ebpf.MapSpec `ebpf:"ipc_b"`
+	IpcExactA *ebpf.MapSpec `ebpf:"ipc_exact_a"`
+	IpcExactB *ebpf.MapSpec `ebpf:"ipc_exact_b"`
 	Listeners *ebpf.MapSpec `ebpf:"listeners"`
 	PolA      *ebpf.MapSpec `ebpf:"pol_a"`
 	PolB      *ebpf.MapSpec `ebpf:"pol_b"`
+	PolExactA *ebpf.MapSpec `ebpf:"pol_exact_a"`
+	PolExactB *ebpf.MapSpec `ebpf:"pol_exact_b"`
 	Reported  *ebpf.MapSpec `ebpf:"reported"`
 	Verdicts  *ebpf.MapSpec `ebpf:"verdicts"`
 }
@@ -340,9 +348,13 @@ type policyMaps struct {
 	Flows     *ebpf.Map `ebpf:"flows"`
 	IpcA      *ebpf.Map `ebpf:"ipc_a"`
 	IpcB      *ebpf.Map `ebpf:"ipc_b"`
+	IpcExactA *ebpf.Map `ebpf:"ipc_exact_a"`
+	IpcExactB *ebpf.Map `ebpf:"ipc_exact_b"`
 	Listeners *ebpf.Map `ebpf:"listeners"`
 	PolA      *ebpf.Map `ebpf:"pol_a"`
 	PolB      *ebpf.Map `ebpf:"pol_b"`
+	PolExactA *ebpf.Map `ebpf:"pol_exact_a"`
+	PolExactB *ebpf.Map `ebpf:"pol_exact_b"`
 	Reported  *ebpf.Map `ebpf:"reported"`
 	Verdicts  *ebpf.Map `ebpf:"verdicts"`
 }
@@ -359,9 +371,13 @@ func (m *policyMaps) Close() error {
 		m.Flows,
 		m.IpcA,
 		m.IpcB,
+		m.IpcExactA,
+		m.IpcExactB,
 		m.Listeners,
 		m.PolA,
 		m.PolB,
+		m.PolExactA,
+		m.PolExactB,
 		m.Reported,
 		m.Verdicts,
 	)

@@ -60,14 +60,15 @@ type Revision struct {
 
 type slotMaps struct {
 	epsCg, epsNs, pol, ipc *ebpf.Map
+	polExact, ipcExact     *ebpf.Map // the full-length entries (policy.c)
 }
 
 func (d *Datapath) slot(i uint32) slotMaps {
 	m := &d.objs.policyMaps
 	if i == 0 {
-		return slotMaps{m.EpsCgA, m.EpsNsA, m.PolA, m.IpcA}
+		return slotMaps{m.EpsCgA, m.EpsNsA, m.PolA, m.IpcA, m.PolExactA, m.IpcExactA}
 	}
-	return slotMaps{m.EpsCgB, m.EpsNsB, m.PolB, m.IpcB}
+	return slotMaps{m.EpsCgB, m.EpsNsB, m.PolB, m.IpcB, m.PolExactB, m.IpcExactB}
 }
 
 func (d *Datapath) config() (policyPolicyConfig, error) {
@@ -87,6 +88,13 @@ func (d *Datapath) Active() (uint64, error) {
 	return c.Revision[c.Active&1], nil
 }
 
+// Prefix lengths of a key that fixes every bit (policy.c's lookups): an
+// endpoint, identity, direction, protocol and port; an address.
+const (
+	fullPolKey = 96
+	fullIPCKey = 128
+)
+
 // Apply writes a revision into the slot the programs do not use, then
 // flips the active slot with one map write: a program sees the old
 // revision or the new one, never a mix. On error the old one stays.
@@ -97,7 +105,7 @@ func (d *Datapath) Apply(rev *Revision) error {
 	}
 	next := (c.Active & 1) ^ 1
 	s := d.slot(next)
-	for _, m := range []*ebpf.Map{s.epsCg, s.epsNs, s.pol, s.ipc} {
+	for _, m := range []*ebpf.Map{s.epsCg, s.epsNs, s.pol, s.ipc, s.polExact, s.ipcExact} {
 		if err := clearMap(m); err != nil {
 			return err
 		}
@@ -130,7 +138,11 @@ func (d *Datapath) Apply(rev *Revision) error {
 		if v.Deny {
 			pv.Deny = 1
 		}
-		if err := put(s.pol, pk, pv); err != nil {
+		m := s.pol
+		if pk.Prefixlen == fullPolKey {
+			m = s.polExact
+		}
+		if err := put(m, pk, pv); err != nil {
 			return err
 		}
 	}
@@ -141,7 +153,11 @@ func (d *Datapath) Apply(rev *Revision) error {
 			k.Prefixlen += 96
 		}
 		k.Addr = a.As16()
-		if err := put(s.ipc, k, id); err != nil {
+		m := s.ipc
+		if k.Prefixlen == fullIPCKey {
+			m = s.ipcExact
+		}
+		if err := put(m, k, id); err != nil {
 			return err
 		}
 	}
