@@ -299,7 +299,7 @@ func (d *Datapath) NewReader() (*Reader, error) {
 const pollInterval = 50 * time.Millisecond
 
 // maxBatch bounds the records Run hands over at once (a full ring holds
-// ≈ 30,000): the first of them need not wait for the last.
+// ≈ 37,000 of 112 bytes): the first of them need not wait for the last.
 const maxBatch = 1024
 
 // Run hands the records to sink, in batches of one pass over the ring
