@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg Config) error {
 			Cgroup:          scope,
 		}, log: log}
 	)
-	pol, err := newPolicyStage(cfg)
+	pol, err := newPolicyStage(cfg, &sinks)
 	if err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func Run(ctx context.Context, cfg Config) error {
 		stages = append(stages, sinkStage("prometheus", metrics.exp))
 	}
 	if pol != nil {
-		stages = append(stages, pol.stage(), pol.verdictStage(&sinks))
+		stages = append(stages, pol.stage())
 	}
 	if px != nil {
 		stages = append(stages, px.stage())

@@ -65,13 +65,24 @@ type policyStage struct {
 	running atomic.Pointer[policy.Engine] // for the status service
 }
 
-func newPolicyStage(cfg Config) (*policyStage, error) {
+// newPolicyStage: the engine's verdicts become flows (the conversion at
+// the stage's boundary) and go to the same sinks as the collector's
+// flows: the Hubble feed, Prometheus, and through the link the relay's
+// ClickHouse and OTLP sinks. The engine calls them on its reader
+// goroutine; its Stop hands them what it read before, and the sinks'
+// stages, which start before the policy stage, stop after it.
+func newPolicyStage(cfg Config, sinks *exporters.Fanout) (*policyStage, error) {
 	if cfg.Policy.Dir == "" {
 		return nil, nil
 	}
 	eng, err := policy.New(policy.Config{
 		PolicyDir: cfg.Policy.Dir, EndpointsFile: cfg.Policy.Endpoints, PinPath: cfg.Policy.pinPath(),
 		Audit: cfg.Policy.Audit, Node: cfg.Node, KernelStats: cfg.Policy.KernelStats, Logger: cfg.Logger,
+		Sink: func(vs []policy.Verdict) {
+			for i := range vs {
+				sinks.Export(vs[i].Flow())
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
@@ -108,38 +119,4 @@ func (s *policyStage) stage() stage.Stage {
 			return s.eng.Stop()
 		},
 	}
-}
-
-// verdictStage turns the engine's verdicts into flows (the conversion at
-// the stage's boundary) and hands them to the same sinks as the
-// collector's flows: the Hubble feed, Prometheus, and through the link
-// the relay's ClickHouse and OTLP sinks.
-func (s *policyStage) verdictStage(sinks *exporters.Fanout) stage.Stage {
-	return stage.Stage{Name: "verdicts", Run: func(ctx context.Context) error {
-		verdicts := s.eng.Verdicts()
-		// At the stop, what the engine read before it still reaches the
-		// sinks, which stop after this stage.
-		for draining := false; ; {
-			var v policy.Verdict
-			var ok bool
-			if draining {
-				select {
-				case v, ok = <-verdicts:
-				default:
-					return nil
-				}
-			} else {
-				select {
-				case v, ok = <-verdicts:
-				case <-ctx.Done():
-					draining = true
-					continue
-				}
-			}
-			if !ok {
-				return nil
-			}
-			sinks.Export(v.Flow())
-		}
-	}}
 }

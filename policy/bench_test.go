@@ -99,7 +99,7 @@ func newBenchSetup(b testing.TB, rules int, serverRole string, kernelStats bool)
 	}
 	s := &benchSetup{r: newRig(b, false), ns: newTestNetns(b), port: 18700}
 	s.r.cfg.KernelStats = kernelStats
-	s.r.discard = true
+	s.r.discard.Store(true)
 	s.addr = hostPort(s.ns.Addr, s.port)
 	s.server = startRole(b, where{netns: s.ns.Name}, serverRole, s.addr)
 	cg := testCgroup(b)
@@ -436,7 +436,7 @@ func BenchmarkReload(b *testing.B) {
 // verdict: the client's address and that verdict. Verdicts are kept
 // (s.r.discard false) until the caller discards them again.
 func (s *benchSetup) decidedConnection(b *testing.B) (netip.AddrPort, Verdict) {
-	s.r.discard = false
+	s.r.discard.Store(false)
 	c, err := net.Dial("tcp", s.addr)
 	if err != nil {
 		b.Fatal(err)
@@ -479,7 +479,7 @@ func BenchmarkEnrich(b *testing.B) {
 	b.Run("reported", func(b *testing.B) { run(b, exchange(st.Ino), true) })
 	b.Run("replayed", func(b *testing.B) {
 		s.r.eng.conns.mu.Lock()
-		s.r.eng.conns.cur, s.r.eng.conns.old = newConnMaps(), newConnMaps()
+		s.r.eng.conns.cur, s.r.eng.conns.old = newConnMaps(nil), newConnMaps(nil)
 		s.r.eng.conns.mu.Unlock()
 		run(b, exchange(st.Ino), true)
 	})
@@ -516,7 +516,7 @@ func BenchmarkDeliver(b *testing.B) {
 	eg := s.r.waitVerdict("the connection's connect verdict", func(v *Verdict) bool {
 		return v.Direction == resolve.Egress && v.Process.PID == uint32(os.Getpid())
 	})
-	s.r.discard = true
+	s.r.discard.Store(true)
 	record := func(v *Verdict, hook datapath.Hook) datapath.Record {
 		local, remote := v.Destination, v.Source
 		if v.Direction == resolve.Egress {

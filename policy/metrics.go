@@ -15,10 +15,11 @@ type Metrics struct {
 	rejected     prometheus.Gauge
 	applies      *prometheus.CounterVec
 	applySeconds prometheus.Histogram
-	lost         prometheus.Counter
+	lost         prometheus.CounterFunc
 }
 
-func newMetrics() *Metrics {
+// lost counts the verdict records the kernel could not write.
+func newMetrics(lost func() uint64) *Metrics {
 	return &Metrics{
 		revision: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sextant_policy_revision",
@@ -37,10 +38,10 @@ func newMetrics() *Metrics {
 			Help:    "Time to write a revision into the kernel and switch to it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
-		lost: prometheus.NewCounter(prometheus.CounterOpts{
+		lost: prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "sextant_policy_verdicts_lost_total",
-			Help: "Verdicts dropped because the consumer of the verdict channel was behind.",
-		}),
+			Help: "Verdicts lost because the kernel's verdict ring was full (the agent read it too slowly).",
+		}, func() float64 { return float64(lost()) }),
 	}
 }
 

@@ -25,7 +25,9 @@ type Status struct {
 	// resolved (missing cgroup, netns) or a file that does not parse.
 	EndpointErrors string
 	ApplyError     string
-	VerdictsLost   uint64
+	// VerdictsLost: records the programs could not write because the
+	// kernel's ring was full (the agent read it too slowly).
+	VerdictsLost uint64
 }
 
 // Rejection is a policy file whose latest content was rejected (its last
@@ -65,7 +67,7 @@ type EndpointStatus struct {
 func (e *Engine) Status() Status {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	s := Status{PolicyDir: e.cfg.PolicyDir, VerdictsLost: e.lost.Load()}
+	s := Status{PolicyDir: e.cfg.PolicyDir, VerdictsLost: e.Stats().RingBufferFull}
 	for _, r := range e.snap.Rejections {
 		rej := Rejection{File: r.File, Time: r.Time}
 		for _, err := range r.Errors {

@@ -306,13 +306,12 @@ type rig struct {
 	endpoints string
 	pin       string
 	eng       *Engine
-	verdicts  chan Verdict
 	mu        sync.Mutex
 	seen      []Verdict
 	cancel    context.CancelFunc
 	cfg       Config
 	// discard: count verdicts instead of keeping them (benchmarks).
-	discard  bool
+	discard  atomic.Bool
 	verdictN atomic.Uint64
 }
 
@@ -341,7 +340,17 @@ func newRig(t testing.TB, audit bool) *rig {
 
 func (r *rig) start() {
 	r.t.Helper()
-	eng, err := New(r.cfg)
+	cfg := r.cfg
+	cfg.Sink = func(vs []Verdict) {
+		r.verdictN.Add(uint64(len(vs)))
+		if r.discard.Load() {
+			return
+		}
+		r.mu.Lock()
+		r.seen = append(r.seen, vs...)
+		r.mu.Unlock()
+	}
+	eng, err := New(cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -351,17 +360,6 @@ func (r *rig) start() {
 		r.t.Fatal(err)
 	}
 	r.eng, r.cancel = eng, cancel
-	go func() {
-		for v := range eng.Verdicts() {
-			r.verdictN.Add(1)
-			if r.discard {
-				continue
-			}
-			r.mu.Lock()
-			r.seen = append(r.seen, v)
-			r.mu.Unlock()
-		}
-	}()
 }
 
 func (r *rig) stop() {
