@@ -566,9 +566,10 @@ struct pkt {
 	__u8 tcp_flags;
 };
 
-/* parse reads the IP and L4 headers at off. 1: a TCP or UDP packet
- * (first fragment or unfragmented, no IPv6 extension headers). */
-static __always_inline int parse(struct __sk_buff *skb, __u32 off, __u16 eth_proto, struct pkt *p)
+/* parse_copy reads the IP and L4 headers at off with copies (for headers
+ * not in the linear data). 1: a TCP or UDP packet (first fragment or
+ * unfragmented, no IPv6 extension headers). */
+static __noinline int parse_copy(struct __sk_buff *skb, __u32 off, __u16 eth_proto, struct pkt *p)
 {
 	__u32 l4;
 	if (eth_proto == bpf_htons(ETH_P_IP)) {
@@ -595,12 +596,53 @@ static __always_inline int parse(struct __sk_buff *skb, __u32 off, __u16 eth_pro
 	if (!l4_ok(p->proto))
 		return 0;
 	__u8 hdr[14];
-	__u32 need = p->proto == IPPROTO_TCP ? 14 : 4;
-	if (bpf_skb_load_bytes(skb, l4, hdr, need == 14 ? 14 : 4))
+	if (p->proto == IPPROTO_TCP ? bpf_skb_load_bytes(skb, l4, hdr, 14) : bpf_skb_load_bytes(skb, l4, hdr, 4))
 		return 0;
 	p->sport = (__u16)hdr[0] << 8 | hdr[1];
 	p->dport = (__u16)hdr[2] << 8 | hdr[3];
 	p->tcp_flags = p->proto == IPPROTO_TCP ? hdr[13] : 0;
+	return 1;
+}
+
+/* parse reads the IP and L4 headers at off, as parse_copy, in place
+ * (direct packet access) when they are in the linear data: the three
+ * bpf_skb_load_bytes calls of a SYN cost more than its decision's hash
+ * lookups. */
+static __always_inline int parse(struct __sk_buff *skb, __u32 off, __u16 eth_proto, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u8 *l4;
+	if (eth_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + off;
+		if ((void *)(ip + 1) > end)
+			return parse_copy(skb, off, eth_proto, p);
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return 0;
+		p->proto = ip->protocol;
+		if (!l4_ok(p->proto))
+			return 0;
+		set_v4(p->saddr, ip->saddr);
+		set_v4(p->daddr, ip->daddr);
+		l4 = (__u8 *)ip + (ip->ihl & 0xf) * 4;
+	} else if (eth_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + off;
+		if ((void *)(ip6 + 1) > end)
+			return parse_copy(skb, off, eth_proto, p);
+		p->proto = ip6->nexthdr;
+		if (!l4_ok(p->proto))
+			return 0;
+		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		l4 = (__u8 *)(ip6 + 1);
+	} else {
+		return 0;
+	}
+	if ((void *)(l4 + 14) > end)
+		return parse_copy(skb, off, eth_proto, p); /* a UDP datagram this short has 4 bytes: copied too */
+	p->sport = (__u16)l4[0] << 8 | l4[1];
+	p->dport = (__u16)l4[2] << 8 | l4[3];
+	p->tcp_flags = p->proto == IPPROTO_TCP ? l4[13] : 0;
 	return 1;
 }
 
@@ -738,10 +780,13 @@ int sextant_skb_egress(struct __sk_buff *skb)
 
 static __always_inline int tc_parse(struct __sk_buff *skb, struct pkt *p)
 {
-	struct ethhdr eth;
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+	struct ethhdr *eth = (void *)(long)skb->data;
+	if ((void *)(eth + 1) <= (void *)(long)skb->data_end)
+		return parse(skb, sizeof(*eth), eth->h_proto, p);
+	struct ethhdr copy;
+	if (bpf_skb_load_bytes(skb, 0, &copy, sizeof(copy)))
 		return 0;
-	return parse(skb, sizeof(eth), eth.h_proto, p);
+	return parse_copy(skb, sizeof(copy), copy.h_proto, p);
 }
 
 static __always_inline int tc_established_tcp(struct __sk_buff *skb)
