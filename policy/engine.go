@@ -65,10 +65,10 @@ type Config struct {
 	// ring at a time, on the engine's reader goroutine: it must not keep
 	// the slice (its Verdicts are the sink's to copy) and should not
 	// block, since the ring fills while it runs; records that find it
-	// full are lost and counted (Status.VerdictsLost). Called in place of
-	// a channel, the hand-off costs nothing per verdict: a channel send
-	// per verdict, and its consumer's wake-ups, were ≈ 0.3 µs per verdict
-	// under BenchmarkConnect (perf per block). nil: verdicts are dropped.
+	// full are lost and counted (Status.VerdictsLost). A channel send per
+	// verdict, and its consumer's wake-ups, were ≈ 0.5 µs per connection
+	// (two verdicts) under BenchmarkConnect (perf per block). nil:
+	// verdicts are dropped.
 	Sink func([]Verdict)
 }
 
