@@ -196,7 +196,7 @@ func New(cfg Config) (*Engine, error) {
 		revisions:  make(chan struct{}, 1),
 		procs:      identity.NewResolver(""),
 	}
-	e.metrics = newMetrics(func() uint64 { return e.Stats().RingBufferFull })
+	e.metrics = newMetrics(e.verdictsLost)
 	return e, nil
 }
 
@@ -636,6 +636,15 @@ func (rev *revision) verdict(r *datapath.Record) Verdict {
 		v.Source, v.Destination = remote, local
 	}
 	return v
+}
+
+// verdictsLost is the kernel's count of records lost to a full ring.
+func (e *Engine) verdictsLost() uint64 {
+	dp := e.started.Load()
+	if dp == nil {
+		return 0
+	}
+	return dp.RingBufferFull()
 }
 
 // Stats are the datapath's counters.

@@ -67,7 +67,7 @@ type EndpointStatus struct {
 func (e *Engine) Status() Status {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	s := Status{PolicyDir: e.cfg.PolicyDir, VerdictsLost: e.Stats().RingBufferFull}
+	s := Status{PolicyDir: e.cfg.PolicyDir, VerdictsLost: e.verdictsLost()}
 	for _, r := range e.snap.Rejections {
 		rej := Rejection{File: r.File, Time: r.Time}
 		for _, err := range r.Errors {

@@ -434,19 +434,8 @@ type ProgramStats struct {
 // Stats reads the counters and the programs' run-time statistics.
 func (d *Datapath) Stats() Stats {
 	var s Stats
-	sum := func(i policyCounter) uint64 {
-		var per []uint64
-		if err := d.objs.Counters.Lookup(uint32(i), &per); err != nil {
-			return 0
-		}
-		var n uint64
-		for _, v := range per {
-			n += v
-		}
-		return n
-	}
-	s.RingBufferFull = sum(policyCounterCNT_RINGBUF_FULL)
-	s.FlowsFull = sum(policyCounterCNT_FLOWS_FULL)
+	s.RingBufferFull = d.counter(policyCounterCNT_RINGBUF_FULL)
+	s.FlowsFull = d.counter(policyCounterCNT_FLOWS_FULL)
 	p := &d.objs.policyPrograms
 	for _, np := range []struct {
 		name string
@@ -494,6 +483,23 @@ func (d *Datapath) ClientIdentity(client netip.AddrPort, serverPort uint16, prot
 		return 0
 	}
 	return v.ClientIdentity
+}
+
+// RingBufferFull is the number of verdict records lost to a full ring.
+// Unlike Stats, it touches no attachment state: safe beside Attach.
+func (d *Datapath) RingBufferFull() uint64 { return d.counter(policyCounterCNT_RINGBUF_FULL) }
+
+// counter sums a per-CPU counter.
+func (d *Datapath) counter(i policyCounter) uint64 {
+	var per []uint64
+	if err := d.objs.Counters.Lookup(uint32(i), &per); err != nil {
+		return 0
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n
 }
 
 // ServerIdentity is the identity of the local endpoint bound to addr:port
